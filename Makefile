@@ -1,0 +1,43 @@
+# Two commands do all the set-up (see README.md):
+#   make pipeline   create .venv and run the whole DVC pipeline on the default data set
+#   make test       create .venv if needed and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Stages are run by DVC as `python stages/<name>.py`: put the venv first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: venv pipeline test test-all lock clean-venv
+
+venv: $(VENV)/.installed
+
+# Torch goes first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-deps torch==2.13.0
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
+	touch $@
+
+pipeline: venv
+	$(BIN)/dvc repro
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+# Includes the tests marked slow.
+test-all: venv
+	$(BIN)/python -m pytest -q -m ''
+
+# Re-resolve the newest versions the ranges in pyproject.toml allow and pin them.
+lock:
+	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv
+	/tmp/lock-venv/bin/python -m pip install --quiet torch==2.13.0
+	/tmp/lock-venv/bin/python -m pip install --quiet '.[test]'
+	{ printf '# Exact pins of every direct and transitive dependency, Python 3.11, CPU.\n# Installed with --no-deps after torch (see the Makefile); regenerate with `make lock`.\n'; \
+	  /tmp/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -i -E '^(pip|wheel|movielens-pipeline)[=@ ]' | sed 's/+cpu$$//'; } > requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)

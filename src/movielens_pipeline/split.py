@@ -1,0 +1,67 @@
+"""The seed's random train/val/test split: seeded, deterministic, every rating in one part."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from .errors import PipelineError
+from .params import SplitParams
+
+PARTS = ("train", "val", "test")
+
+
+class SplitError(PipelineError):
+    """A split that would leave a part empty."""
+
+
+def split_ratings(ratings: pl.DataFrame, params: SplitParams) -> dict[str, pl.DataFrame]:
+    """Shuffle row numbers with the seed and cut them by the fractions; test gets the rest."""
+    n_rows = ratings.height
+    n_train = round(n_rows * params.train_fraction)
+    n_val = round(n_rows * params.val_fraction)
+    sizes = {"train": n_train, "val": n_val, "test": n_rows - n_train - n_val}
+    empty = [part for part, size in sizes.items() if size <= 0]
+    if empty:
+        raise SplitError(
+            f"{n_rows} ratings split by train_fraction={params.train_fraction}, "
+            f"val_fraction={params.val_fraction} leave the {' and '.join(empty)} part empty"
+        )
+    order = np.random.default_rng(params.seed).permutation(n_rows)
+    bounds = np.cumsum([0, n_train, n_val, sizes["test"]])
+    # Each part keeps the prepared table's row order, so its bytes depend only on its content.
+    return {part: ratings[np.sort(order[bounds[i] : bounds[i + 1]])] for i, part in enumerate(PARTS)}
+
+
+def split_stats(parts: dict[str, pl.DataFrame]) -> dict:
+    """Rows, users and movies per part, and how many val/test users or movies training never saw."""
+    train_users = parts["train"]["userIdMapped"].unique()
+    train_movies = parts["train"]["movieIdMapped"].unique()
+    total = sum(part.height for part in parts.values())
+    stats = {}
+    for name, part in parts.items():
+        stats[name] = {
+            "rows": part.height,
+            "fraction": round(part.height / total, 6),
+            "users": part["userIdMapped"].n_unique(),
+            "movies": part["movieIdMapped"].n_unique(),
+        }
+        if name != "train":
+            stats[name]["users_unseen_in_train"] = int((~part["userIdMapped"].unique().is_in(train_users.implode())).sum())
+            stats[name]["movies_unseen_in_train"] = int(
+                (~part["movieIdMapped"].unique().is_in(train_movies.implode())).sum()
+            )
+    return stats
+
+
+def split(prepared_ratings: Path, params: SplitParams, out_dir: Path) -> dict:
+    """Split the prepared ratings and write train/val/test Parquet files and stats.json into `out_dir`."""
+    parts = split_ratings(pl.read_parquet(prepared_ratings), params)
+    for name, part in parts.items():
+        part.write_parquet(out_dir / f"{name}.parquet")
+    stats = split_stats(parts)
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    return stats

@@ -1,0 +1,27 @@
+"""Evaluate stage: models/model.ckpt on data/split/test.parquet -> eval/metrics.json and eval/plots/."""
+
+from pathlib import Path
+
+import polars as pl
+
+from movielens_pipeline.atomic import atomic_dir
+from movielens_pipeline.errors import run_stage
+from movielens_pipeline.evaluate import evaluate
+from movielens_pipeline.params import load_section
+
+
+def main() -> None:
+    params = load_section("evaluate")
+    with atomic_dir(Path("eval")) as staging:
+        metrics = evaluate(
+            Path("models/model.ckpt"),
+            pl.read_parquet("data/split/train.parquet"),
+            pl.read_parquet("data/split/test.parquet"),
+            params,
+            staging,
+        )
+    print(f"test rmse {metrics['test/rmse']:.4f} (training-mean baseline {metrics['baseline/rmse']:.4f})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,19 @@
+"""Split stage: data/prepared/ratings.parquet -> data/split/{train,val,test}.parquet and stats.json."""
+
+from pathlib import Path
+
+from movielens_pipeline.atomic import atomic_dir
+from movielens_pipeline.errors import run_stage
+from movielens_pipeline.params import load_section
+from movielens_pipeline.split import split
+
+
+def main() -> None:
+    params = load_section("split")
+    with atomic_dir(Path("data/split")) as staging:
+        stats = split(Path("data/prepared/ratings.parquet"), params, staging)
+    print(", ".join(f"{part}: {counts['rows']} ratings" for part, counts in stats.items()))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,31 @@
+"""Train stage: data/split -> models/model.ckpt (best val loss) and dvclive/train/ (curves, params)."""
+
+from pathlib import Path
+
+import polars as pl
+
+from movielens_pipeline.atomic import atomic_dir, atomic_path
+from movielens_pipeline.errors import run_stage
+from movielens_pipeline.params import load_section
+from movielens_pipeline.training import train
+
+
+def main() -> None:
+    params = load_section("train")
+    n_users = pl.scan_parquet("data/prepared/users.parquet").select(pl.len()).collect().item()
+    n_movies = pl.scan_parquet("data/prepared/movies.parquet").select(pl.len()).collect().item()
+    with atomic_path(Path("models/model.ckpt")) as checkpoint, atomic_dir(Path("dvclive/train")) as live_dir:
+        summary = train(
+            pl.read_parquet("data/split/train.parquet"),
+            pl.read_parquet("data/split/val.parquet"),
+            n_users,
+            n_movies,
+            params,
+            checkpoint,
+            live_dir,
+        )
+    print(f"best epoch {summary['best_epoch']}: val mse {summary['best_val_mse']:.4f}, {summary['train_seconds']} s")
+
+
+if __name__ == "__main__":
+    run_stage(main)
