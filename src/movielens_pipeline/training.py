@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +78,10 @@ def train(
     live_dir: Path,
 ) -> dict:
     """Fit `params.model`, keep the best-val-loss checkpoint at `checkpoint_path`, log to `live_dir`."""
+    # Lightning's start-up notes (hardware found, product tips) drown the per-epoch lines
+    # in `dvc repro` output; warnings and errors still show.
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
     lightning.seed_everything(params.seed, workers=True, verbose=False)
     train_mean = float(train_ratings["rating"].mean())
     model = build_model(params, n_users, n_movies, train_mean)
