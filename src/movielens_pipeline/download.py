@@ -9,6 +9,7 @@ written to `data/raw/<release>/` has the release's own bytes, checked before it 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,9 @@ def download(params: DataParams, out_dir: Path, sources: list[Source] | None = N
 
 def _existing_parent(out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Scratch folders of an earlier run killed before it could clean up (SIGTERM, SIGKILL).
+    for stale in out_dir.parent.glob(f".{out_dir.name}.fetch-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return out_dir.parent
 
 
@@ -155,6 +159,8 @@ def _open_url(url: str, timeout_seconds: float) -> BinaryIO:
         raise DownloadError(f"cannot connect: {error.reason}") from None
     except TimeoutError:
         raise DownloadError(f"no answer within {timeout_seconds} s") from None
+    except http.client.HTTPException as error:  # a malformed URL, or an answer that is not HTTP
+        raise DownloadError(f"{type(error).__name__}: {str(error).strip()}") from None
 
 
 def _copy_hashing(stream: BinaryIO, target: Path, digest: hashlib._Hash, header_lines: int = 0) -> str:
@@ -168,6 +174,8 @@ def _copy_hashing(stream: BinaryIO, target: Path, digest: hashlib._Hash, header_
                 out.write(chunk)
     except TimeoutError:
         raise DownloadError("the connection stalled mid-transfer") from None
+    except http.client.HTTPException as error:
+        raise DownloadError(f"the transfer broke off: {error!r}") from None
     return digest.hexdigest()
 
 

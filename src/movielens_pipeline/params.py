@@ -22,6 +22,7 @@ PARAMS_FILE = Path("params.yaml")
 
 DATASETS = ("ml-100k",)
 MODELS = ("global_mean", "biased_mf")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 
 
 class ParamsError(PipelineError):
@@ -64,6 +65,7 @@ class PreprocessParams:
         for key in ("sample_size", "top_n_movies", "min_ratings_per_user", "min_ratings_per_movie"):
             value = getattr(self, key)
             _require(value is None or value >= 1, section, key, value, "an integer >= 1")
+        _check_seed(section, self.seed)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class SplitParams:
         _require(
             total < 1, section, "train_fraction + val_fraction", total, "a sum below 1, so the test part is not empty"
         )
+        _check_seed(section, self.seed)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class TrainParams:
             f"an integer from 1 to max_epochs ({self.max_epochs})",
         )
         _require(self.patience >= 1, section, "patience", self.patience, "an integer >= 1")
+        _check_seed(section, self.seed)
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,10 @@ def _describe(option: object) -> str:
     if typing.get_origin(option) is Literal:
         return "one of " + ", ".join(repr(choice) for choice in typing.get_args(option))
     return "null" if option is type(None) else getattr(option, "__name__", str(option))
+
+
+def _check_seed(section: str, seed: int) -> None:
+    _require(0 <= seed <= MAX_SEED, section, "seed", seed, f"an integer from 0 to {MAX_SEED}")
 
 
 def _require(ok: bool, section: str, key: str, value: object, allowed: str) -> None:

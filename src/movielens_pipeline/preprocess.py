@@ -39,11 +39,22 @@ def read_ratings(path: Path, layout: RatingsLayout) -> pl.DataFrame:
             f"{path}: expected {len(RATINGS_SCHEMA)} columns ({', '.join(RATINGS_SCHEMA)}) "
             f"separated by {layout.separator!r}, found {ratings.width - 1}"
         )
+    # Polars reads a line with too few fields as nulls instead of failing: name that line.
+    if ratings.select(pl.any_horizontal(pl.exclude("line").is_null()).any()).item():
+        short_line = _first_bad_line(path, layout, check_values=False)
+        if short_line is not None:
+            raise DataError(short_line)
     return ratings
 
 
 def _describe_parse_failure(path: Path, layout: RatingsLayout, error: Exception) -> str:
     """Find the first line polars could not parse and say what is wrong with it."""
+    bad_line = _first_bad_line(path, layout)
+    return bad_line or f"{path}: cannot be parsed as ratings: {str(error).splitlines()[0]}"
+
+
+def _first_bad_line(path: Path, layout: RatingsLayout, check_values: bool = True) -> str | None:
+    """Describe the first line with the wrong number of fields (or, with check_values, unparsable ones)."""
     with path.open("rb") as lines:
         for number, raw in enumerate(lines, start=1):
             if number == 1 and layout.has_header:
@@ -55,11 +66,13 @@ def _describe_parse_failure(path: Path, layout: RatingsLayout, error: Exception)
                     f"{path}, line {number}: expected {len(RATINGS_SCHEMA)} fields "
                     f"({', '.join(RATINGS_SCHEMA)}) separated by {layout.separator!r}, got {len(fields)}: {shown!r}"
                 )
+            if not check_values:
+                continue
             try:
                 int(fields[0]), int(fields[1]), float(fields[2]), int(fields[3])
             except ValueError:
                 return f"{path}, line {number}: expected integer ids, a numeric rating and an integer timestamp, got {shown!r}"
-    return f"{path}: cannot be parsed as ratings: {str(error).splitlines()[0]}"
+    return None
 
 
 def validate_ratings(ratings: pl.DataFrame, source: str) -> None:

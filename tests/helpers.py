@@ -1,0 +1,114 @@
+"""Small generated fixtures shared by the unit tests: ratings, zip archives, wheels, digests."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from movielens_pipeline.releases import RatingsLayout
+
+TAB_LAYOUT = RatingsLayout(separator="\t", has_header=False, max_bytes=1 << 20)
+CSV_LAYOUT = RatingsLayout(separator=",", has_header=True, max_bytes=1 << 20)
+CSV_HEADER = "userId,movieId,rating,timestamp"
+
+Row = tuple[int, int, float, int]
+
+
+def make_rows(n_ratings: int, n_users: int = 20, n_movies: int = 30, seed: int = 0) -> list[Row]:
+    """Random ratings with distinct (user, movie) pairs, half-star ratings and increasing timestamps."""
+    rng = np.random.default_rng(seed)
+    assert n_ratings <= n_users * n_movies
+    pairs = rng.choice(n_users * n_movies, n_ratings, replace=False)
+    ratings = rng.integers(1, 11, n_ratings) / 2
+    timestamps = 874_000_000 + np.arange(n_ratings) * 60
+    # Ids start at 1 and leave gaps, like real releases after filtering.
+    return [
+        (int(pair // n_movies) * 3 + 1, int(pair % n_movies) * 7 + 2, float(rating), int(timestamp))
+        for pair, rating, timestamp in zip(pairs, ratings, timestamps, strict=True)
+    ]
+
+
+def format_rating(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def tab_lines(rows: list[Row]) -> list[str]:
+    return [f"{user}\t{movie}\t{format_rating(rating)}\t{timestamp}\n" for user, movie, rating, timestamp in rows]
+
+
+def tab_bytes(rows: list[Row]) -> bytes:
+    return "".join(tab_lines(rows)).encode()
+
+
+def write_tab(path: Path, rows: list[Row], extra_lines: dict[int, str] | None = None) -> Path:
+    """Write `rows` as a headerless tab file; `extra_lines` maps a 1-based line number to a raw line put there."""
+    lines = tab_lines(rows)
+    for number, line in sorted((extra_lines or {}).items()):
+        lines.insert(number - 1, line)
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def write_csv(path: Path, rows: list[Row]) -> Path:
+    body = "".join(f"{u},{m},{format_rating(r)},{t}\n" for u, m, r, t in rows)
+    path.write_text(f"{CSV_HEADER}\n{body}", encoding="utf-8")
+    return path
+
+
+def ratings_frame(rows: list[Row]) -> pl.DataFrame:
+    """The frame read_ratings makes of `rows` once its line column is dropped."""
+    return pl.DataFrame(
+        rows,
+        schema={"userId": pl.Int64, "movieId": pl.Int64, "rating": pl.Float32, "timestamp": pl.Int64},
+        orient="row",
+    )
+
+
+def indexed_frame(pairs: list[tuple[int, int]]) -> pl.DataFrame:
+    """A tiny prepared-ratings frame with the mapped id columns that split works on."""
+    return pl.DataFrame(
+        {
+            "userIdMapped": [user for user, _ in pairs],
+            "movieIdMapped": [movie for _, movie in pairs],
+            "rating": [3.0] * len(pairs),
+        },
+        schema={"userIdMapped": pl.UInt32, "movieIdMapped": pl.UInt32, "rating": pl.Float32},
+    )
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def sha256_of(path_or_bytes: Path | bytes) -> str:
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for name, data in members.items():
+            bundle.writestr(name, data)
+    return path
+
+
+def make_wheel(folder: Path, name: str, version: str, members: dict[str, bytes]) -> Path:
+    """A minimal pure-Python wheel pip accepts: `members` plus METADATA, WHEEL and RECORD."""
+    dist_info = f"{name}-{version}.dist-info"
+    files = dict(members)
+    files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = [f"{member},sha256={_record_digest(data)},{len(data)}" for member, data in files.items()]
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    return make_zip(folder / f"{name}-{version}-py3-none-any.whl", files)
+
+
+def _record_digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

@@ -1,0 +1,252 @@
+"""params.py: every params.yaml section parses into a typed dataclass or fails with a precise message."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from movielens_pipeline import params
+from movielens_pipeline.params import (
+    SECTIONS,
+    DataParams,
+    ParamsError,
+    PreprocessParams,
+    SplitParams,
+    TrainParams,
+    load_section,
+    parse_section,
+)
+
+PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+MD5 = "0e33842e24a9c977be4e0107933c0723"
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_empty_or_null_section_gives_the_defaults(section):
+    assert parse_section(section, {}) == SECTIONS[section]()
+    assert parse_section(section, None) == SECTIONS[section]()
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_defaults_written_out_parse_back_to_themselves(section):
+    defaults = dataclasses.asdict(SECTIONS[section]())
+    assert parse_section(section, defaults) == SECTIONS[section]()
+
+
+def test_values_are_taken_from_the_mapping():
+    parsed = parse_section("train", {"model": "global_mean", "embedding_dim": 8, "accelerator": "auto"})
+    assert parsed == TrainParams(model="global_mean", embedding_dim=8, accelerator="auto")
+
+
+def test_misspelled_key_names_it_and_lists_the_valid_keys():
+    with pytest.raises(ParamsError) as raised:
+        parse_section("train", {"embeding_dim": 16})
+    message = str(raised.value)
+    assert "train.embeding_dim" in message
+    assert "unknown key" in message
+    for field in dataclasses.fields(TrainParams):
+        assert field.name in message
+
+
+def test_section_that_is_not_a_mapping_is_rejected():
+    with pytest.raises(ParamsError, match=r"^split: expected a mapping of keys, got \[0\.7, 0\.15\]"):
+        parse_section("split", [0.7, 0.15])
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "shown"),
+    [
+        ("train", "embedding_dim", "32", "'32' (str)"),
+        ("train", "embedding_dim", True, "True (bool)"),
+        ("train", "embedding_dim", 32.0, "32.0 (float)"),
+        ("train", "max_epochs", None, "None (NoneType)"),
+        ("train", "learning_rate", "0.01", "'0.01' (str)"),
+        ("train", "learning_rate", False, "False (bool)"),
+        ("preprocess", "sample_size", "1000", "'1000' (str)"),
+        ("preprocess", "top_n_movies", 50.5, "50.5 (float)"),
+        ("data", "url", 42, "42 (int)"),
+        ("data", "timeout_seconds", [30], "[30] (list)"),
+        ("split", "seed", 1.5, "1.5 (float)"),
+    ],
+)
+def test_wrong_type_names_the_key_and_the_value(section, key, value, shown):
+    with pytest.raises(ParamsError) as raised:
+        parse_section(section, {key: value})
+    message = str(raised.value)
+    assert message.startswith(f"{section}.{key}: got {shown}; expected ")
+
+
+def test_wrong_type_message_says_what_is_allowed():
+    with pytest.raises(ParamsError, match=r"expected int or null$"):
+        parse_section("preprocess", {"sample_size": "all"})
+    with pytest.raises(ParamsError, match=r"train\.accelerator: got 'tpu' .*one of 'cpu', 'gpu', 'auto'"):
+        parse_section("train", {"accelerator": "tpu"})
+
+
+def test_ints_widen_to_floats():
+    train = parse_section("train", {"learning_rate": 1, "weight_decay": 0})
+    assert train.learning_rate == 1.0 and type(train.learning_rate) is float
+    assert type(train.weight_decay) is float
+    data = parse_section("data", {"timeout_seconds": 5})
+    assert data.timeout_seconds == 5.0 and type(data.timeout_seconds) is float
+
+
+def test_floats_do_not_narrow_to_ints_and_nullable_ints_accept_null():
+    assert parse_section("preprocess", {"sample_size": None, "top_n_movies": 50}).top_n_movies == 50
+    with pytest.raises(ParamsError, match=r"preprocess\.sample_size: got 100\.0"):
+        parse_section("preprocess", {"sample_size": 100.0})
+
+
+@pytest.mark.parametrize("key", ["train_fraction", "val_fraction"])
+@pytest.mark.parametrize("value", [0, 1, -0.1, 1.5, 0.0])
+def test_fractions_outside_the_open_unit_interval_are_rejected(key, value):
+    with pytest.raises(ParamsError) as raised:
+        parse_section("split", {"train_fraction": 0.5, "val_fraction": 0.2, key: value})
+    assert str(raised.value).startswith(f"split.{key}: got {float(value)!r}; expected a fraction strictly between 0 and 1")
+
+
+@pytest.mark.parametrize(("train", "val"), [(0.8, 0.2), (0.85, 0.15), (0.9, 0.3)])
+def test_train_plus_val_of_one_or_more_is_rejected(train, val):
+    with pytest.raises(ParamsError, match=r"split\.train_fraction \+ val_fraction: .*test part is not empty"):
+        parse_section("split", {"train_fraction": train, "val_fraction": val})
+
+
+def test_fractions_just_below_one_are_accepted():
+    assert parse_section("split", {"train_fraction": 0.8, "val_fraction": 0.19}) == SplitParams(0.8, 0.19)
+
+
+def test_unknown_model_lists_the_models():
+    with pytest.raises(ParamsError) as raised:
+        parse_section("train", {"model": "mf"})
+    assert str(raised.value) == "train.model: got 'mf'; expected one of ['global_mean', 'biased_mf']"
+
+
+def test_unknown_dataset_lists_the_datasets():
+    with pytest.raises(ParamsError) as raised:
+        parse_section("data", {"dataset": "ml-25m"})
+    assert str(raised.value) == "data.dataset: got 'ml-25m'; expected one of ['ml-100k']"
+
+
+def test_min_epochs_above_max_epochs_is_rejected():
+    with pytest.raises(ParamsError, match=r"train\.min_epochs: got 5; expected an integer from 1 to max_epochs \(3\)"):
+        parse_section("train", {"min_epochs": 5, "max_epochs": 3})
+    assert parse_section("train", {"min_epochs": 3, "max_epochs": 3}).min_epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("train", "embedding_dim", 0),
+        ("train", "learning_rate", 0),
+        ("train", "weight_decay", -0.1),
+        ("train", "batch_size", 0),
+        ("train", "patience", 0),
+        ("preprocess", "sample_size", 0),
+        ("preprocess", "min_ratings_per_user", 0),
+        ("evaluate", "histogram_bins", 0),
+        ("data", "timeout_seconds", 0),
+    ],
+)
+def test_out_of_range_values_name_key_and_value(section, key, value):
+    with pytest.raises(ParamsError) as raised:
+        parse_section(section, {key: value})
+    assert str(raised.value).startswith(f"{section}.{key}: got {value!r}")
+
+
+@pytest.mark.parametrize("section", ["preprocess", "split", "train"])
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seed_outside_the_unsigned_32_bit_range_is_rejected(section, seed):
+    # numpy's default_rng refuses negative seeds and Lightning refuses anything outside uint32.
+    with pytest.raises(ParamsError, match=rf"^{section}\.seed: got {seed}; expected an integer from 0 to 4294967295"):
+        parse_section(section, {"seed": seed})
+
+
+@pytest.mark.parametrize("seed", [0, 2**32 - 1])
+def test_seed_at_the_ends_of_the_range_is_accepted(seed):
+    assert parse_section("split", {"seed": seed}).seed == seed
+
+
+@pytest.mark.parametrize("md5", ["abc", "0" * 31, "0" * 33, "g" * 32, MD5[:-1] + " "])
+def test_md5_must_be_32_hex_digits(md5):
+    with pytest.raises(ParamsError) as raised:
+        parse_section("data", {"url": "ml-100k.zip", "md5": md5})
+    assert str(raised.value) == f"data.md5: got {md5!r}; expected 32 hexadecimal digits"
+
+
+def test_md5_requires_url():
+    with pytest.raises(ParamsError, match=r"data\.md5 is set but data\.url is not"):
+        parse_section("data", {"md5": MD5})
+
+
+def test_md5_with_url_is_accepted_in_either_case():
+    assert parse_section("data", {"url": "mirror/ml-100k.zip", "md5": MD5}) == DataParams(url="mirror/ml-100k.zip", md5=MD5)
+    assert parse_section("data", {"url": "mirror/ml-100k.zip", "md5": MD5.upper()}).md5 == MD5.upper()
+
+
+def test_load_section_reads_one_section_of_a_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("preprocess:\n  top_n_movies: 50\n  seed: 3\nsplit:\n  seed: 9\n", encoding="utf-8")
+    assert load_section("preprocess", path) == PreprocessParams(top_n_movies=50, seed=3)
+    assert load_section("split", path) == SplitParams(seed=9)
+
+
+def test_load_section_yaml_exponent_without_dot_is_a_string_and_is_rejected(tmp_path):
+    # YAML 1.1 reads 1e-3 as a string; the message must show it, not fail later in training.
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  learning_rate: 1e-3\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"train\.learning_rate: got '1e-3' \(str\); expected float"):
+        load_section("train", path)
+
+
+def test_load_section_missing_file_names_the_file(tmp_path):
+    path = tmp_path / "nowhere" / "params.yaml"
+    with pytest.raises(ParamsError) as raised:
+        load_section("train", path)
+    assert str(path) in str(raised.value)
+    assert "file not found" in str(raised.value)
+
+
+def test_load_section_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  model: [biased_mf\n", encoding="utf-8")
+    with pytest.raises(ParamsError) as raised:
+        load_section("train", path)
+    assert str(raised.value).startswith(f"{path}: not valid YAML")
+
+
+def test_load_section_missing_section_names_the_file_and_section(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  seed: 1\n", encoding="utf-8")
+    with pytest.raises(ParamsError) as raised:
+        load_section("split", path)
+    assert str(raised.value) == f"{path}: section 'split' is missing"
+
+
+@pytest.mark.parametrize("text", ["", "- train\n- split\n", "just a string\n"])
+def test_load_section_document_that_is_not_a_mapping_names_the_file(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ParamsError) as raised:
+        load_section("train", path)
+    assert str(raised.value).startswith(f"{path}: expected a mapping of sections")
+
+
+def test_params_models_match_the_model_registry():
+    # params.py keeps its own list so that it need not import torch; the two must agree.
+    from movielens_pipeline.models import MODELS
+
+    assert params.MODELS == tuple(MODELS)
+
+
+def test_project_params_yaml_has_exactly_the_known_sections():
+    document = yaml.safe_load(PROJECT_PARAMS.read_text(encoding="utf-8"))
+    assert set(document) == set(SECTIONS)
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_every_section_of_the_project_params_yaml_parses(section):
+    parsed = load_section(section, path=PROJECT_PARAMS)
+    assert isinstance(parsed, SECTIONS[section])
