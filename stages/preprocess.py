@@ -17,8 +17,12 @@ def main() -> None:
     release = RELEASES[parser.parse_args().dataset]
     params = load_section("preprocess")
     with atomic_dir(Path("data/prepared")) as staging:
-        summary = preprocess(Path("data/raw") / release.name / release.ratings_file, release.layout, params, staging)
-    print(f"prepared {summary['rows']} of {summary['raw_rows']} ratings: {summary['users']} users, {summary['movies']} movies")
+        raw_ratings = Path("data/raw") / release.name / release.ratings_file
+        summary = preprocess(raw_ratings, release.layout, params, staging)
+    print(
+        f"prepared {summary['rows']} of {summary['raw_rows']} ratings: "
+        f"{summary['users']} users, {summary['movies']} movies"
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,20 @@ def make_rows(n_ratings: int, n_users: int = 20, n_movies: int = 30, seed: int =
     ]
 
 
+def low_rank_rows(n_users: int = 300, n_movies: int = 150, per_user: int = 40, seed: int = 0) -> list[Row]:
+    """Integer ratings 1-5 from biases + rank-4 factors + noise, so a real model can beat the mean."""
+    rng = np.random.default_rng(seed)
+    user_bias, movie_bias = rng.normal(0, 0.5, n_users), rng.normal(0, 0.5, n_movies)
+    user_factors, movie_factors = rng.normal(0, 0.6, (n_users, 4)), rng.normal(0, 0.6, (n_movies, 4))
+    rows = []
+    for user in range(n_users):
+        for movie in rng.choice(n_movies, per_user, replace=False):
+            score = 3.5 + user_bias[user] + movie_bias[movie] + user_factors[user] @ movie_factors[movie]
+            rating = float(np.clip(np.rint(score + rng.normal(0, 0.3)), 1, 5))
+            rows.append((user + 1, int(movie) + 1, rating, 880_000_000 + int(rng.integers(0, 10_000_000))))
+    return rows
+
+
 def format_rating(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
 

@@ -105,7 +105,8 @@ def test_floats_do_not_narrow_to_ints_and_nullable_ints_accept_null():
 def test_fractions_outside_the_open_unit_interval_are_rejected(key, value):
     with pytest.raises(ParamsError) as raised:
         parse_section("split", {"train_fraction": 0.5, "val_fraction": 0.2, key: value})
-    assert str(raised.value).startswith(f"split.{key}: got {float(value)!r}; expected a fraction strictly between 0 and 1")
+    expected = f"split.{key}: got {float(value)!r}; expected a fraction strictly between 0 and 1"
+    assert str(raised.value).startswith(expected)
 
 
 @pytest.mark.parametrize(("train", "val"), [(0.8, 0.2), (0.85, 0.15), (0.9, 0.3)])
@@ -182,7 +183,8 @@ def test_md5_requires_url():
 
 
 def test_md5_with_url_is_accepted_in_either_case():
-    assert parse_section("data", {"url": "mirror/ml-100k.zip", "md5": MD5}) == DataParams(url="mirror/ml-100k.zip", md5=MD5)
+    expected = DataParams(url="mirror/ml-100k.zip", md5=MD5)
+    assert parse_section("data", {"url": "mirror/ml-100k.zip", "md5": MD5}) == expected
     assert parse_section("data", {"url": "mirror/ml-100k.zip", "md5": MD5.upper()}).md5 == MD5.upper()
 
 
@@ -250,3 +252,12 @@ def test_project_params_yaml_has_exactly_the_known_sections():
 def test_every_section_of_the_project_params_yaml_parses(section):
     parsed = load_section(section, path=PROJECT_PARAMS)
     assert isinstance(parsed, SECTIONS[section])
+
+
+def test_load_section_on_a_folder_or_non_utf8_file_names_the_file(tmp_path):
+    with pytest.raises(ParamsError, match="cannot be read"):
+        load_section("train", tmp_path)
+    binary = tmp_path / "params.yaml"
+    binary.write_bytes(b"train:\n  model: \xff\xfe\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml: cannot be read"):
+        load_section("train", binary)

@@ -15,27 +15,12 @@ import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
+from helpers import low_rank_rows, tab_bytes
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def generated_u_data(n_users: int = 300, n_movies: int = 150, per_user: int = 40, seed: int = 0) -> bytes:
-    """Ratings in u.data's layout from a low-rank model, so that a real model can beat the mean."""
-    rng = np.random.default_rng(seed)
-    user_bias, movie_bias = rng.normal(0, 0.5, n_users), rng.normal(0, 0.5, n_movies)
-    user_factors, movie_factors = rng.normal(0, 0.6, (n_users, 4)), rng.normal(0, 0.6, (n_movies, 4))
-    lines = []
-    for user in range(n_users):
-        for movie in rng.choice(n_movies, per_user, replace=False):
-            score = 3.5 + user_bias[user] + movie_bias[movie] + user_factors[user] @ movie_factors[movie]
-            rating = int(np.clip(np.rint(score + rng.normal(0, 0.3)), 1, 5))
-            timestamp = 880_000_000 + int(rng.integers(0, 10_000_000))
-            lines.append(f"{user + 1}\t{movie + 1}\t{rating}\t{timestamp}\n")
-    return "".join(lines).encode()
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,7 +41,7 @@ def archive_url(tmp_path_factory, serve_directory) -> tuple[str, str]:
     """A generated ml-100k.zip served on 127.0.0.1; returns its URL and MD5."""
     folder = tmp_path_factory.mktemp("mirror")
     with zipfile.ZipFile(folder / "ml-100k.zip", "w") as archive:
-        archive.writestr("ml-100k/u.data", generated_u_data())
+        archive.writestr("ml-100k/u.data", tab_bytes(low_rank_rows()))
     md5 = hashlib.md5((folder / "ml-100k.zip").read_bytes()).hexdigest()
     return f"{serve_directory(folder)}/ml-100k.zip", md5
 
@@ -85,7 +70,8 @@ def repo(tmp_path_factory, archive_url) -> Path:
 
 
 def test_repro_writes_every_output_and_beats_the_mean(repo):
-    for output in ("data/raw/ml-100k/u.data", "data/prepared/ratings.parquet", "data/split/stats.json", "models/model.ckpt"):
+    outputs = ("data/raw/ml-100k/u.data", "data/prepared/ratings.parquet", "data/split/stats.json", "models/model.ckpt")
+    for output in outputs:
         assert (repo / output).is_file(), output
     metrics = json.loads((repo / "eval/metrics.json").read_text())
     assert metrics["test"]["rows"] == json.loads((repo / "data/split/stats.json").read_text())["test"]["rows"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+
 from dvclive import Live
 
 from .models import RATING_MAX, RATING_MIN, RatingModel, load_model
@@ -37,7 +38,7 @@ def rating_histogram(predicted: np.ndarray, actual: np.ndarray, bins: int) -> li
     centers = (edges[:-1] + edges[1:]) / 2
     return [
         {"rating": round(float(center), 4), "actual": int(true), "predicted": int(pred)}
-        for center, true, pred in zip(centers, true_counts, predicted_counts)
+        for center, true, pred in zip(centers, true_counts, predicted_counts, strict=True)
     ]
 
 

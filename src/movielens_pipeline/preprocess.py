@@ -71,7 +71,10 @@ def _first_bad_line(path: Path, layout: RatingsLayout, check_values: bool = True
             try:
                 int(fields[0]), int(fields[1]), float(fields[2]), int(fields[3])
             except ValueError:
-                return f"{path}, line {number}: expected integer ids, a numeric rating and an integer timestamp, got {shown!r}"
+                return (
+                    f"{path}, line {number}: expected integer ids, a numeric rating "
+                    f"and an integer timestamp, got {shown!r}"
+                )
     return None
 
 
@@ -89,7 +92,7 @@ def validate_ratings(ratings: pl.DataFrame, source: str) -> None:
     if off_scale.height:
         first = off_scale.row(0, named=True)
         raise DataError(
-            f"{source}, line {first['line']}: rating {first['rating']} is not a half star from "
+            f"{source}, line {first['line']}: rating {first['rating']:g} is not a half star from "
             f"{RATING_MIN} to {RATING_MAX} ({off_scale.height} rows in all)"
         )
     duplicates = ratings.filter(pl.struct("userId", "movieId").is_duplicated())

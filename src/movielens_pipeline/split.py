@@ -50,11 +50,13 @@ def split_stats(parts: dict[str, pl.DataFrame]) -> dict:
             "movies": part["movieIdMapped"].n_unique(),
         }
         if name != "train":
-            stats[name]["users_unseen_in_train"] = int((~part["userIdMapped"].unique().is_in(train_users.implode())).sum())
-            stats[name]["movies_unseen_in_train"] = int(
-                (~part["movieIdMapped"].unique().is_in(train_movies.implode())).sum()
-            )
+            stats[name]["users_unseen_in_train"] = _count_unseen(part["userIdMapped"], train_users)
+            stats[name]["movies_unseen_in_train"] = _count_unseen(part["movieIdMapped"], train_movies)
     return stats
+
+
+def _count_unseen(indices: pl.Series, seen: pl.Series) -> int:
+    return int((~indices.unique().is_in(seen.implode())).sum())
 
 
 def split(prepared_ratings: Path, params: SplitParams, out_dir: Path) -> dict:

@@ -15,8 +15,9 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as lightning
 import torch
-from dvclive import Live
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from dvclive import Live
 
 from .models import RatingModel, build_model
 from .params import TrainParams
@@ -44,7 +45,7 @@ class RatingBatches:
         n_rows = len(self.ratings)
         order = torch.randperm(n_rows, generator=self.generator) if self.shuffle else None
         for start in range(0, n_rows, self.batch_size):
-            rows = order[start : start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
+            rows = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
             yield self.users[rows], self.movies[rows], self.ratings[rows]
 
 
@@ -87,7 +88,8 @@ def train(
     model = build_model(params, n_users, n_movies, train_mean)
     train_batches = RatingBatches(train_ratings, params.batch_size, shuffle=True, seed=params.seed)
     val_batches = RatingBatches(val_ratings, params.batch_size, shuffle=False)
-    with Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live, tempfile.TemporaryDirectory() as scratch:
+    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    with live, tempfile.TemporaryDirectory() as scratch:
         live.log_params({"model": params.model, **dict(model.hparams)} | _as_dict(params))
         epoch_log = EpochLog(live)
         checkpoint = ModelCheckpoint(dirpath=scratch, filename="best", monitor="val_loss", mode="min", save_top_k=1)
