@@ -1,4 +1,4 @@
-"""Train stage: data/split -> models/model.ckpt (best val loss) and dvclive/train/ (curves, params)."""
+"""Train stage: data/split + data/prepared -> models/model.ckpt (best val loss) and dvclive/train/."""
 
 from pathlib import Path
 
@@ -12,14 +12,12 @@ from movielens_pipeline.training import train
 
 def main() -> None:
     params = load_section("train")
-    n_users = pl.scan_parquet("data/prepared/users.parquet").select(pl.len()).collect().item()
-    n_movies = pl.scan_parquet("data/prepared/movies.parquet").select(pl.len()).collect().item()
     with atomic_path(Path("models/model.ckpt")) as checkpoint, atomic_dir(Path("dvclive/train")) as live_dir:
         summary = train(
             pl.read_parquet("data/split/train.parquet"),
             pl.read_parquet("data/split/val.parquet"),
-            n_users,
-            n_movies,
+            pl.read_parquet("data/prepared/users.parquet"),
+            pl.read_parquet("data/prepared/movies.parquet"),
             params,
             checkpoint,
             live_dir,

@@ -11,36 +11,47 @@ import torch
 from helpers import low_rank_rows, ratings_frame
 
 from movielens_pipeline.evaluate import error_metrics, evaluate, predict, rating_histogram
-from movielens_pipeline.models import MODELS, RATING_MAX, RATING_MIN, build_model, load_model
+from movielens_pipeline.models import MODELS, RATING_MAX, RATING_MIN, TrainingData, build_model, load_model
 from movielens_pipeline.params import parse_section
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
-from movielens_pipeline.training import RatingBatches, train
+from movielens_pipeline.training import RatingBatches, genre_matrix, train
+
+GENRES = ("Action", "Comedy", "Drama", "Horror")
 
 
 @pytest.fixture(scope="module")
-def parts() -> dict[str, pl.DataFrame]:
-    indexed, _, _ = index_ratings(ratings_frame(low_rank_rows(n_users=200, n_movies=100, per_user=30)))
-    return split_ratings(indexed, parse_section("split", {}))
+def prepared() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Generated ratings indexed as the preprocess stage does, and users and movies tables with genres."""
+    ratings, users, movies = index_ratings(ratings_frame(low_rank_rows(n_users=200, n_movies=100, per_user=30)))
+    genres = [[GENRES[index % 4], GENRES[(index // 4) % 4]] for index in range(movies.height)]
+    return ratings, users, movies.with_columns(genres=pl.Series(genres))
 
 
 @pytest.fixture(scope="module")
-def index_space(parts) -> tuple[int, int]:
-    every = pl.concat(parts.values())
-    return int(every["userIdMapped"].max()) + 1, int(every["movieIdMapped"].max()) + 1
+def parts(prepared) -> dict[str, pl.DataFrame]:
+    return split_ratings(prepared[0], parse_section("split", {}))
 
 
-def fit(parts, index_space, tmp_path, **train_params) -> tuple[dict, object]:
+def fit(prepared, parts, tmp_path, **train_params) -> tuple[dict, object]:
     params = parse_section("train", {"batch_size": 256, "learning_rate": 0.01, "max_epochs": 12} | train_params)
     checkpoint = tmp_path / "model.ckpt"
-    summary = train(parts["train"], parts["val"], *index_space, params, checkpoint, tmp_path / "live")
+    _, users, movies = prepared
+    summary = train(parts["train"], parts["val"], users, movies, params, checkpoint, tmp_path / "live")
     return summary, checkpoint
+
+
+def tiny_data(n_users: int, n_movies: int, n_genres: int = 0) -> TrainingData:
+    """Training data in which every user and movie has a rating."""
+    users = torch.arange(max(n_users, n_movies)) % n_users
+    movies = torch.arange(max(n_users, n_movies)) % n_movies
+    return TrainingData(users, movies, torch.ones(n_movies, n_genres))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_predictions_stay_on_the_rating_scale_even_with_extreme_parameters(name):
     params = parse_section("train", {"model": name, "embedding_dim": 4})
-    model = build_model(params, n_users=5, n_movies=7, train_mean=3.5)
+    model = build_model(params, tiny_data(5, 7, n_genres=3), n_users=5, n_movies=7, train_mean=3.5)
     users, movies = torch.arange(5).repeat(7), torch.arange(7).repeat_interleave(5)
     for scale in (0.0, 1e3, -1e3):
         with torch.no_grad():
@@ -53,8 +64,8 @@ def test_predictions_stay_on_the_rating_scale_even_with_extreme_parameters(name)
 
 def test_global_mean_starts_as_the_notebook_did_and_biased_mf_at_the_training_mean():
     users = movies = torch.zeros(3, dtype=torch.int64)
-    global_mean = build_model(parse_section("train", {"model": "global_mean"}), 2, 2, train_mean=3.9)
-    biased_mf = build_model(parse_section("train", {"model": "biased_mf"}), 2, 2, train_mean=3.9)
+    global_mean = build_model(parse_section("train", {"model": "global_mean"}), tiny_data(2, 2), 2, 2, train_mean=3.9)
+    biased_mf = build_model(parse_section("train", {"model": "biased_mf"}), tiny_data(2, 2), 2, 2, train_mean=3.9)
     assert torch.allclose(global_mean(users, movies), torch.full((3,), 2.75))
     with torch.no_grad():
         biased_mf.user_factors.weight.zero_()
@@ -82,8 +93,8 @@ def test_batches_without_shuffle_keep_row_order_and_pair_columns(parts):
     assert ratings.dtype == torch.float32 and users.dtype == torch.int64
 
 
-def test_biased_mf_training_beats_the_mean_and_keeps_the_best_checkpoint(parts, index_space, tmp_path):
-    summary, checkpoint = fit(parts, index_space, tmp_path, model="biased_mf", patience=2)
+def test_biased_mf_training_beats_the_mean_and_keeps_the_best_checkpoint(prepared, parts, tmp_path):
+    summary, checkpoint = fit(prepared, parts, tmp_path, model="biased_mf", patience=2)
     model = load_model(checkpoint)
     val_metrics = error_metrics(predict(model, parts["val"], 4096), parts["val"]["rating"].to_numpy())
     # The checkpoint is the best epoch's weights, not the last epoch's.
@@ -97,27 +108,72 @@ def test_biased_mf_training_beats_the_mean_and_keeps_the_best_checkpoint(parts, 
     assert len(curve) == summary["epochs"] + 1  # a header and one row per epoch
 
 
-def test_training_is_deterministic_on_cpu(parts, index_space, tmp_path):
-    first, first_checkpoint = fit(parts, index_space, tmp_path / "a", max_epochs=3)
-    second, second_checkpoint = fit(parts, index_space, tmp_path / "b", max_epochs=3)
+def test_training_is_deterministic_on_cpu(prepared, parts, tmp_path):
+    first, first_checkpoint = fit(prepared, parts, tmp_path / "a", max_epochs=3)
+    second, second_checkpoint = fit(prepared, parts, tmp_path / "b", max_epochs=3)
     assert first["best_val_mse"] == second["best_val_mse"]
     first_state, second_state = load_model(first_checkpoint).state_dict(), load_model(second_checkpoint).state_dict()
     assert all(torch.equal(first_state[name], second_state[name]) for name in first_state)
 
 
-def test_min_epochs_holds_back_early_stopping(parts, index_space, tmp_path):
+def test_min_epochs_holds_back_early_stopping(prepared, parts, tmp_path):
     # A learning rate this high makes val loss worse at once; patience 1 would stop at epoch 2.
-    summary, _ = fit(parts, index_space, tmp_path, learning_rate=1.0, patience=1, min_epochs=6, max_epochs=10)
+    summary, _ = fit(prepared, parts, tmp_path, learning_rate=1.0, patience=1, min_epochs=6, max_epochs=10)
     assert summary["epochs"] >= 6
 
 
-def test_global_mean_learns_the_training_mean(parts, index_space, tmp_path):
-    _, checkpoint = fit(parts, index_space, tmp_path, model="global_mean", max_epochs=20, patience=20)
+def test_global_mean_learns_the_training_mean(prepared, parts, tmp_path):
+    _, checkpoint = fit(prepared, parts, tmp_path, model="global_mean", max_epochs=20, patience=20)
     with torch.no_grad():
         learned = float(load_model(checkpoint)(torch.tensor([0]), torch.tensor([0])))
     # From 2.75 to the mean; the best-val checkpoint sits between the train and val means
     # (about 1,000 ratings each, so those differ by a few hundredths).
     assert learned == pytest.approx(parts["train"]["rating"].mean(), abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp"])
+def test_every_model_beats_the_mean_baseline_on_test(name, prepared, parts, tmp_path):
+    _, checkpoint = fit(prepared, parts, tmp_path, model=name, embedding_dim=16, max_epochs=8)
+    actual = parts["test"]["rating"].to_numpy()
+    model_rmse = error_metrics(predict(load_model(checkpoint), parts["test"], 4096), actual)["rmse"]
+    mean_rmse = error_metrics(np.full_like(actual, parts["train"]["rating"].mean()), actual)["rmse"]
+    assert model_rmse < 0.95 * mean_rmse, (name, model_rmse, mean_rmse)
+
+
+@pytest.mark.parametrize("name", ["biased_mf", "svdpp", "genre_mlp"])
+def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
+    params = parse_section("train", {"model": name, "embedding_dim": 4})
+    # User 2 and movie 2 have no training ratings.
+    data = TrainingData(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]), torch.eye(3))
+    model = build_model(params, data, n_users=3, n_movies=3, train_mean=3.5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.uniform_(-1, 1)
+        users, movies = torch.tensor([2, 0, 2, 1]), torch.tensor([0, 2, 2, 1])
+        bias, interaction, _ = model.score(users, movies)
+        known = torch.tensor([0.0, 0.0, 0.0, 1.0])
+        expected = RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(bias + known * interaction)
+        assert torch.allclose(model(users, movies), expected)
+        assert interaction[3] != 0 and torch.isfinite(model(users, movies)).all()
+
+
+def test_svdpp_implicit_term_sums_the_factors_of_each_users_training_movies():
+    params = parse_section("train", {"model": "svdpp", "embedding_dim": 3})
+    data = TrainingData(torch.tensor([1, 0, 1, 1]), torch.tensor([2, 0, 0, 3]), torch.zeros(4, 0))
+    model = build_model(params, data, n_users=3, n_movies=4, train_mean=3.5)
+    factors = model.implicit_factors.weight.detach()
+    implicit = model.implicit(torch.tensor([1, 0, 1, 2])).detach()
+    assert torch.allclose(implicit[0], (factors[2] + factors[0] + factors[3]) / 3**0.5)
+    assert torch.allclose(implicit[1], factors[0]) and torch.equal(implicit[2], implicit[0])
+    assert torch.equal(implicit[3], torch.zeros(3))  # user 2 rated nothing
+
+
+def test_genre_matrix_reads_lists_or_pipe_joined_genres_in_index_order():
+    as_lists = pl.DataFrame({"movieIdMapped": [1, 0, 2], "genres": [["Drama"], ["Comedy", "Drama"], []]})
+    as_text = pl.DataFrame({"movieIdMapped": [1, 0, 2], "genres": ["Drama", "Comedy|Drama", "(no genres listed)"]})
+    expected = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])  # columns: Comedy, Drama
+    assert torch.equal(genre_matrix(as_lists), expected) and torch.equal(genre_matrix(as_text), expected)
+    assert genre_matrix(pl.DataFrame({"movieIdMapped": [0, 1]})).shape == (2, 0)
 
 
 def test_error_metrics_on_known_values():
@@ -132,13 +188,16 @@ def test_rating_histogram_counts_every_rating_in_its_bin():
     assert rows[-1]["predicted"] == 2 and rows[0]["predicted"] == 1 and rows[4]["predicted"] == 1
 
 
-def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(parts, index_space, tmp_path):
-    _, checkpoint = fit(parts, index_space, tmp_path, max_epochs=2)
+def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, parts, tmp_path):
+    _, checkpoint = fit(prepared, parts, tmp_path, max_epochs=2)
     params = parse_section("evaluate", {"histogram_bins": 9})
     metrics = evaluate(checkpoint, parts["train"], parts["test"], params, tmp_path / "eval")
     written = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert written["test"]["rmse"] == pytest.approx(metrics["test/rmse"])
     assert written["test"]["rows"] == parts["test"].height
+    seen_users, seen_movies = parts["train"]["userIdMapped"].implode(), parts["train"]["movieIdMapped"].implode()
+    cold = parts["test"].filter(~pl.col("userIdMapped").is_in(seen_users) | ~pl.col("movieIdMapped").is_in(seen_movies))
+    assert written["test"]["cold_start_rows"] == cold.height
     baseline_error = parts["test"]["rating"].to_numpy() - parts["train"]["rating"].mean()
     assert written["baseline"]["mse"] == pytest.approx(float(np.mean(baseline_error**2)), rel=1e-6)
     histogram = json.loads((tmp_path / "eval/plots/custom/rating_histogram.json").read_text())

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-
 from dvclive import Live
 
 from .models import RATING_MAX, RATING_MIN, RatingModel, load_model
 from .params import EvaluateParams
 from .training import RatingBatches
+
+ID_COLUMNS = ("userIdMapped", "movieIdMapped")
 
 
 def predict(model: RatingModel, ratings: pl.DataFrame, batch_size: int) -> np.ndarray:
@@ -51,6 +52,10 @@ def evaluate(checkpoint: Path, train: pl.DataFrame, test: pl.DataFrame, params: 
     metrics = {f"test/{name}": value for name, value in error_metrics(predicted, actual).items()}
     metrics |= {f"baseline/{name}": value for name, value in error_metrics(baseline, actual).items()}
     metrics["test/rows"] = len(actual)
+    users, movies = (torch.from_numpy(test[column].to_numpy().astype(np.int64)) for column in ID_COLUMNS)
+    known = model.user_seen[users] & model.movie_seen[movies]
+    # Ratings whose user or movie had no training rating: predicted from the biases alone.
+    metrics["test/cold_start_rows"] = int((~known).sum())
     with Live(str(out_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         for name, value in metrics.items():
             live.log_metric(name, value, plot=False)

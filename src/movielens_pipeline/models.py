@@ -1,14 +1,16 @@
 """Rating models: one Lightning contract, each model only its parameters and a score.
 
 `RatingModel` owns everything shared: the sigmoid that bounds predictions to the rating
-scale (the seed's parametrisation), the MSE loss, the L2 penalty on the parameters a
-batch touches, per-epoch logging and the optimiser. A model adds `score` (an unbounded
-logit per rating) and, if it has per-user or per-movie parameters, `penalty`.
+scale (the seed's parametrisation), the cold-start rule, the MSE loss, the L2 penalty,
+per-epoch logging and the optimisers. A model adds its parameters and `score`, which
+returns, per rating, a bias logit, an interaction logit and the squared norm of the
+per-user and per-movie parameters it used (the L2 penalty, as in SGD matrix factorisation).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import pytorch_lightning as pl
@@ -16,13 +18,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .optim import RowAdam
 from .params import TrainParams
 
 RATING_MIN, RATING_MAX = 0.5, 5.0
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model may learn from besides the loss: the training ratings' users and movies, and genres."""
+
+    users: Tensor  # int64 user index of each training rating
+    movies: Tensor  # int64 movie index of each training rating
+    movie_genres: Tensor  # float32 (n_movies, n_genres) multi-hot; n_genres may be 0
+
+
 class RatingModel(pl.LightningModule):
-    """Shared training contract; subclasses define `score` and optionally `penalty`."""
+    """Shared training contract; subclasses create parameters and define `score`."""
 
     name: ClassVar[str]
 
@@ -30,39 +42,87 @@ class RatingModel(pl.LightningModule):
         self,
         n_users: int,
         n_movies: int,
+        n_genres: int,
+        n_train_ratings: int,
         train_mean: float,
         embedding_dim: int,
+        hidden_dim: int,
         learning_rate: float,
         weight_decay: float,
+        sparse_embeddings: bool,
     ):
         super().__init__()
         self.save_hyperparameters()
+        # Sparse embeddings need their own optimiser (RowAdam) beside Adam for the
+        # dense parameters; Lightning steps two optimisers only under manual optimisation.
+        self.automatic_optimization = False
+        # Users and movies with training ratings: the others get the bias-only prediction.
+        self.register_buffer("user_seen", torch.zeros(n_users, dtype=torch.bool))
+        self.register_buffer("movie_seen", torch.zeros(n_movies, dtype=torch.bool))
 
-    def score(self, users: Tensor, movies: Tensor) -> Tensor:
-        """Unbounded logit of each (user, movie) rating."""
+    def remember(self, data: TrainingData) -> None:
+        """Record, before training, what the model needs from the training data (in buffers)."""
+        self.user_seen[data.users] = True
+        self.movie_seen[data.movies] = True
+
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per rating: bias logit, interaction logit, squared norm of the parameters used."""
         raise NotImplementedError
 
-    def penalty(self, users: Tensor, movies: Tensor) -> Tensor:
-        """Mean over the batch of the squared parameters each rating uses (for L2)."""
-        return torch.zeros((), device=users.device)
-
     def forward(self, users: Tensor, movies: Tensor) -> Tensor:
-        return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(self.score(users, movies))
+        return self.predict_with_penalty(users, movies)[0]
+
+    def predict_with_penalty(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+        """Bounded predictions, and the mean squared norm of the parameters they used."""
+        bias, interaction, squares = self.score(users, movies)
+        known = self.user_seen[users] & self.movie_seen[movies]
+        logit = bias + torch.where(known, interaction, torch.zeros_like(interaction))
+        return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(logit), squares.mean()
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         users, movies, ratings = batch
-        mse = F.mse_loss(self(users, movies), ratings)
+        predictions, penalty = self.predict_with_penalty(users, movies)
+        mse = F.mse_loss(predictions, ratings)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(mse + self.hparams.weight_decay * penalty)
+        for optimizer in optimizers:
+            optimizer.step()
         # The logged loss is the plain MSE, comparable with val_loss and the test metrics.
         self.log("train_loss", mse, on_step=False, on_epoch=True, batch_size=len(ratings))
-        return mse + self.hparams.weight_decay * self.penalty(users, movies)
+        return mse
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         users, movies, ratings = batch
         mse = F.mse_loss(self(users, movies), ratings)
         self.log("val_loss", mse, on_step=False, on_epoch=True, batch_size=len(ratings))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        sparse = [
+            parameter
+            for module in self.modules()
+            if isinstance(module, nn.Embedding | nn.EmbeddingBag) and module.sparse
+            for parameter in module.parameters()
+        ]
+        dense = [parameter for parameter in self.parameters() if all(parameter is not s for s in sparse)]
+        learning_rate = self.hparams.learning_rate
+        optimizers = [RowAdam(sparse, lr=learning_rate)] if sparse else []
+        return optimizers + ([torch.optim.Adam(dense, lr=learning_rate)] if dense else [])
+
+    def table(self, rows: int, columns: int, std: float = 0.0, bag: bool = False) -> nn.Embedding | nn.EmbeddingBag:
+        """Per-user or per-movie parameters, N(0, std) at start, sparse gradients if the params say so."""
+        sparse = self.hparams.sparse_embeddings
+        if bag:
+            table = nn.EmbeddingBag(rows, columns, mode="sum", sparse=sparse)
+        else:
+            table = nn.Embedding(rows, columns, sparse=sparse)
+        if std > 0:
+            nn.init.normal_(table.weight, std=std)
+        else:
+            nn.init.zeros_(table.weight)
+        return table
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["model_name"] = self.name
@@ -78,43 +138,121 @@ class GlobalMean(RatingModel):
         # Starts at logit 0 (a prediction of 2.75) and learns the mean, as in the seed.
         self.logit = nn.Parameter(torch.zeros(1))
 
-    def score(self, users: Tensor, movies: Tensor) -> Tensor:
-        return self.logit.expand(users.shape)
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        zeros = torch.zeros(users.shape, device=users.device)
+        return self.logit.expand(users.shape), zeros, zeros
 
 
-class BiasedMF(RatingModel):
-    """Global mean + user bias + movie bias + dot product of user and movie embeddings."""
+class Biases(RatingModel):
+    """Global mean + user bias + movie bias (Surprise's BaselineOnly, in logit space)."""
+
+    name = "biases"
+
+    def __init__(self, **hyperparameters):
+        super().__init__(**hyperparameters)
+        hp = self.hparams
+        self.global_logit = nn.Parameter(torch.tensor([_logit_of_rating(hp.train_mean)]))
+        self.user_bias = self.table(hp.n_users, 1)
+        self.movie_bias = self.table(hp.n_movies, 1)
+
+    def biases(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+        """Bias logit per rating and the squares of the two biases."""
+        user_bias, movie_bias = self.user_bias(users)[:, 0], self.movie_bias(movies)[:, 0]
+        return self.global_logit + user_bias + movie_bias, user_bias**2 + movie_bias**2
+
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        bias, squares = self.biases(users, movies)
+        return bias, torch.zeros_like(bias), squares
+
+
+class BiasedMF(Biases):
+    """Biases + the dot product of user and movie embeddings."""
 
     name = "biased_mf"
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
         hp = self.hparams
-        self.global_logit = nn.Parameter(torch.tensor([_logit_of_rating(hp.train_mean)]))
-        self.user_bias = nn.Embedding(hp.n_users, 1)
-        self.movie_bias = nn.Embedding(hp.n_movies, 1)
-        self.user_factors = nn.Embedding(hp.n_users, hp.embedding_dim)
-        self.movie_factors = nn.Embedding(hp.n_movies, hp.embedding_dim)
-        for biases in (self.user_bias, self.movie_bias):
-            nn.init.zeros_(biases.weight)
-        for factors in (self.user_factors, self.movie_factors):
-            nn.init.normal_(factors.weight, std=0.1 / math.sqrt(hp.embedding_dim))
+        std = 0.1 / math.sqrt(hp.embedding_dim)
+        self.user_factors = self.table(hp.n_users, hp.embedding_dim, std)
+        self.movie_factors = self.table(hp.n_movies, hp.embedding_dim, std)
 
-    def score(self, users: Tensor, movies: Tensor) -> Tensor:
-        interaction = (self.user_factors(users) * self.movie_factors(movies)).sum(dim=1)
-        return self.global_logit + self.user_bias(users)[:, 0] + self.movie_bias(movies)[:, 0] + interaction
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        bias, squares = self.biases(users, movies)
+        user, movie = self.user_factors(users), self.movie_factors(movies)
+        return bias, (user * movie).sum(dim=1), squares + user.pow(2).sum(dim=1) + movie.pow(2).sum(dim=1)
 
-    def penalty(self, users: Tensor, movies: Tensor) -> Tensor:
-        squares = (
-            self.user_bias(users)[:, 0] ** 2
-            + self.movie_bias(movies)[:, 0] ** 2
-            + self.user_factors(users).pow(2).sum(dim=1)
-            + self.movie_factors(movies).pow(2).sum(dim=1)
+
+class SVDpp(BiasedMF):
+    """Biased MF whose user vector adds |N(u)|^-1/2 times the sum of implicit factors of the movies u rated."""
+
+    name = "svdpp"
+
+    def __init__(self, **hyperparameters):
+        super().__init__(**hyperparameters)
+        hp = self.hparams
+        self.implicit_factors = self.table(hp.n_movies, hp.embedding_dim, 0.1 / math.sqrt(hp.embedding_dim), bag=True)
+        # Each user's training movies as CSR: rated_movies[rated_start[u]:rated_start[u + 1]].
+        self.register_buffer("rated_start", torch.zeros(hp.n_users + 1, dtype=torch.int64))
+        self.register_buffer("rated_movies", torch.zeros(hp.n_train_ratings, dtype=torch.int64))
+
+    def remember(self, data: TrainingData) -> None:
+        super().remember(data)
+        order = torch.argsort(data.users, stable=True)
+        counts = torch.bincount(data.users, minlength=self.hparams.n_users)
+        self.rated_start[1:] = torch.cumsum(counts, dim=0)
+        self.rated_movies[:] = data.movies[order]
+
+    def implicit(self, users: Tensor) -> Tensor:
+        """|N(u)|^-1/2 * sum of y_j over the movies j each user rated, computed once per distinct user."""
+        distinct, position = torch.unique(users, return_inverse=True)
+        starts, ends = self.rated_start[distinct], self.rated_start[distinct + 1]
+        lengths = ends - starts
+        offsets = torch.cumsum(lengths, dim=0) - lengths
+        within = torch.arange(int(lengths.sum()), device=users.device) - offsets.repeat_interleave(lengths)
+        movies = self.rated_movies[starts.repeat_interleave(lengths) + within]
+        weights = lengths.clamp(min=1).float().rsqrt().repeat_interleave(lengths)
+        return self.implicit_factors(movies, offsets, per_sample_weights=weights)[position]
+
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        bias, squares = self.biases(users, movies)
+        implicit = self.implicit(users)
+        user, movie = self.user_factors(users) + implicit, self.movie_factors(movies)
+        squares = squares + user.pow(2).sum(dim=1) + movie.pow(2).sum(dim=1)
+        return bias, (user * movie).sum(dim=1), squares
+
+
+class GenreMLP(BiasedMF):
+    """Biased MF whose movie vector adds a genre embedding, plus an MLP over user, movie and genres."""
+
+    name = "genre_mlp"
+
+    def __init__(self, **hyperparameters):
+        super().__init__(**hyperparameters)
+        hp = self.hparams
+        self.register_buffer("movie_genres", torch.zeros(hp.n_movies, hp.n_genres))
+        self.genre_factors = nn.Linear(hp.n_genres, hp.embedding_dim, bias=False)
+        nn.init.zeros_(self.genre_factors.weight)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * hp.embedding_dim + hp.n_genres, hp.hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hp.hidden_dim, 1),
         )
-        return squares.mean()
+
+    def remember(self, data: TrainingData) -> None:
+        super().remember(data)
+        # Each movie's genres weigh 1 in all, so a movie with many genres is not louder.
+        self.movie_genres[:] = data.movie_genres / data.movie_genres.sum(dim=1, keepdim=True).clamp(min=1)
+
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        bias, squares = self.biases(users, movies)
+        genres = self.movie_genres[movies]
+        user, movie = self.user_factors(users), self.movie_factors(movies) + self.genre_factors(genres)
+        interaction = (user * movie).sum(dim=1) + self.mlp(torch.cat([user, movie, genres], dim=1))[:, 0]
+        return bias, interaction, squares + user.pow(2).sum(dim=1) + movie.pow(2).sum(dim=1)
 
 
-MODELS: dict[str, type[RatingModel]] = {model.name: model for model in (GlobalMean, BiasedMF)}
+MODELS: dict[str, type[RatingModel]] = {model.name: model for model in (GlobalMean, Biases, BiasedMF, SVDpp, GenreMLP)}
 
 
 def _logit_of_rating(rating: float) -> float:
@@ -122,16 +260,22 @@ def _logit_of_rating(rating: float) -> float:
     return math.log(share / (1 - share))
 
 
-def build_model(params: TrainParams, n_users: int, n_movies: int, train_mean: float) -> RatingModel:
-    """Instantiate the model `params.model` names, sized for the index space."""
-    return MODELS[params.model](
+def build_model(params: TrainParams, data: TrainingData, n_users: int, n_movies: int, train_mean: float) -> RatingModel:
+    """Instantiate the model `params.model` names, sized for the index space, and let it see `data`."""
+    model = MODELS[params.model](
         n_users=n_users,
         n_movies=n_movies,
+        n_genres=data.movie_genres.shape[1],
+        n_train_ratings=len(data.users),
         train_mean=train_mean,
         embedding_dim=params.embedding_dim,
+        hidden_dim=params.hidden_dim,
         learning_rate=params.learning_rate,
         weight_decay=params.weight_decay,
+        sparse_embeddings=params.sparse_embeddings,
     )
+    model.remember(data)
+    return model
 
 
 def load_model(checkpoint_path) -> RatingModel:

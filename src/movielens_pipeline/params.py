@@ -21,7 +21,7 @@ from .errors import PipelineError
 PARAMS_FILE = Path("params.yaml")
 
 DATASETS = ("ml-100k",)
-MODELS = ("global_mean", "biased_mf")
+MODELS = ("global_mean", "biases", "biased_mf", "svdpp", "genre_mlp")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 
 
@@ -93,18 +93,22 @@ class TrainParams:
 
     model: str = "biased_mf"
     embedding_dim: int = 32
+    hidden_dim: int = 64  # width of genre_mlp's hidden layer
     learning_rate: float = 0.01
     weight_decay: float = 0.0  # L2 penalty on the parameters each batch uses
     batch_size: int = 1024
+    sparse_embeddings: bool = True  # sparse gradients + lazy Adam for embeddings: an epoch costs what a batch touches
     max_epochs: int = 50
     min_epochs: int = 1
     patience: int = 2  # epochs without a better val loss before stopping
     seed: int = 0
     accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
+    threads: int = 0  # CPU threads for torch; 0: every CPU this process may run on
 
     def check(self, section: str) -> None:
         _require(self.model in MODELS, section, "model", self.model, f"one of {list(MODELS)}")
         _require(self.embedding_dim >= 1, section, "embedding_dim", self.embedding_dim, "an integer >= 1")
+        _require(self.hidden_dim >= 1, section, "hidden_dim", self.hidden_dim, "an integer >= 1")
         _require(self.learning_rate > 0, section, "learning_rate", self.learning_rate, "a number > 0")
         _require(self.weight_decay >= 0, section, "weight_decay", self.weight_decay, "a number >= 0")
         _require(self.batch_size >= 1, section, "batch_size", self.batch_size, "an integer >= 1")
@@ -117,6 +121,7 @@ class TrainParams:
             f"an integer from 1 to max_epochs ({self.max_epochs})",
         )
         _require(self.patience >= 1, section, "patience", self.patience, "an integer >= 1")
+        _require(self.threads >= 0, section, "threads", self.threads, "an integer >= 0 (0: every CPU available)")
         _check_seed(section, self.seed)
 
 

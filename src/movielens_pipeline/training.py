@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
+import statistics
 import tempfile
 import time
 import warnings
@@ -15,12 +17,13 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as lightning
 import torch
+from dvclive import Live
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from dvclive import Live
-
-from .models import RatingModel, build_model
+from .models import RatingModel, TrainingData, build_model
 from .params import TrainParams
+
+NO_GENRES = "(no genres listed)"  # MovieLens's marker for a movie without genres
 
 
 class RatingBatches:
@@ -56,6 +59,13 @@ class EpochLog(Callback):
         self.live = live
         self.best_epoch = -1
         self.best_val_loss = math.inf
+        self.epoch_seconds: list[float] = []  # training time of each epoch, validation excluded
+
+    def on_train_epoch_start(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def on_validation_start(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self.epoch_started)
 
     def on_train_epoch_end(self, trainer: lightning.Trainer, module: RatingModel) -> None:
         train_loss = float(trainer.callback_metrics["train_loss"])
@@ -69,11 +79,27 @@ class EpochLog(Callback):
         print(f"epoch {trainer.current_epoch:3d}  train mse {train_loss:.4f}  val mse {val_loss:.4f}", flush=True)
 
 
+def genre_matrix(movies: pl.DataFrame) -> torch.Tensor:
+    """Multi-hot (n_movies, n_genres) float32 genres in movieIdMapped order; no columns if none are known."""
+    if "genres" not in movies.columns:
+        return torch.zeros(movies.height, 0)
+    genres = movies.sort("movieIdMapped")["genres"]
+    if genres.dtype == pl.String:
+        genres = genres.str.split("|")
+    names = sorted(set(genres.explode().drop_nulls().to_list()) - {NO_GENRES})
+    matrix = torch.zeros(movies.height, len(names))
+    for row, movie_genres in enumerate(genres.to_list()):
+        for name in movie_genres or []:
+            if name != NO_GENRES:
+                matrix[row, names.index(name)] = 1.0
+    return matrix
+
+
 def train(
     train_ratings: pl.DataFrame,
     val_ratings: pl.DataFrame,
-    n_users: int,
-    n_movies: int,
+    users: pl.DataFrame,
+    movies: pl.DataFrame,
     params: TrainParams,
     checkpoint_path: Path,
     live_dir: Path,
@@ -83,10 +109,11 @@ def train(
     # in `dvc repro` output; warnings and errors still show.
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
+    torch.set_num_threads(params.threads or len(os.sched_getaffinity(0)))
     lightning.seed_everything(params.seed, workers=True, verbose=False)
-    train_mean = float(train_ratings["rating"].mean())
-    model = build_model(params, n_users, n_movies, train_mean)
     train_batches = RatingBatches(train_ratings, params.batch_size, shuffle=True, seed=params.seed)
+    data = TrainingData(train_batches.users, train_batches.movies, genre_matrix(movies))
+    model = build_model(params, data, users.height, movies.height, float(train_ratings["rating"].mean()))
     val_batches = RatingBatches(val_ratings, params.batch_size, shuffle=False)
     live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     with live, tempfile.TemporaryDirectory() as scratch:
@@ -116,7 +143,7 @@ def train(
             "best_val_mse": epoch_log.best_val_loss,
             "epochs": trainer.current_epoch,
             "train_seconds": round(train_seconds, 3),
-            "ratings_per_second": round(len(train_ratings) * trainer.current_epoch / train_seconds),
+            "ratings_per_second": round(len(train_ratings) / statistics.median(epoch_log.epoch_seconds)),
         }
         for name, value in summary.items():
             live.summary[name] = value

@@ -1,0 +1,46 @@
+"""RowAdam: lazy Adam for the sparse row gradients of embedding tables.
+
+`torch.optim.SparseAdam` does the same arithmetic but coalesces each gradient (a sort of
+every (row, column) entry) and goes through sparse-tensor arithmetic; summing duplicate
+rows with one `index_add_` and updating only those rows is about 1.7x faster per step
+here (bench/train_speed.py), which is most of what a large-batch epoch costs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class RowAdam(torch.optim.Optimizer):
+    """Adam whose moments and updates touch only the rows present in each sparse gradient."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if not param.grad.is_sparse:
+                    raise ValueError("RowAdam takes sparse gradients only: use it for nn.Embedding(sparse=True)")
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                state["step"] += 1
+                # A row looked up several times in a batch has several gradient entries: sum them.
+                rows, position = torch.unique(param.grad._indices()[0], return_inverse=True)
+                values = param.grad._values()
+                grad = torch.zeros(len(rows), *param.shape[1:], dtype=values.dtype, device=values.device)
+                grad.index_add_(0, position, values)
+                exp_avg = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(grad, alpha=1 - beta1)
+                exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                state["exp_avg"].index_copy_(0, rows, exp_avg)
+                state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+                step_size = group["lr"] / (1 - beta1 ** state["step"])
+                denominator = exp_avg_sq.div_(1 - beta2 ** state["step"]).sqrt_().add_(group["eps"])
+                param.index_add_(0, rows, exp_avg.div_(denominator).mul_(-step_size))
