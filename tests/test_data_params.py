@@ -71,6 +71,6 @@ def test_url_with_synthetic_is_rejected():
         parse_section("data", {"dataset": "synthetic", "url": "ml-25m.zip"})
 
 
-def test_default_synthetic_shape_is_valid_and_ml_1m_sized():
+def test_default_synthetic_shape_is_valid_and_ml_100k_sized():
     defaults = DataParams()
-    assert (defaults.synthetic_ratings, defaults.synthetic_users, defaults.synthetic_movies) == (1_000_000, 6000, 4000)
+    assert (defaults.synthetic_ratings, defaults.synthetic_users, defaults.synthetic_movies) == (100_000, 1000, 1700)

@@ -59,9 +59,10 @@ class DataParams:
     retries: int = 4  # further attempts after a transient failure (HTTP 5xx, reset, timeout)
     backoff_seconds: float = 1.0  # wait before the first retry; doubles after each
     # data.dataset: synthetic (see synthetic.py): size, shape and seed of the generated ratings.
-    synthetic_ratings: int = 1_000_000
-    synthetic_users: int = 6_000
-    synthetic_movies: int = 4_000
+    # ML-100K's shape by default, so that a synthetic `dvc repro` is as quick as ml-100k's.
+    synthetic_ratings: int = 100_000
+    synthetic_users: int = 1_000
+    synthetic_movies: int = 1_700
     synthetic_rank: int = 8  # rank of the true user x movie score matrix
     synthetic_noise: float = 0.5  # standard deviation of the Gaussian noise on each score
     synthetic_seed: int = 0
