@@ -1,15 +1,20 @@
-"""Download stage: fetch the release that params `data` names into data/raw/<dataset>/."""
+"""Download stage: fetch the release params `data` names, or generate the synthetic one, into data/raw/<dataset>/."""
 
 from pathlib import Path
 
 from movielens_pipeline.download import download
 from movielens_pipeline.errors import run_stage
-from movielens_pipeline.params import load_section
+from movielens_pipeline.params import SYNTHETIC, load_section
+from movielens_pipeline.synthetic import write_synthetic
 
 
 def main() -> None:
     params = load_section("data")
-    download(params, Path("data/raw") / params.dataset)
+    out_dir = Path("data/raw") / params.dataset
+    if params.dataset == SYNTHETIC:
+        write_synthetic(params, out_dir)
+    else:
+        download(params, out_dir)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared fixtures: a static HTTP server on 127.0.0.1 (tests never reach beyond loopback)."""
+"""Shared fixtures: HTTP servers on 127.0.0.1, static and fault-injecting (tests never reach beyond loopback)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from faulty_http import FaultyServer
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -32,3 +33,11 @@ def serve_directory() -> Iterator[Callable[[Path], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def faulty_server() -> Iterator[FaultyServer]:
+    """A fault-injecting HTTP server on 127.0.0.1 (see faulty_http.py)."""
+    server = FaultyServer(delay=0.6)
+    yield server
+    server.close()

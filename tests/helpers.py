@@ -14,6 +14,7 @@ from movielens_pipeline.releases import RatingsLayout
 
 TAB_LAYOUT = RatingsLayout(separator="\t", has_header=False, max_bytes=1 << 20)
 CSV_LAYOUT = RatingsLayout(separator=",", has_header=True, max_bytes=1 << 20)
+DOUBLE_COLON_LAYOUT = RatingsLayout(separator="::", has_header=False, max_bytes=1 << 20)
 CSV_HEADER = "userId,movieId,rating,timestamp"
 
 Row = tuple[int, int, float, int]
@@ -126,3 +127,106 @@ def make_wheel(folder: Path, name: str, version: str, members: dict[str, bytes])
 
 def _record_digest(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+# --- release archives in each release's exact layout (generated, never real MovieLens files) ---
+
+# movieId, title (None: the release's placeholder record, no title), genres in the normalised
+# vocabulary. Titles cover commas, quotes, colons and non-ASCII letters.
+MovieRow = tuple[int, str | None, list[str]]
+FIXTURE_MOVIES: list[MovieRow] = [
+    (1, "Toy Story (1995)", ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]),
+    (11, "American President, The (1995)", ["Comedy", "Drama", "Romance"]),
+    (32, "Twelve Monkeys (a.k.a. 12 Monkeys) (1995)", ["Mystery", "Sci-Fi", "Thriller"]),
+    (267, None, []),
+    (543, "Misérables, Les (1995)", ["Drama", "Musical"]),
+    (1104, 'Bugs Bunny "Special" Edition, The (1999)', ["Animation"]),
+    (2001, "Star Trek: First Contact (1996)", ["Action", "Sci-Fi"]),
+    (2002, "Colon at the end: (1997)", ["Drama"]),
+]
+UNLISTED_MOVIE = 99_999  # rated, but missing from the movies file: its title and genres are null
+U_ITEM_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+]  # fmt: skip
+RELEASE_FOLDERS = {"ml-10m": "ml-10M100K"}
+INTEGER_RATINGS = ("ml-100k", "ml-1m")
+
+
+def release_rows(name: str, n_users: int = 12, seed: int = 0) -> list[Row]:
+    """Ratings of every fixture movie (and one unlisted) by a few users, on the release's rating scale."""
+    rng = np.random.default_rng(seed)
+    movies = [movie for movie, _, _ in FIXTURE_MOVIES] + [UNLISTED_MOVIE]
+    rows = []
+    for user in range(1, n_users + 1):
+        for movie in rng.choice(movies, size=len(movies) // 2 + 1, replace=False):
+            stars = int(rng.integers(1, 6)) if name in INTEGER_RATINGS else int(rng.integers(1, 11)) / 2
+            rows.append((user * 5, int(movie), float(stars), 874_000_000 + int(rng.integers(0, 10**8))))
+    return rows
+
+
+def _u_item_line(movie: int, title: str | None, genres: list[str]) -> str:
+    names = ["Children's" if genre == "Children" else genre for genre in genres] or ["unknown"]
+    flags = "|".join("1" if genre in names else "0" for genre in U_ITEM_GENRES)
+    if title is None:
+        return f"{movie}|unknown||||{flags}\n"
+    url = "http://us.imdb.com/M/title-exact?" + title.replace(" ", "%20")
+    return f"{movie}|{title}|01-Jan-1995||{url}|{flags}\n"
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
+
+
+def release_members(name: str, rows: list[Row], movies: list[MovieRow] = FIXTURE_MOVIES) -> dict[str, bytes]:
+    """The members of `name`'s zip: folder, file names, separators, headers and encodings as GroupLens ships them."""
+    folder = RELEASE_FOLDERS.get(name, name)
+    members = {f"{folder}/": b""}
+    if name == "ml-100k":
+        members[f"{folder}/README"] = b"fixture\n"
+        members[f"{folder}/u.data"] = tab_bytes(rows)
+        items = "".join(_u_item_line(*movie) for movie in movies)
+        members[f"{folder}/u.item"] = items.encode("iso-8859-1")
+        members[f"{folder}/u.genre"] = "".join(f"{g}|{i}\n" for i, g in enumerate(U_ITEM_GENRES)).encode()
+    elif name in ("ml-1m", "ml-10m"):
+        children = "Children's" if name == "ml-1m" else "Children"
+        lines = [f"{u}::{m}::{format_rating(r)}::{t}\n" for u, m, r, t in rows]
+        members[f"{folder}/ratings.dat"] = "".join(lines).encode()
+        movie_lines = []
+        for movie, title, genres in movies:
+            listed = "|".join(children if g == "Children" else g for g in genres) or "(no genres listed)"
+            movie_lines.append(f"{movie}::{title or 'unknown'}::{listed}\n")
+        members[f"{folder}/movies.dat"] = "".join(movie_lines).encode("iso-8859-1")
+        members[f"{folder}/README.html"] = b"<html>fixture</html>\n"
+    else:
+        body = "".join(f"{u},{m},{r:.1f},{t}\n" for u, m, r, t in rows)
+        members[f"{folder}/ratings.csv"] = f"{CSV_HEADER}\n{body}".encode()
+        movie_lines = [
+            f"{movie},{_csv_field(title or 'unknown')},{'|'.join(genres) or '(no genres listed)'}\n"
+            for movie, title, genres in movies
+        ]
+        members[f"{folder}/movies.csv"] = ("movieId,title,genres\n" + "".join(movie_lines)).encode("utf-8")
+        members[f"{folder}/links.csv"] = b"movieId,imdbId,tmdbId\n1,0114709,862\n"
+        members[f"{folder}/README.txt"] = b"fixture\n"
+    return members
+
+
+def make_release_zip(folder: Path, name: str, rows: list[Row], movies: list[MovieRow] = FIXTURE_MOVIES) -> Path:
+    """Write `<name>.zip` in the release's layout and the `<name>.zip.md5` GroupLens publishes beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = make_zip(folder / f"{name}.zip", release_members(name, rows, movies))
+    (folder / f"{name}.zip.md5").write_text(f"MD5 ({name}.zip) = {md5_of(archive)}\n", encoding="ascii")
+    return archive
+
+
+def recbole_item_bytes(movies: list[MovieRow] = FIXTURE_MOVIES) -> bytes:
+    """The recbole wheel's ml-100k.item for `movies`: header, title and year apart, genres space-separated."""
+    lines = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"]
+    for movie, title, genres in movies:
+        names = " ".join("Children's" if g == "Children" else g for g in genres) or "unknown"
+        if title is None:
+            lines.append(f"{movie}\tunkonwn\tunkonwn\t{names}\n")
+        else:
+            bare, year = title.rsplit(" (", 1)
+            lines.append(f"{movie}\t{bare}\t{year.rstrip(')')}\t{names}\n")
+    return "".join(lines).encode("utf-8")

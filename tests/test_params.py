@@ -128,8 +128,11 @@ def test_unknown_model_lists_the_models():
 
 def test_unknown_dataset_lists_the_datasets():
     with pytest.raises(ParamsError) as raised:
-        parse_section("data", {"dataset": "ml-25m"})
-    assert str(raised.value) == "data.dataset: got 'ml-25m'; expected one of ['ml-100k']"
+        parse_section("data", {"dataset": "ml-26m"})
+    assert str(raised.value) == (
+        "data.dataset: got 'ml-26m'; expected one of ['ml-100k', 'ml-1m', 'ml-10m', 'ml-20m', 'ml-25m', "
+        "'ml-32m', 'ml-latest-small', 'ml-latest', 'synthetic']"
+    )
 
 
 def test_min_epochs_above_max_epochs_is_rejected():

@@ -256,10 +256,12 @@ def test_indexed_ratings_agree_with_the_mapping_tables():
 
 
 def run_preprocess(tmp_path, name: str, params: PreprocessParams) -> tuple[dict, dict[str, bytes]]:
-    raw = write_tab(tmp_path / "u.data", make_rows(300, n_users=30, n_movies=40, seed=5))
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir(exist_ok=True)
+    write_tab(raw_dir / "u.data", make_rows(300, n_users=30, n_movies=40, seed=5))
     out_dir = tmp_path / name
     out_dir.mkdir()
-    summary = preprocess(raw, TAB_LAYOUT, params, out_dir)
+    summary = preprocess(raw_dir, "ml-100k", params, out_dir)
     return summary, {path.name: path.read_bytes() for path in sorted(out_dir.iterdir())}
 
 
@@ -267,7 +269,7 @@ def test_preprocess_writes_three_tables_byte_identical_across_runs(tmp_path):
     params = PreprocessParams(sample_size=250, top_n_movies=30, min_ratings_per_user=3, min_ratings_per_movie=2)
     summary, first = run_preprocess(tmp_path, "first", params)
     again_summary, again = run_preprocess(tmp_path, "second", params)
-    assert sorted(first) == ["movies.parquet", "ratings.parquet", "users.parquet"]
+    assert sorted(first) == ["dataset.json", "movies.parquet", "ratings.parquet", "users.parquet"]
     assert first == again
     assert summary == again_summary
     prepared = pl.read_parquet(tmp_path / "first" / "ratings.parquet")
@@ -279,9 +281,9 @@ def test_preprocess_writes_three_tables_byte_identical_across_runs(tmp_path):
 
 
 def test_preprocess_stops_on_invalid_data_before_writing(tmp_path):
-    raw = write_tab(tmp_path / "u.data", ROWS[:10], extra_lines={4: "1\t2\t9\t3\n"})
+    write_tab(tmp_path / "u.data", ROWS[:10], extra_lines={4: "1\t2\t9\t3\n"})
     out_dir = tmp_path / "prepared"
     out_dir.mkdir()
     with pytest.raises(DataError, match=r"u\.data, line 4: rating 9 "):
-        preprocess(raw, TAB_LAYOUT, PreprocessParams(), out_dir)
+        preprocess(tmp_path, "ml-100k", PreprocessParams(), out_dir)
     assert list(out_dir.iterdir()) == []

@@ -20,9 +20,25 @@ from .errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 
-DATASETS = ("ml-100k",)
+# The GroupLens releases (releases.RELEASES; a test checks the two agree) and the generated twin.
+DATASETS = (
+    "ml-100k",
+    "ml-1m",
+    "ml-10m",
+    "ml-20m",
+    "ml-25m",
+    "ml-32m",
+    "ml-latest-small",
+    "ml-latest",
+    "synthetic",
+)
+SYNTHETIC = "synthetic"
 MODELS = ("global_mean", "biases", "biased_mf", "svdpp", "genre_mlp")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
+MAX_SYNTHETIC_RATINGS = 32_000_000  # the size of the largest release, ml-32m
+MAX_SYNTHETIC_RANK = 256
+# Distinct (user, movie) pairs are drawn by rejection: beyond this share of the grid it stalls.
+MAX_SYNTHETIC_DENSITY = 0.5
 
 
 class ParamsError(PipelineError):
@@ -31,7 +47,7 @@ class ParamsError(PipelineError):
 
 @dataclass(frozen=True)
 class DataParams:
-    """Download stage: which release, and optionally where to fetch it from."""
+    """Download stage: which data set, where to fetch it from, and the synthetic twin's shape."""
 
     dataset: str = "ml-100k"
     # An http(s):// or file:// URL or a local path to the release archive (e.g. a
@@ -40,6 +56,16 @@ class DataParams:
     # Expected MD5 of the archive at `url`; None means the release's published sum.
     md5: str | None = None
     timeout_seconds: float = 30.0  # connect and read timeout of each HTTP request
+    retries: int = 4  # further attempts after a transient failure (HTTP 5xx, reset, timeout)
+    backoff_seconds: float = 1.0  # wait before the first retry; doubles after each
+    # data.dataset: synthetic (see synthetic.py): size, shape and seed of the generated ratings.
+    # ML-100K's shape by default, so that a synthetic `dvc repro` is as quick as ml-100k's.
+    synthetic_ratings: int = 100_000
+    synthetic_users: int = 1_000
+    synthetic_movies: int = 1_700
+    synthetic_rank: int = 8  # rank of the true user x movie score matrix
+    synthetic_noise: float = 0.5  # standard deviation of the Gaussian noise on each score
+    synthetic_seed: int = 0
 
     def check(self, section: str) -> None:
         _require(self.dataset in DATASETS, section, "dataset", self.dataset, f"one of {list(DATASETS)}")
@@ -47,8 +73,51 @@ class DataParams:
             is_md5 = len(self.md5) == 32 and all(c in "0123456789abcdef" for c in self.md5.lower())
             _require(is_md5, section, "md5", self.md5, "32 hexadecimal digits")
         _require(self.timeout_seconds > 0, section, "timeout_seconds", self.timeout_seconds, "a number > 0")
+        _require(self.retries >= 0, section, "retries", self.retries, "an integer >= 0")
+        _require(self.backoff_seconds >= 0, section, "backoff_seconds", self.backoff_seconds, "a number >= 0")
         if self.md5 is not None and self.url is None:
             raise ParamsError(f"{section}.md5 is set but {section}.url is not: md5 checks the archive at url")
+        if self.dataset == SYNTHETIC and self.url is not None:
+            raise ParamsError(
+                f"{section}.url is set but {section}.dataset is synthetic, which is generated, not fetched"
+            )
+        self._check_synthetic(section)
+
+    def _check_synthetic(self, section: str) -> None:
+        for key in ("synthetic_users", "synthetic_movies"):
+            _require(getattr(self, key) >= 1, section, key, getattr(self, key), "an integer >= 1")
+        _require(
+            1 <= self.synthetic_ratings <= MAX_SYNTHETIC_RATINGS,
+            section,
+            "synthetic_ratings",
+            self.synthetic_ratings,
+            f"an integer from 1 to {MAX_SYNTHETIC_RATINGS}",
+        )
+        _require(
+            self.synthetic_ratings >= self.synthetic_users,
+            section,
+            "synthetic_ratings",
+            self.synthetic_ratings,
+            f"at least synthetic_users ({self.synthetic_users}): every user rates a movie",
+        )
+        grid = self.synthetic_users * self.synthetic_movies
+        _require(
+            self.synthetic_ratings <= MAX_SYNTHETIC_DENSITY * grid,
+            section,
+            "synthetic_ratings",
+            self.synthetic_ratings,
+            f"at most {MAX_SYNTHETIC_DENSITY:.0%} of synthetic_users x synthetic_movies ({grid}): "
+            "raise those or lower synthetic_ratings",
+        )
+        _require(
+            1 <= self.synthetic_rank <= MAX_SYNTHETIC_RANK,
+            section,
+            "synthetic_rank",
+            self.synthetic_rank,
+            f"an integer from 1 to {MAX_SYNTHETIC_RANK}",
+        )
+        _require(self.synthetic_noise >= 0, section, "synthetic_noise", self.synthetic_noise, "a number >= 0")
+        _check_seed(section, self.synthetic_seed, key="synthetic_seed")
 
 
 @dataclass(frozen=True)
@@ -203,8 +272,8 @@ def _describe(option: object) -> str:
     return "null" if option is type(None) else getattr(option, "__name__", str(option))
 
 
-def _check_seed(section: str, seed: int) -> None:
-    _require(0 <= seed <= MAX_SEED, section, "seed", seed, f"an integer from 0 to {MAX_SEED}")
+def _check_seed(section: str, seed: int, key: str = "seed") -> None:
+    _require(0 <= seed <= MAX_SEED, section, key, seed, f"an integer from 0 to {MAX_SEED}")
 
 
 def _require(ok: bool, section: str, key: str, value: object, allowed: str) -> None:

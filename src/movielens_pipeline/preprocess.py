@@ -1,18 +1,42 @@
-"""Turn a release's ratings file into the canonical, validated, filtered, indexed table."""
+"""Turn a release's raw files into the canonical, validated, filtered, indexed tables.
+
+Writes ratings.parquet (the canonical table), users.parquet, movies.parquet (with the
+normalised title and genres) and dataset.json (the data set's name and, for the
+synthetic twin, the noise floor: the best RMSE a model can hope for).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from .errors import PipelineError
-from .params import PreprocessParams
-from .releases import RatingsLayout
+from .params import SYNTHETIC, PreprocessParams
+from .releases import MOVIES_CSV, MOVIES_DAT, RECBOLE_ITEM, RELEASES, U_ITEM, RatingsLayout
+from .synthetic import MOVIES_FILE as SYNTHETIC_MOVIES_FILE
+from .synthetic import RATINGS_FILE as SYNTHETIC_RATINGS_FILE
 
 RATINGS_SCHEMA = {"userId": pl.Int64, "movieId": pl.Int64, "rating": pl.Float32, "timestamp": pl.Int64}
+MOVIES_SCHEMA = {"movieId": pl.Int64, "title": pl.String, "genres": pl.List(pl.String)}
 RATING_MIN, RATING_MAX = 0.5, 5.0
+DOUBLE_COLON = "::"
+# u.item's 19 genre flag columns, in order (the release's u.genre).
+U_ITEM_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+U_ITEM_FIELDS = 5 + len(U_ITEM_GENRES)  # id, title, release date, video release date, IMDb URL, flags
+# Normalised genres use the vocabulary of ml-20m and later: no "unknown" or "(no genres
+# listed)" entries (an empty list says it) and "Children" for the older "Children's".
+NO_GENRE = frozenset({"unknown", "(no genres listed)"})
+GENRE_RENAMES = {"Children's": "Children"}
+# ml-100k's placeholder record (movie 267) has no title; the recbole copy misspells it.
+NO_TITLE = frozenset({"unknown", "unkonwn"})
+TRUE_SCORE = "true_score"  # synthetic only: the noiseless score, clipped to the rating scale
 
 
 class DataError(PipelineError):
@@ -22,6 +46,8 @@ class DataError(PipelineError):
 def read_ratings(path: Path, layout: RatingsLayout) -> pl.DataFrame:
     """Parse a release's ratings file into userId, movieId, rating, timestamp and its line number."""
     path = Path(path)
+    if layout.separator == DOUBLE_COLON:
+        return _read_double_colon(path, layout)
     try:
         ratings = pl.read_csv(
             path,
@@ -45,6 +71,40 @@ def read_ratings(path: Path, layout: RatingsLayout) -> pl.DataFrame:
         if short_line is not None:
             raise DataError(short_line)
     return ratings
+
+
+def _read_double_colon(path: Path, layout: RatingsLayout) -> pl.DataFrame:
+    """Parse `a::b::c::d` lines: polars splits on ':' (multi-threaded), which leaves an empty field between.
+
+    polars cannot split on a two-character separator; as every value is a number, splitting on
+    one ':' is exact, and any line where a gap field is not empty is malformed.
+    """
+    gaps = ["gap1", "gap2", "gap3"]
+    names = ["userId", gaps[0], "movieId", gaps[1], "rating", gaps[2], "timestamp"]
+    try:
+        parsed = pl.read_csv(
+            path,
+            separator=":",
+            has_header=False,
+            quote_char=None,
+            new_columns=names,
+            schema_overrides={**RATINGS_SCHEMA, **dict.fromkeys(gaps, pl.String)},
+            row_index_name="line",
+            row_index_offset=1,
+        )
+    except pl.exceptions.PolarsError as error:
+        raise DataError(_describe_parse_failure(path, layout, error)) from None
+    malformed = (
+        parsed.width != len(names) + 1
+        or parsed.select(
+            pl.any_horizontal(pl.col(gaps).is_not_null()) | pl.any_horizontal(pl.col(list(RATINGS_SCHEMA)).is_null())
+        )
+        .to_series()
+        .any()
+    )
+    if malformed:
+        raise DataError(_describe_parse_failure(path, layout, ValueError("a line is not four fields")))
+    return parsed.select("line", *RATINGS_SCHEMA)
 
 
 def _describe_parse_failure(path: Path, layout: RatingsLayout, error: Exception) -> str:
@@ -155,12 +215,123 @@ def _index(ratings: pl.DataFrame, id_column: str, index_column: str) -> pl.DataF
     )
 
 
-def preprocess(raw_ratings: Path, layout: RatingsLayout, params: PreprocessParams, out_dir: Path) -> dict:
-    """Read, validate, filter and index `raw_ratings`; write the tables into `out_dir`."""
-    ratings = read_ratings(raw_ratings, layout)
-    validate_ratings(ratings, str(raw_ratings))
-    indexed, users, movies = index_ratings(filter_ratings(ratings.drop("line"), params))
+def read_movies(path: Path, movies_format: str) -> pl.DataFrame:
+    """Parse a release's movies file into movieId, title and genres (a list), normalised across releases."""
+    path = Path(path)
+    if movies_format == MOVIES_CSV:
+        try:
+            raw = pl.read_csv(path, schema={"movieId": pl.Int64, "title": pl.String, "genres": pl.String})
+        except pl.exceptions.PolarsError as error:
+            raise DataError(f"{path}: cannot be parsed as movieId,title,genres: {str(error).splitlines()[0]}") from None
+        movies = raw.with_columns(pl.col("genres").str.split("|"))
+    elif movies_format == MOVIES_DAT:
+        fields = _lines(path, "iso-8859-1").str.extract_groups(r"^(\d+)::(.*)::(.*)$")
+        _check_lines(path, fields.struct.field("1").is_null(), "MovieID::Title::Genres")
+        movies = fields.struct.unnest().select(
+            movieId=pl.col("1").cast(pl.Int64), title=pl.col("2"), genres=pl.col("3").str.split("|")
+        )
+    elif movies_format == U_ITEM:
+        fields = _lines(path, "iso-8859-1").str.split("|")
+        _check_lines(path, fields.list.len() != U_ITEM_FIELDS, f"{U_ITEM_FIELDS} '|'-separated fields")
+        flags = [pl.when(pl.col("f").list.get(5 + i) == "1").then(pl.lit(g)) for i, g in enumerate(U_ITEM_GENRES)]
+        movies = fields.to_frame("f").select(
+            movieId=pl.col("f").list.get(0).cast(pl.Int64),
+            title=pl.col("f").list.get(1),
+            genres=pl.concat_list(flags).list.drop_nulls(),
+        )
+    elif movies_format == RECBOLE_ITEM:
+        raw = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, encoding="utf8")
+        raw.columns = ["movieId", "title", "year", "genres"]
+        # u.item's title is "<title> (<year>)"; the recbole copy keeps the two apart.
+        year = pl.col("year").str.strip_chars()
+        movies = raw.select(
+            movieId=pl.col("movieId").cast(pl.Int64),
+            title=pl.when(year.str.contains(r"^\d{4}$")).then(pl.format("{} ({})", "title", year)).otherwise("title"),
+            genres=pl.col("genres").str.split(" "),
+        )
+    else:
+        raise ValueError(f"unknown movies format {movies_format!r}")
+    return normalise_movies(movies, str(path))
+
+
+def normalise_movies(movies: pl.DataFrame, source: str) -> pl.DataFrame:
+    """One vocabulary across releases: stripped titles (null for a placeholder), genre lists without 'none' entries."""
+    title = pl.col("title").str.strip_chars()
+    genre = pl.element().str.strip_chars().replace(GENRE_RENAMES)
+    normalised = movies.select(
+        "movieId",
+        title=pl.when(title.is_in(list(NO_TITLE)) | (title == "")).then(None).otherwise(title),
+        genres=pl.col("genres").list.eval(genre.filter(~genre.is_in(list(NO_GENRE)) & (genre != ""))),
+    ).cast(MOVIES_SCHEMA)
+    duplicated = normalised.filter(pl.col("movieId").is_duplicated())
+    if duplicated.height:
+        raise DataError(f"{source}: movie {duplicated['movieId'][0]} is listed more than once")
+    return normalised.sort("movieId")
+
+
+def _lines(path: Path, encoding: str) -> pl.Series:
+    try:
+        text = path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not {encoding} text: {error}") from None
+    return pl.Series("line", text.splitlines(), dtype=pl.String)
+
+
+def _check_lines(path: Path, bad: pl.Series, expected: str) -> None:
+    if bad.any():
+        number = int(bad.arg_true()[0]) + 1
+        raise DataError(f"{path}, line {number}: expected {expected}")
+
+
+def read_raw(raw_dir: Path, dataset: str) -> tuple[pl.DataFrame, pl.DataFrame | None, str]:
+    """The raw ratings (with a line column) and movies (None if the source had none) of `dataset`, and the source."""
+    raw_dir = Path(raw_dir)
+    if dataset == SYNTHETIC:
+        ratings_path = raw_dir / SYNTHETIC_RATINGS_FILE
+        ratings = pl.read_parquet(ratings_path).with_row_index("line", offset=1)
+        return ratings, pl.read_parquet(raw_dir / SYNTHETIC_MOVIES_FILE), str(ratings_path)
+    release = RELEASES[dataset]
+    ratings_path = raw_dir / release.ratings_file
+    ratings = read_ratings(ratings_path, release.layout)
+    candidates = [(release.movies_file, release.movies_format)]
+    if release.mirror is not None and release.mirror.movies_member is not None:
+        candidates.append((Path(release.mirror.movies_member).name, release.mirror.movies_format))
+    for name, movies_format in candidates:
+        if (raw_dir / name).is_file():
+            return ratings, read_movies(raw_dir / name, movies_format), str(ratings_path)
+    return ratings, None, str(ratings_path)
+
+
+def noise_floor_rmse(ratings: pl.DataFrame) -> float | None:
+    """RMSE of the true (noiseless, clipped) scores against the ratings, where the data set has them."""
+    if TRUE_SCORE not in ratings.columns:
+        return None
+    error = pl.col("rating").cast(pl.Float64) - pl.col(TRUE_SCORE).cast(pl.Float64)
+    return math.sqrt(ratings.select((error * error).mean()).item())
+
+
+def preprocess(raw_dir: Path, dataset: str, params: PreprocessParams, out_dir: Path) -> dict:
+    """Read, validate, filter and index `dataset`'s raw files; write the tables and dataset.json into `out_dir`."""
+    ratings, movies, source = read_raw(raw_dir, dataset)
+    validate_ratings(ratings, source)
+    kept = filter_ratings(ratings.drop("line"), params)
+    indexed, users, movie_index = index_ratings(kept)
+    if movies is None:
+        movies = pl.DataFrame(schema=MOVIES_SCHEMA)
+    movie_table = movie_index.join(movies, on="movieId", how="left").sort("movieId")
     indexed.write_parquet(out_dir / "ratings.parquet")
     users.write_parquet(out_dir / "users.parquet")
-    movies.write_parquet(out_dir / "movies.parquet")
-    return {"raw_rows": ratings.height, "rows": indexed.height, "users": users.height, "movies": movies.height}
+    movie_table.write_parquet(out_dir / "movies.parquet")
+    noise_floor = noise_floor_rmse(kept)
+    description = {
+        "dataset": dataset,
+        "noise_floor_rmse": None if noise_floor is None else round(noise_floor, 6),
+        # Over what the noise floor is measured: the same ratings split and evaluate see.
+        "noise_floor_over": None if noise_floor is None else "ratings kept by the preprocess filters",
+        "ratings": indexed.height,
+        "users": users.height,
+        "movies": movie_table.height,
+        "movies_with_title": movie_table["title"].is_not_null().sum(),
+    }
+    (out_dir / "dataset.json").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    return {"raw_rows": ratings.height, "rows": indexed.height, "users": users.height, "movies": movie_table.height}

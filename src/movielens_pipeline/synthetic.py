@@ -1,0 +1,252 @@
+"""A synthetic twin of MovieLens from a known generative model, so a model's error has a known floor.
+
+Users and movies have power-law popularity; a rating is the global mean + user bias +
+movie bias + a low-rank user x movie interaction + Gaussian noise, rounded to the half-star
+scale and clipped to 0.5-5. The noiseless score (clipped to the scale) is kept beside each
+rating as `true_score`, so preprocess can report the noise floor: the RMSE of the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from .atomic import atomic_dir
+from .errors import PipelineError
+from .params import DataParams
+
+GLOBAL_MEAN = 3.5  # about ML-25M's mean rating (3.53)
+USER_BIAS_SD = 0.4
+MOVIE_BIAS_SD = 0.5
+INTERACTION_SD = 0.6  # standard deviation of the low-rank term, whatever the rank
+RATING_MIN, RATING_MAX = 0.5, 5.0
+# Popularity weight of the k-th most active user / most rated movie: (k + offset) ** -exponent.
+USER_ACTIVITY_EXPONENT = 0.7
+MOVIE_POPULARITY_EXPONENT = 0.9
+POPULARITY_OFFSET = 10.0  # flattens the very top, as in MovieLens (no movie is rated by every user)
+MAX_USER_SHARE = 0.5  # no user rates more than this share of the catalogue
+# Time stamps: each user is active over an exponentially distributed span inside this window.
+FIRST_TIMESTAMP = 789_652_009  # 1995-01-09, ML-25M's first rating
+LAST_TIMESTAMP = 1_574_327_703  # 2019-11-21, its last
+MEAN_ACTIVE_SECONDS = 365 * 24 * 3600
+# ML-25M's genres, less its "(no genres listed)"; each movie gets 1 to 3, led by its factors.
+GENRES = (
+    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+    "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+MAX_GENRES_PER_MOVIE = 3
+EXTRA_GENRE_PROBABILITY = 0.35
+CHUNK_ROWS = 1 << 21  # scores are computed this many ratings at a time, to bound memory
+MAX_DRAW_ROUNDS = 100
+RATINGS_FILE = "ratings.parquet"
+MOVIES_FILE = "movies.parquet"
+MODEL_FILE = "model.json"
+
+
+class SyntheticError(PipelineError):
+    """Synthetic params that the generator cannot satisfy."""
+
+
+class PowerLaw:
+    """Popularity of n items: the item of rank k (0 = most popular) has weight (k + offset) ** -exponent.
+
+    Ranks are drawn by inverting the continuous law's CDF, one vectorised power per draw
+    (a search in a table of n weights per draw is several times slower at 25 M draws),
+    and mapped to item indices through a seeded permutation, so popularity does not follow the id.
+    """
+
+    def __init__(self, n: int, exponent: float, rng: np.random.Generator) -> None:
+        self.n, self.exponent = n, exponent
+        self.item_of_rank = rng.permutation(n).astype(np.int32)
+        self._low = POPULARITY_OFFSET ** (1 - exponent)
+        self._high = (n + POPULARITY_OFFSET) ** (1 - exponent)
+
+    def weights(self) -> np.ndarray:
+        """Each item's probability, by item index (the law's mass between its rank and the next)."""
+        edges = (np.arange(self.n + 1) + POPULARITY_OFFSET) ** (1 - self.exponent)
+        by_rank = np.diff(edges) / (self._high - self._low)
+        weights = np.empty(self.n)
+        weights[self.item_of_rank] = by_rank
+        return weights
+
+    def draw(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        uniform = rng.random(size)
+        ranks = (self._low + uniform * (self._high - self._low)) ** (1 / (1 - self.exponent)) - POPULARITY_OFFSET
+        return self.item_of_rank[np.minimum(ranks.astype(np.int64), self.n - 1)]
+
+
+def activity_counts(n_ratings: int, weights: np.ndarray, cap: int) -> np.ndarray:
+    """Ratings per user: proportional to `weights`, at least 1 and at most `cap`, summing to `n_ratings`."""
+    low, high = 0.0, float(n_ratings) / weights.min()
+    # Bisect the scale s at which sum(clip(s * w, 1, cap)) reaches n_ratings.
+    for _ in range(200):
+        scale = (low + high) / 2
+        if np.clip(scale * weights, 1, cap).sum() < n_ratings:
+            low = scale
+        else:
+            high = scale
+    exact = np.clip(high * weights, 1, cap)
+    counts = np.floor(exact).astype(np.int64)
+    # Hand out what flooring lost to the largest remainders, among users below the cap.
+    remainder = np.where(counts < cap, exact - counts, -1.0)
+    short = n_ratings - int(counts.sum())
+    if short > 0:
+        counts[np.argsort(-remainder, kind="stable")[:short]] += 1
+    return counts
+
+
+def draw_pairs(params: DataParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user, movie) index pairs, sorted by user then movie, drawn with power-law popularity.
+
+    Each user gets a power-law share of the ratings; their movies are drawn by popularity, and
+    the draws that repeat a pair are drawn again (twice as many, the surplus dropped) until none is missing.
+    """
+    n_users, n_movies, n_ratings = params.synthetic_users, params.synthetic_movies, params.synthetic_ratings
+    user_weights = PowerLaw(n_users, USER_ACTIVITY_EXPONENT, rng).weights()
+    movie_law = PowerLaw(n_movies, MOVIE_POPULARITY_EXPONENT, rng)
+    wanted = activity_counts(n_ratings, user_weights, max(1, math.ceil(MAX_USER_SHARE * n_movies)))
+    # A pair is coded as user * n_movies + movie, so sorting the codes sorts by user, then movie.
+    codes = _distinct(np.repeat(np.arange(n_users, dtype=np.int64), wanted) * n_movies + movie_law.draw(n_ratings, rng))
+    extras = np.empty(0, dtype=np.int64)
+    for round_number in range(MAX_DRAW_ROUNDS + 1):
+        have = np.bincount(codes // n_movies, minlength=n_users) + np.bincount(extras // n_movies, minlength=n_users)
+        missing = wanted - have
+        if not missing.any():
+            break
+        if round_number == MAX_DRAW_ROUNDS:
+            raise SyntheticError(
+                f"could not draw {n_ratings} distinct (user, movie) pairs from {n_users} users x {n_movies} "
+                f"movies in {MAX_DRAW_ROUNDS} rounds: raise data.synthetic_users or data.synthetic_movies, "
+                "or lower data.synthetic_ratings"
+            )
+        users = np.repeat(np.arange(n_users, dtype=np.int64), 2 * missing)
+        drawn = users * n_movies + movie_law.draw(users.size, rng)
+        first = np.sort(_first_occurrences(drawn))  # positions, in draw order (grouped by user)
+        fresh = drawn[first]
+        fresh = fresh[~(_contains(codes, fresh) | _contains(extras, fresh))]
+        # Keep each user's first `missing` fresh pairs: rank within the user's group of draws.
+        user_of = fresh // n_movies
+        rank = np.arange(fresh.size) - np.searchsorted(user_of, user_of, side="left")
+        extras = np.sort(np.concatenate([extras, fresh[rank < missing[user_of]]]))
+    if extras.size:
+        codes = np.sort(np.concatenate([codes, extras]))
+    return (codes // n_movies).astype(np.int32), (codes % n_movies).astype(np.int32)
+
+
+def _distinct(codes: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (numpy's hash-based np.unique is several times slower on 25 M int64)."""
+    codes = np.sort(codes)
+    keep = np.empty(codes.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
+    return codes[keep]
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct value."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    keep = np.empty(values.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return order[keep]
+
+
+def _contains(sorted_codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    if sorted_codes.size == 0:
+        return np.zeros(values.size, dtype=bool)
+    at = np.searchsorted(sorted_codes, values).clip(0, sorted_codes.size - 1)
+    return sorted_codes[at] == values
+
+
+def generate(params: DataParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Ratings (userId, movieId, rating, timestamp, true_score), movies (movieId, title, genres), a summary."""
+    rng = np.random.default_rng(params.synthetic_seed)
+    n_users, n_movies, rank = params.synthetic_users, params.synthetic_movies, params.synthetic_rank
+    user_bias = rng.normal(0, USER_BIAS_SD, n_users).astype(np.float32)
+    movie_bias = rng.normal(0, MOVIE_BIAS_SD, n_movies).astype(np.float32)
+    # Factor entries of sd s give a dot product of sd s**2 * sqrt(rank): pick s for INTERACTION_SD.
+    factor_sd = math.sqrt(INTERACTION_SD / math.sqrt(rank))
+    user_factors = rng.normal(0, factor_sd, (n_users, rank)).astype(np.float32)
+    movie_factors = rng.normal(0, factor_sd, (n_movies, rank)).astype(np.float32)
+    users, movies = draw_pairs(params, rng)
+
+    n_ratings = users.size
+    true_score = np.empty(n_ratings, dtype=np.float32)
+    rating = np.empty(n_ratings, dtype=np.float32)
+    for start in range(0, n_ratings, CHUNK_ROWS):
+        chunk = slice(start, min(start + CHUNK_ROWS, n_ratings))
+        u, m = users[chunk], movies[chunk]
+        score = GLOBAL_MEAN + user_bias[u] + movie_bias[m] + np.einsum("ij,ij->i", user_factors[u], movie_factors[m])
+        noisy = score + rng.standard_normal(score.size, dtype=np.float32) * np.float32(params.synthetic_noise)
+        true_score[chunk] = np.clip(score, RATING_MIN, RATING_MAX)
+        rating[chunk] = np.clip(np.round(noisy * 2) / 2, RATING_MIN, RATING_MAX)
+
+    ratings = pl.DataFrame(
+        {
+            "userId": users.astype(np.int64) + 1,
+            "movieId": movies.astype(np.int64) + 1,
+            "rating": rating,
+            "timestamp": _timestamps(users, n_users, rng),
+            "true_score": true_score,
+        }
+    )
+    noise_floor = float(np.sqrt(np.mean((rating.astype(np.float64) - true_score) ** 2)))
+    summary = {
+        "model": "clip(round_half(global_mean + user_bias + movie_bias + user_factors . movie_factors + noise))",
+        "global_mean": GLOBAL_MEAN,
+        "user_bias_sd": USER_BIAS_SD,
+        "movie_bias_sd": MOVIE_BIAS_SD,
+        "interaction_sd": INTERACTION_SD,
+        "rank": rank,
+        "noise_sd": params.synthetic_noise,
+        "seed": params.synthetic_seed,
+        "ratings": n_ratings,
+        "users": n_users,
+        "movies": n_movies,
+        "noise_floor_rmse_all_generated": round(noise_floor, 6),
+    }
+    return ratings, _movies(movie_factors, rng), summary
+
+
+def _timestamps(users: np.ndarray, n_users: int, rng: np.random.Generator) -> np.ndarray:
+    """Each user rates within an exponentially long span that starts uniformly in the window."""
+    window = LAST_TIMESTAMP - FIRST_TIMESTAMP
+    span = np.minimum(rng.exponential(MEAN_ACTIVE_SECONDS, n_users), window)
+    start = FIRST_TIMESTAMP + rng.random(n_users) * (window - span)
+    offsets = rng.random(users.size, dtype=np.float32) * span[users].astype(np.float32)
+    return (start[users] + offsets).astype(np.int64)
+
+
+def _movies(movie_factors: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    """Titles "Synthetic movie <id>" and 1-3 genres each, those whose direction best matches the movie's factors."""
+    n_movies, rank = movie_factors.shape
+    genre_directions = rng.normal(0, 1, (rank, len(GENRES))).astype(np.float32)
+    ranked = np.argsort(-(movie_factors @ genre_directions), axis=1, kind="stable")[:, :MAX_GENRES_PER_MOVIE]
+    n_genres = 1 + rng.binomial(MAX_GENRES_PER_MOVIE - 1, EXTRA_GENRE_PROBABILITY, n_movies)
+    names = np.array(GENRES, dtype=object)
+    genres = [sorted(names[row[:count]]) for row, count in zip(ranked, n_genres, strict=True)]
+    ids = np.arange(1, n_movies + 1, dtype=np.int64)
+    return pl.DataFrame(
+        {"movieId": ids, "title": [f"Synthetic movie {i}" for i in ids], "genres": genres},
+        schema={"movieId": pl.Int64, "title": pl.String, "genres": pl.List(pl.String)},
+    )
+
+
+def write_synthetic(params: DataParams, out_dir: Path) -> dict:
+    """Generate the synthetic data set and write ratings.parquet, movies.parquet and model.json into `out_dir`."""
+    ratings, movies, summary = generate(params)
+    with atomic_dir(Path(out_dir)) as staging:
+        ratings.write_parquet(staging / RATINGS_FILE)
+        movies.write_parquet(staging / MOVIES_FILE)
+        (staging / MODEL_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"synthetic: {summary['ratings']} ratings, {summary['users']} users, {summary['movies']} movies, "
+        f"rank {summary['rank']}, noise {summary['noise_sd']}; noise floor RMSE "
+        f"{summary['noise_floor_rmse_all_generated']:.4f}"
+    )
+    return summary
