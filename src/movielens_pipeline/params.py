@@ -162,7 +162,8 @@ class TrainParams:
 
     model: str = "biased_mf"
     embedding_dim: int = 32
-    hidden_dim: int = 64  # width of genre_mlp's hidden layer
+    hidden_dim: int = 32  # width of genre_mlp's hidden layer
+    dropout: float = 0.5  # dropout before and after genre_mlp's hidden layer
     learning_rate: float = 0.01
     weight_decay: float = 0.0  # L2 penalty on the parameters each batch uses
     batch_size: int = 1024
@@ -178,6 +179,7 @@ class TrainParams:
         _require(self.model in MODELS, section, "model", self.model, f"one of {list(MODELS)}")
         _require(self.embedding_dim >= 1, section, "embedding_dim", self.embedding_dim, "an integer >= 1")
         _require(self.hidden_dim >= 1, section, "hidden_dim", self.hidden_dim, "an integer >= 1")
+        _require(0 <= self.dropout < 1, section, "dropout", self.dropout, "a number from 0 up to (not including) 1")
         _require(self.learning_rate > 0, section, "learning_rate", self.learning_rate, "a number > 0")
         _require(self.weight_decay >= 0, section, "weight_decay", self.weight_decay, "a number >= 0")
         _require(self.batch_size >= 1, section, "batch_size", self.batch_size, "an integer >= 1")
