@@ -145,7 +145,7 @@ def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
     params = parse_section("train", {"model": name, "embedding_dim": 4})
     # User 2 and movie 2 have no training ratings.
     data = TrainingData(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]), torch.eye(3))
-    model = build_model(params, data, n_users=3, n_movies=3, train_mean=3.5)
+    model = build_model(params, data, n_users=3, n_movies=3, train_mean=3.5).eval()  # eval: no dropout
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.uniform_(-1, 1)
