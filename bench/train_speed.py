@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,6 @@ import pytorch_lightning as lightning
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from movielens_pipeline.models import TrainingData, build_model
 from movielens_pipeline.params import parse_section
 from movielens_pipeline.training import train
 
@@ -53,6 +53,7 @@ def ours(ratings: pl.DataFrame, args: argparse.Namespace) -> float:
             "learning_rate": args.learning_rate,
             "max_epochs": args.epochs,
             "min_epochs": args.epochs,
+            "threads": args.threads,
         },
     )
     validation = ratings.head(1000)
@@ -71,6 +72,31 @@ class _EpochTimer(lightning.Callback):
         self.seconds = time.perf_counter() - self.started
 
 
+class SeedStyleBiasedMF(lightning.LightningModule):
+    """Biased MF written the way the notebook wrote GlobalMeanModel: dense embeddings, Adam, automatic optimisation."""
+
+    def __init__(self, n_users: int, n_movies: int, dim: int, learning_rate: float):
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.user_bias, self.movie_bias = torch.nn.Embedding(n_users, 1), torch.nn.Embedding(n_movies, 1)
+        self.user_factors, self.movie_factors = torch.nn.Embedding(n_users, dim), torch.nn.Embedding(n_movies, dim)
+        self.logit = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, users, movies):
+        dot = (self.user_factors(users) * self.movie_factors(movies)).sum(dim=1)
+        logit = self.logit + self.user_bias(users)[:, 0] + self.movie_bias(movies)[:, 0] + dot
+        return 0.5 + 4.5 * torch.sigmoid(logit)
+
+    def training_step(self, batch, batch_idx):
+        users, movies, ratings = batch
+        loss = torch.nn.functional.mse_loss(self(users, movies), ratings)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+
+
 def seed_loader(ratings: pl.DataFrame, args: argparse.Namespace) -> float:
     """The notebook's style: TensorDataset + DataLoader(batch_size=4096, shuffle=True), dense Adam."""
     subset = ratings.head(args.seed_ratings)
@@ -79,9 +105,7 @@ def seed_loader(ratings: pl.DataFrame, args: argparse.Namespace) -> float:
         torch.from_numpy(subset["movieIdMapped"].to_numpy().astype(np.int64)),
         torch.from_numpy(subset["rating"].to_numpy().astype(np.float32)),
     )
-    params = parse_section("train", {"embedding_dim": args.dim, "sparse_embeddings": False})
-    data = TrainingData(dataset.tensors[0], dataset.tensors[1], torch.zeros(args.movies, 0))
-    model = build_model(params, data, args.users, args.movies, train_mean=3.5)
+    model = SeedStyleBiasedMF(args.users, args.movies, args.dim, args.learning_rate)
     timer = _EpochTimer()
     trainer = lightning.Trainer(
         max_epochs=1,
@@ -121,10 +145,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=65536)
     parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for ours; 0: every CPU")
     parser.add_argument("--seed-ratings", type=int, default=200_000, help="ratings the seed loader runs on")
     args = parser.parse_args()
 
     lightning.seed_everything(0, verbose=False)
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     ratings = synthetic_ratings(args.ratings, args.users, args.movies)
     print(
         f"{args.ratings:,} ratings, {args.users:,} users, {args.movies:,} movies, dimension {args.dim}, "

@@ -9,19 +9,25 @@ from torch import nn
 from movielens_pipeline.optim import RowAdam
 
 
-def test_matches_adam_when_every_row_is_in_every_batch():
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+def test_matches_adam_with_an_l2_penalty_per_lookup_when_every_row_is_in_every_batch(weight_decay):
     torch.manual_seed(0)
     sparse, dense = nn.Embedding(5, 3, sparse=True), nn.Embedding(5, 3)
     dense.weight.data.copy_(sparse.weight.data)
-    row_adam, adam = RowAdam([sparse.weight], lr=0.05), torch.optim.Adam([dense.weight], lr=0.05)
+    row_adam = RowAdam([sparse.weight], lr=0.05, weight_decay=weight_decay)
+    adam = torch.optim.Adam([dense.weight], lr=0.05)
     for step in range(6):
         # Every row at least once, some several times: duplicate entries must be summed.
         rows = torch.tensor([0, 1, 2, 3, 4, step % 5, (step * 2) % 5])
         targets = torch.randn(len(rows), 3)
-        for table, optimizer in ((sparse, row_adam), (dense, adam)):
-            optimizer.zero_grad()
-            ((table(rows) - targets) ** 2).sum().backward()
-            optimizer.step()
+        row_adam.zero_grad()
+        ((sparse(rows) - targets) ** 2).sum().backward()
+        row_adam.step()
+        adam.zero_grad()
+        looked_up = dense(rows)
+        penalty = weight_decay * looked_up.pow(2).sum(dim=1).mean()
+        (((looked_up - targets) ** 2).sum() + penalty).backward()
+        adam.step()
     assert torch.allclose(sparse.weight, dense.weight, atol=1e-6)
 
 

@@ -150,7 +150,7 @@ def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
         for parameter in model.parameters():
             parameter.uniform_(-1, 1)
         users, movies = torch.tensor([2, 0, 2, 1]), torch.tensor([0, 2, 2, 1])
-        bias, interaction, _ = model.score(users, movies)
+        bias, interaction = model.score(users, movies)
         known = torch.tensor([0.0, 0.0, 0.0, 1.0])
         expected = RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(bias + known * interaction)
         assert torch.allclose(model(users, movies), expected)

@@ -1,10 +1,10 @@
 """Rating models: one Lightning contract, each model only its parameters and a score.
 
 `RatingModel` owns everything shared: the sigmoid that bounds predictions to the rating
-scale (the seed's parametrisation), the cold-start rule, the MSE loss, the L2 penalty,
-per-epoch logging and the optimisers. A model adds its parameters and `score`, which
-returns, per rating, a bias logit, an interaction logit and the squared norm of the
-per-user and per-movie parameters it used (the L2 penalty, as in SGD matrix factorisation).
+scale (the seed's parametrisation), the cold-start rule, the MSE loss, per-epoch logging
+and the optimisers, with the L2 penalty on the per-user and per-movie rows each batch
+uses (in `RowAdam`). A model adds its parameters and `score`, which returns, per rating,
+a bias logit and an interaction logit.
 """
 
 from __future__ import annotations
@@ -50,12 +50,11 @@ class RatingModel(pl.LightningModule):
         dropout: float,
         learning_rate: float,
         weight_decay: float,
-        sparse_embeddings: bool,
     ):
         super().__init__()
         self.save_hyperparameters()
-        # Sparse embeddings need their own optimiser (RowAdam) beside Adam for the
-        # dense parameters; Lightning steps two optimisers only under manual optimisation.
+        # The per-user and per-movie tables have their own optimiser (RowAdam) beside Adam
+        # for the dense parameters; Lightning steps two optimisers only under manual optimisation.
         self.automatic_optimization = False
         # Users and movies with training ratings: the others get the bias-only prediction.
         self.register_buffer("user_seen", torch.zeros(n_users, dtype=torch.bool))
@@ -66,32 +65,26 @@ class RatingModel(pl.LightningModule):
         self.user_seen[data.users] = True
         self.movie_seen[data.movies] = True
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per rating: bias logit, interaction logit, squared norm of the parameters used."""
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+        """Per rating: the bias logit and the interaction logit."""
         raise NotImplementedError
 
     def forward(self, users: Tensor, movies: Tensor) -> Tensor:
-        return self.predict_with_penalty(users, movies)[0]
-
-    def predict_with_penalty(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
-        """Bounded predictions, and the mean squared norm of the parameters they used."""
-        bias, interaction, squares = self.score(users, movies)
+        bias, interaction = self.score(users, movies)
         known = self.user_seen[users] & self.movie_seen[movies]
         logit = bias + torch.where(known, interaction, torch.zeros_like(interaction))
-        return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(logit), squares.mean()
+        return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(logit)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         users, movies, ratings = batch
-        predictions, penalty = self.predict_with_penalty(users, movies)
-        mse = F.mse_loss(predictions, ratings)
+        mse = F.mse_loss(self(users, movies), ratings)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
             optimizer.zero_grad()
-        self.manual_backward(mse + self.hparams.weight_decay * penalty)
+        self.manual_backward(mse)  # the L2 penalty is applied by RowAdam
         for optimizer in optimizers:
             optimizer.step()
-        # The logged loss is the plain MSE, comparable with val_loss and the test metrics.
         self.log("train_loss", mse, on_step=False, on_epoch=True, batch_size=len(ratings))
         return mse
 
@@ -101,24 +94,19 @@ class RatingModel(pl.LightningModule):
         self.log("val_loss", mse, on_step=False, on_epoch=True, batch_size=len(ratings))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        sparse = [
-            parameter
-            for module in self.modules()
-            if isinstance(module, nn.Embedding | nn.EmbeddingBag) and module.sparse
-            for parameter in module.parameters()
-        ]
-        dense = [parameter for parameter in self.parameters() if all(parameter is not s for s in sparse)]
-        learning_rate = self.hparams.learning_rate
-        optimizers = [RowAdam(sparse, lr=learning_rate)] if sparse else []
-        return optimizers + ([torch.optim.Adam(dense, lr=learning_rate)] if dense else [])
+        tables = [module.weight for module in self.modules() if isinstance(module, nn.Embedding | nn.EmbeddingBag)]
+        dense = [parameter for parameter in self.parameters() if all(parameter is not table for table in tables)]
+        hp = self.hparams
+        optimizers = [RowAdam(tables, lr=hp.learning_rate, weight_decay=hp.weight_decay)] if tables else []
+        return optimizers + ([torch.optim.Adam(dense, lr=hp.learning_rate)] if dense else [])
 
     def table(self, rows: int, columns: int, std: float = 0.0, bag: bool = False) -> nn.Embedding | nn.EmbeddingBag:
-        """Per-user or per-movie parameters, N(0, std) at start, sparse gradients if the params say so."""
-        sparse = self.hparams.sparse_embeddings
+        """Per-user or per-movie parameters, N(0, std) at start, with sparse gradients (an epoch
+        then costs what its batches touch, not the whole table per step)."""
         if bag:
-            table = nn.EmbeddingBag(rows, columns, mode="sum", sparse=sparse)
+            table = nn.EmbeddingBag(rows, columns, mode="sum", sparse=True)
         else:
-            table = nn.Embedding(rows, columns, sparse=sparse)
+            table = nn.Embedding(rows, columns, sparse=True)
         if std > 0:
             nn.init.normal_(table.weight, std=std)
         else:
@@ -139,9 +127,8 @@ class GlobalMean(RatingModel):
         # Starts at logit 0 (a prediction of 2.75) and learns the mean, as in the seed.
         self.logit = nn.Parameter(torch.zeros(1))
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        zeros = torch.zeros(users.shape, device=users.device)
-        return self.logit.expand(users.shape), zeros, zeros
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+        return self.logit.expand(users.shape), torch.zeros(users.shape, device=users.device)
 
 
 class Biases(RatingModel):
@@ -156,14 +143,13 @@ class Biases(RatingModel):
         self.user_bias = self.table(hp.n_users, 1)
         self.movie_bias = self.table(hp.n_movies, 1)
 
-    def biases(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
-        """Bias logit per rating and the squares of the two biases."""
-        user_bias, movie_bias = self.user_bias(users)[:, 0], self.movie_bias(movies)[:, 0]
-        return self.global_logit + user_bias + movie_bias, user_bias**2 + movie_bias**2
+    def bias(self, users: Tensor, movies: Tensor) -> Tensor:
+        """Global + user + movie bias logit per rating."""
+        return self.global_logit + self.user_bias(users)[:, 0] + self.movie_bias(movies)[:, 0]
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        bias, squares = self.biases(users, movies)
-        return bias, torch.zeros_like(bias), squares
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+        bias = self.bias(users, movies)
+        return bias, torch.zeros_like(bias)
 
 
 class BiasedMF(Biases):
@@ -178,10 +164,9 @@ class BiasedMF(Biases):
         self.user_factors = self.table(hp.n_users, hp.embedding_dim, std)
         self.movie_factors = self.table(hp.n_movies, hp.embedding_dim, std)
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        bias, squares = self.biases(users, movies)
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
         user, movie = self.user_factors(users), self.movie_factors(movies)
-        return bias, (user * movie).sum(dim=1), squares + user.pow(2).sum(dim=1) + movie.pow(2).sum(dim=1)
+        return self.bias(users, movies), (user * movie).sum(dim=1)
 
 
 class SVDpp(BiasedMF):
@@ -215,12 +200,9 @@ class SVDpp(BiasedMF):
         weights = lengths.clamp(min=1).float().rsqrt().repeat_interleave(lengths)
         return self.implicit_factors(movies, offsets, per_sample_weights=weights)[position]
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        bias, squares = self.biases(users, movies)
-        implicit = self.implicit(users)
-        user, movie = self.user_factors(users) + implicit, self.movie_factors(movies)
-        squares = squares + user.pow(2).sum(dim=1) + movie.pow(2).sum(dim=1)
-        return bias, (user * movie).sum(dim=1), squares
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+        user, movie = self.user_factors(users) + self.implicit(users), self.movie_factors(movies)
+        return self.bias(users, movies), (user * movie).sum(dim=1)
 
 
 class GenreMLP(BiasedMF):
@@ -248,12 +230,11 @@ class GenreMLP(BiasedMF):
         # Each movie's genres weigh 1 in all, so a movie with many genres is not louder.
         self.movie_genres[:] = data.movie_genres / data.movie_genres.sum(dim=1, keepdim=True).clamp(min=1)
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        bias, squares = self.biases(users, movies)
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
         genres = self.movie_genres[movies]
         user, movie = self.user_factors(users), self.movie_factors(movies) + self.genre_factors(genres)
         interaction = (user * movie).sum(dim=1) + self.mlp(torch.cat([user, movie, genres], dim=1))[:, 0]
-        return bias, interaction, squares + user.pow(2).sum(dim=1) + movie.pow(2).sum(dim=1)
+        return self.bias(users, movies), interaction
 
 
 MODELS: dict[str, type[RatingModel]] = {model.name: model for model in (GlobalMean, Biases, BiasedMF, SVDpp, GenreMLP)}
@@ -277,7 +258,6 @@ def build_model(params: TrainParams, data: TrainingData, n_users: int, n_movies:
         dropout=params.dropout,
         learning_rate=params.learning_rate,
         weight_decay=params.weight_decay,
-        sparse_embeddings=params.sparse_embeddings,
     )
     model.remember(data)
     return model

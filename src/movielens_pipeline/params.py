@@ -165,9 +165,8 @@ class TrainParams:
     hidden_dim: int = 32  # width of genre_mlp's hidden layer
     dropout: float = 0.5  # dropout before and after genre_mlp's hidden layer
     learning_rate: float = 0.01
-    weight_decay: float = 0.0  # L2 penalty on the parameters each batch uses
+    weight_decay: float = 0.0  # L2 penalty on the per-user and per-movie rows each rating uses
     batch_size: int = 1024
-    sparse_embeddings: bool = True  # sparse gradients + lazy Adam for embeddings: an epoch costs what a batch touches
     max_epochs: int = 50
     min_epochs: int = 1
     patience: int = 2  # epochs without a better val loss before stopping
