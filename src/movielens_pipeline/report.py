@@ -51,6 +51,12 @@ def render_plots(rev: str, folder: Path) -> list[tuple[str, str]]:
     return written
 
 
+def sorted_table(markdown: str) -> str:
+    """A markdown table with its rows sorted: dvc lists metrics files in no fixed order, the comment should not."""
+    lines = markdown.strip().splitlines()
+    return "\n".join(lines[:2] + sorted(lines[2:]))
+
+
 def section(heading: str, markdown: str, when_empty: str) -> str:
     return f"### {heading}\n\n{markdown.strip() or when_empty}\n"
 
@@ -60,8 +66,8 @@ def build_report(rev: str, out: Path, image_url: str | None = None) -> str:
 
     Images are linked as `image_url/<name>.png`, or relative to report.md when `image_url` is None.
     """
-    params = run_dvc("params", "diff", rev, "--md")
-    metrics = run_dvc("metrics", "diff", rev, "--md")
+    params = sorted_table(run_dvc("params", "diff", rev, "--md"))
+    metrics = sorted_table(run_dvc("metrics", "diff", rev, "--md"))
     images = render_plots(rev, out / "plots")
     prefix = (image_url or "plots").rstrip("/")
     figures = "\n\n".join(f"![{title}]({prefix}/{name})" for title, name in images)
