@@ -7,9 +7,13 @@ BIN := $(VENV)/bin
 # Stages are run by DVC as `python stages/<name>.py`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv pipeline test test-all lock clean-venv
+# `dvc plots show` fills this page (.dvc/config); Vega is inlined from npm so it renders offline.
+PLOTS_TEMPLATE := build/plots-template.html
+REV ?= main
 
-venv: $(VENV)/.installed
+.PHONY: venv pipeline test test-all report plots-template lock clean-venv
+
+venv: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
 # Torch goes first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -21,6 +25,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
+$(PLOTS_TEMPLATE): scripts/offline_plots_template.py
+	$(PYTHON) scripts/offline_plots_template.py $@
+
+# Rebuild it, e.g. after installing npm (without npm the page falls back to a CDN).
+plots-template:
+	$(PYTHON) scripts/offline_plots_template.py $(PLOTS_TEMPLATE)
+
 pipeline: venv
 	$(BIN)/dvc repro
 
@@ -31,11 +42,18 @@ test: venv
 test-all: venv
 	$(BIN)/python -m pytest -q -m ''
 
+# What the pull-request comment will say: the workspace against REV (default main), in report/.
+report: venv
+	$(BIN)/python -m movielens_pipeline.report $(REV)
+
 # Re-resolve the newest versions the ranges in pyproject.toml allow and pin them.
 lock:
 	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv
 	/tmp/lock-venv/bin/python -m pip install --quiet torch==2.13.0
-	/tmp/lock-venv/bin/python -m pip install --quiet '.[test]'
+	/tmp/lock-venv/bin/python -m pip install --quiet .
+	# boto3 (tests) would drag botocore past what aiobotocore (dvc-s3) accepts: hold botocore where it is.
+	/tmp/lock-venv/bin/python -m pip freeze | grep -i '^botocore==' > /tmp/lock-venv/constraints.txt
+	/tmp/lock-venv/bin/python -m pip install --quiet '.[test]' -c /tmp/lock-venv/constraints.txt
 	{ printf '# Exact pins of every direct and transitive dependency, Python 3.11, CPU.\n# Installed with --no-deps after torch (see the Makefile); regenerate with `make lock`.\n'; \
 	  /tmp/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -i -E '^(pip|wheel|movielens-pipeline)[=@ ]' | sed 's/+cpu$$//'; } > requirements.lock
 

@@ -265,3 +265,21 @@ def test_load_section_on_a_folder_or_non_utf8_file_names_the_file(tmp_path):
     binary.write_bytes(b"train:\n  model: \xff\xfe\n")
     with pytest.raises(ParamsError, match=r"params\.yaml: cannot be read"):
         load_section("train", binary)
+
+
+def test_load_section_checks_every_other_section_too(tmp_path):
+    # A typo in any section fails the first stage that runs, whichever section that stage reads.
+    path = tmp_path / "params.yaml"
+    path.write_text("split:\n  seed: 1\ntrain:\n  embeding_dim: 8\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"train\.embeding_dim: unknown key; valid keys are: .*embedding_dim"):
+        load_section("split", path)
+
+
+def test_load_section_rejects_an_unknown_top_level_section(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("split:\n  seed: 1\ntrian:\n  embedding_dim: 8\n", encoding="utf-8")
+    with pytest.raises(ParamsError) as raised:
+        load_section("split", path)
+    assert str(raised.value) == (
+        f"{path}: unknown section 'trian'; valid sections are: data, preprocess, split, train, evaluate"
+    )

@@ -201,10 +201,36 @@ class EvaluateParams:
 
     batch_size: int = 65536  # ratings scored per forward pass
     histogram_bins: int = 18  # bins of the ratings-vs-predictions histogram over the rating scale
+    # User activity = the user's number of training ratings. Users below light_user_min_ratings
+    # are "cold", then light, medium, and heavy from heavy_user_min_ratings on.
+    light_user_min_ratings: int = 20
+    medium_user_min_ratings: int = 50
+    heavy_user_min_ratings: int = 150
 
     def check(self, section: str) -> None:
         _require(self.batch_size >= 1, section, "batch_size", self.batch_size, "an integer >= 1")
         _require(self.histogram_bins >= 1, section, "histogram_bins", self.histogram_bins, "an integer >= 1")
+        _require(
+            self.light_user_min_ratings >= 1,
+            section,
+            "light_user_min_ratings",
+            self.light_user_min_ratings,
+            "an integer >= 1",
+        )
+        _require(
+            self.medium_user_min_ratings > self.light_user_min_ratings,
+            section,
+            "medium_user_min_ratings",
+            self.medium_user_min_ratings,
+            f"an integer above light_user_min_ratings ({self.light_user_min_ratings})",
+        )
+        _require(
+            self.heavy_user_min_ratings > self.medium_user_min_ratings,
+            section,
+            "heavy_user_min_ratings",
+            self.heavy_user_min_ratings,
+            f"an integer above medium_user_min_ratings ({self.medium_user_min_ratings})",
+        )
 
 
 SECTIONS = {
@@ -230,7 +256,13 @@ def load_section(section: str, path: Path = PARAMS_FILE):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(document).__name__}")
     if section not in document:
         raise ParamsError(f"{path}: section '{section}' is missing")
-    return parse_section(section, document[section])
+    # Every section is checked, not only the caller's: a typo anywhere in the file (say from
+    # `dvc exp run -S +trian.seed=1`) fails the first stage that runs, before any work.
+    unknown = sorted(str(name) for name in set(document) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"{path}: unknown section '{unknown[0]}'; valid sections are: {', '.join(SECTIONS)}")
+    parsed = {name: parse_section(name, values) for name, values in document.items()}
+    return parsed[section]
 
 
 def parse_section(section: str, values: object):

@@ -1,0 +1,17 @@
+"""Check-params stage: validate every params.yaml section, so a typo anywhere stops `dvc repro` at once.
+
+Each stage validates the whole file too; this stage also runs when the change touches no
+stage's section (say a new, misspelled top-level section), which would otherwise pass unnoticed.
+"""
+
+from movielens_pipeline.errors import run_stage
+from movielens_pipeline.params import SECTIONS, load_section
+
+
+def main() -> None:
+    for section in SECTIONS:
+        load_section(section)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,99 @@
+"""Experiments end to end with the real dvc: exp run against a committed baseline, diffs, the local report,
+misspelled params and a queued sweep."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from helpers import dvc, exp_runs, git, python, require
+
+QUEUE_TIMEOUT_SECONDS = 600
+
+
+def params_of(run: dict) -> dict:
+    return run["data"]["params"]["params.yaml"]["data"]
+
+
+def metrics_of(run: dict) -> dict:
+    return {path: content["data"] for path, content in run["data"]["metrics"].items()}
+
+
+def test_exp_run_shows_both_runs_and_the_report_matches_the_diffs(project_repo, tmp_path):
+    repo = project_repo
+    dvc(repo, "exp", "run", "-S", "train.embedding_dim=8", "--name", "dim-8")
+
+    runs = {params_of(run)["train"]["embedding_dim"]: run for run in exp_runs(repo)}
+    assert set(runs) == {64, 8}
+    assert runs[8]["name"] == "dim-8"
+    for run in runs.values():
+        metrics = metrics_of(run)
+        assert {"rmse", "mae"} <= set(metrics["eval/metrics.json"]["test"])
+        assert "rmse" in metrics["eval/metrics.json"]["baseline"]
+        assert {"best_epoch", "train_seconds"} <= set(metrics["dvclive/train/metrics.json"])
+    assert metrics_of(runs[8])["eval/metrics.json"] != metrics_of(runs[64])["eval/metrics.json"]
+
+    params_md = dvc(repo, "params", "diff", "HEAD", "--md").stdout
+    assert "| params.yaml | train.embedding_dim | 64     | 8           |" in params_md
+    metrics_md = dvc(repo, "metrics", "diff", "HEAD", "--md").stdout
+    assert "test.rmse" in metrics_md and "eval/metrics.json" in metrics_md
+
+    require("vl_convert")
+    out = tmp_path / "report"
+    result = python(repo, "-m", "movielens_pipeline.report", "HEAD", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = (out / "report.md").read_text()
+    assert report.strip() == result.stdout.strip()
+    # The same tables, row for row; dvc itself lists the metrics files in no fixed order, the report sorts them.
+    for table in (params_md, metrics_md):
+        lines = table.strip().splitlines()
+        assert "\n".join(lines[:2] + sorted(lines[2:])) in report
+    images = sorted(out.glob("plots/*.png"))
+    assert len(images) == 4 and all(image.read_bytes().startswith(b"\x89PNG") for image in images)
+    assert "![Loss per epoch (MSE)](plots/loss-per-epoch-mse.png)" in report
+
+
+def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
+    repo = project_repo
+    before = (repo / "dvclive/train/metrics.json").read_text()
+
+    # DVC itself refuses to set a key params.yaml does not have.
+    typo = dvc(repo, "exp", "run", "-S", "train.embeding_dim=8", check=False)
+    assert typo.returncode != 0 and "train.embeding_dim" in typo.stderr
+    assert git(repo, "status", "--porcelain") == ""
+
+    # Forced in with `+` (as DVC's message suggests), the first stage to run stops before any work.
+    forced = dvc(repo, "exp", "run", "-S", "+train.embeding_dim=8", check=False)
+    output = forced.stdout + forced.stderr
+    assert forced.returncode != 0
+    assert "train.embeding_dim: unknown key; valid keys are:" in output and "embedding_dim," in output
+    assert (repo / "dvclive/train/metrics.json").read_text() == before  # no training happened
+    git(repo, "checkout", "--", "params.yaml")
+
+    # A misspelled section touches no stage's params; the check_params stage catches it.
+    section = dvc(repo, "exp", "run", "-S", "+trian.embedding_dim=8", check=False)
+    assert section.returncode != 0
+    assert "unknown section 'trian'; valid sections are: data, preprocess, split, train, evaluate" in section.stderr
+    assert (repo / "dvclive/train/metrics.json").read_text() == before
+
+
+def test_queued_sweep_of_three_values_finishes(project_repo):
+    repo = project_repo
+    # Few epochs: this is about the queue, not the models.
+    dvc(repo, "exp", "run", "--queue", "-S", "train.embedding_dim=4,8,16", "-S", "train.max_epochs=3")
+    dvc(repo, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
+    while True:
+        status = dvc(repo, "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.monotonic() < deadline, f"queue still busy after {QUEUE_TIMEOUT_SECONDS} s:\n{status}"
+        time.sleep(2)
+    assert status.count("Success") == 3, status
+
+    finished = {params_of(run)["train"]["embedding_dim"]: run for run in exp_runs(repo, experiments_only=True)}
+    assert set(finished) == {4, 8, 16}
+    for run in finished.values():
+        assert metrics_of(run)["eval/metrics.json"]["test"]["rmse"] > 0
+    assert json.loads((repo / "eval/metrics.json").read_text())  # the workspace keeps the baseline's outputs
+    dvc(repo, "queue", "stop")

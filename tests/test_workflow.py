@@ -1,0 +1,59 @@
+"""The pull-request workflow: its shape, no committed secrets, and the image publishing script against a
+local bare repository (GitHub itself cannot be reached from tests)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import yaml
+from helpers import PROJECT, git
+
+WORKFLOW = PROJECT / ".github/workflows/dvc-report.yml"
+PUBLISH = PROJECT / "scripts/publish_report_images.sh"
+
+
+def workflow() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def commands() -> str:
+    return "\n".join(step.get("run", "") for step in workflow()["jobs"]["report"]["steps"])
+
+
+def test_runs_on_every_pull_request_and_may_comment():
+    document = workflow()
+    assert "pull_request" in document[True]  # YAML 1.1 reads the key `on` as True
+    assert document["permissions"]["pull-requests"] == "write"
+
+
+def test_sets_up_reproduces_with_the_remote_and_reports_like_make_report():
+    run = commands()
+    assert "make venv" in run
+    assert "dvc repro --pull --allow-missing" in run
+    assert 'python -m movielens_pipeline.report "$BASE_REV"' in run
+    assert "report/report.md" in run and "--method PATCH" in run  # one comment, edited on later pushes
+
+
+def test_credentials_come_only_from_secrets():
+    text = WORKFLOW.read_text()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING"):
+        assert f"{name}: ${{{{ secrets.{name} }}}}" in text
+    assert not re.search(r"AKIA[0-9A-Z]{16}", text)
+
+
+def test_publish_script_pushes_images_to_their_branch_twice_without_losing_any(tmp_path):
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    checkout = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", str(origin), str(checkout))
+    git(checkout, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "--allow-empty", "-m", "x")
+    git(checkout, "push", "-q", "origin", "HEAD:refs/heads/main")
+    images = tmp_path / "plots"
+    images.mkdir()
+    (images / "loss.png").write_bytes(b"\x89PNG first")
+    for folder in ("pr-1/aaa", "pr-2/bbb"):
+        subprocess.run([str(PUBLISH), str(images), "dvc-report-assets", folder], cwd=checkout, check=True)
+    listed = git(origin, "ls-tree", "-r", "--name-only", "dvc-report-assets").split()
+    assert listed == ["pr-1/aaa/loss.png", "pr-2/bbb/loss.png"]
+    assert git(checkout, "status", "--porcelain") == ""
