@@ -1,5 +1,6 @@
 """Evaluate stage: models/model.ckpt on data/split/test.parquet -> eval/metrics.json and eval/plots/."""
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -12,6 +13,7 @@ from movielens_pipeline.params import load_section
 
 def main() -> None:
     params = load_section("evaluate")
+    dataset = json.loads(Path("data/prepared/dataset.json").read_text(encoding="utf-8"))
     with atomic_dir(Path("eval")) as staging:
         metrics = evaluate(
             Path("models/model.ckpt"),
@@ -19,8 +21,10 @@ def main() -> None:
             pl.read_parquet("data/split/test.parquet"),
             params,
             staging,
+            noise_floor_rmse=dataset["noise_floor_rmse"],
         )
-    print(f"test rmse {metrics['test/rmse']:.4f} (training-mean baseline {metrics['baseline/rmse']:.4f})")
+    floor = f", noise floor {metrics['noise_floor/rmse']:.4f}" if "noise_floor/rmse" in metrics else ""
+    print(f"test rmse {metrics['test/rmse']:.4f} (training-mean baseline {metrics['baseline/rmse']:.4f}{floor})")
 
 
 if __name__ == "__main__":

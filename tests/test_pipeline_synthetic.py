@@ -1,45 +1,23 @@
-"""End to end through DVC on the synthetic data set: `dvc repro preprocess` in a temp git repo, no network."""
+"""End to end through DVC on the synthetic data set in a temp git repo: no network, a known noise floor."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
+from helpers import copy_project, dvc
 
-PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SIZE = {"synthetic_ratings": 5000, "synthetic_users": 200, "synthetic_movies": 150}
-
-
-def run(repo: Path, *command: str) -> str:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(repo / "src"))
-    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("synthetic-project")
-    for name in run(PROJECT, "git", "ls-files").splitlines():
-        if (PROJECT / name).is_file() and not name.startswith(("dvclive/", "eval/")) and name != "dvc.lock":
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(PROJECT / name, repo / name)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(dataset="synthetic", **SIZE)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "add", "-A")
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "project")
-    run(repo, str(BIN / "dvc"), "repro", "preprocess")
+    params = {"data": {"dataset": "synthetic", **SIZE}, "train": {"max_epochs": 10, "batch_size": 256}}
+    repo = copy_project(tmp_path_factory.mktemp("synthetic") / "project", params)
+    dvc(repo, "repro")
     return repo
 
 
@@ -60,13 +38,23 @@ def test_repro_generates_and_prepares_the_synthetic_data_set(repo):
     assert movies["title"].str.starts_with("Synthetic movie ").all()
 
 
+def test_evaluation_shows_the_noise_floor_beside_the_test_rmse(repo):
+    metrics = json.loads((repo / "eval/metrics.json").read_text())
+    floor = json.loads((repo / "data/prepared/dataset.json").read_text())["noise_floor_rmse"]
+    assert metrics["noise_floor"]["rmse"] == pytest.approx(floor)
+    # No model beats the noise in the ratings themselves; a trained one beats the mean.
+    assert floor < metrics["test"]["rmse"] < metrics["baseline"]["rmse"]
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    assert "noise_floor" in next(iter(shown.values()))["data"]["eval/metrics.json"]["data"]
+
+
 def test_a_second_repro_runs_nothing_and_a_new_seed_regenerates(repo):
     before = (repo / "data/raw/synthetic/ratings.parquet").read_bytes()
-    run(repo, str(BIN / "dvc"), "repro", "preprocess")  # up to date
+    assert "Running stage" not in dvc(repo, "repro", "preprocess").stdout
     assert (repo / "data/raw/synthetic/ratings.parquet").read_bytes() == before
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["synthetic_seed"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    output = run(repo, str(BIN / "dvc"), "repro", "preprocess")
-    assert "Running stage 'download'" in output and "Running stage 'preprocess'" in output
+    output = dvc(repo, "repro", "preprocess")
+    assert "Running stage 'download'" in output.stdout and "Running stage 'preprocess'" in output.stdout
     assert (repo / "data/raw/synthetic/ratings.parquet").read_bytes() != before

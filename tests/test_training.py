@@ -202,3 +202,6 @@ def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, p
     assert written["baseline"]["mse"] == pytest.approx(float(np.mean(baseline_error**2)), rel=1e-6)
     histogram = json.loads((tmp_path / "eval/plots/custom/rating_histogram.json").read_text())
     assert len(histogram) == 9 and sum(row["actual"] for row in histogram) == parts["test"].height
+    assert "noise_floor" not in written  # a real data set has none
+    evaluate(checkpoint, parts["train"], parts["test"], params, tmp_path / "eval2", noise_floor_rmse=0.5)
+    assert json.loads((tmp_path / "eval2/metrics.json").read_text())["noise_floor"] == {"rmse": 0.5}

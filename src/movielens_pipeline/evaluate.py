@@ -116,12 +116,24 @@ def test_metrics(predicted: np.ndarray, test: pl.DataFrame, train: pl.DataFrame,
     return metrics
 
 
-def evaluate(checkpoint: Path, train: pl.DataFrame, test: pl.DataFrame, params: EvaluateParams, out_dir: Path) -> dict:
-    """Write test and baseline metrics and the plot data (eval/plots/custom/*.json) with dvclive into `out_dir`."""
+def evaluate(
+    checkpoint: Path,
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    params: EvaluateParams,
+    out_dir: Path,
+    noise_floor_rmse: float | None = None,
+) -> dict:
+    """Write test and baseline metrics and the plot data (eval/plots/custom/*.json) with dvclive into `out_dir`.
+
+    `noise_floor_rmse`, known for generated data only, is logged as `noise_floor/rmse` beside `test/rmse`.
+    """
     model = load_model(checkpoint)
     actual = test["rating"].to_numpy()
     predicted = predict(model, test, params.batch_size)
     metrics = test_metrics(predicted, test, train, model)
+    if noise_floor_rmse is not None:
+        metrics["noise_floor/rmse"] = noise_floor_rmse
     # The plots are declared (titles, axes, templates) at the top of dvc.yaml; here only their data.
     plots = {
         "rating_histogram": rating_histogram(predicted, actual, params.histogram_bins),
