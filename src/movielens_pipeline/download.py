@@ -328,7 +328,8 @@ def _fetch_once(
         )
         try:
             with bar, target.open("ab" if resumed else "wb") as out:
-                while chunk := response.read(CHUNK_BYTES):
+                # read1: what has arrived, up to a chunk, so that the file and the bar follow the transfer.
+                while chunk := response.read1(CHUNK_BYTES):
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))

@@ -1,0 +1,116 @@
+"""Kill `dvc repro` in the middle of a stage, with Ctrl-C's SIGINT and with SIGKILL.
+
+Each time, nothing half-written may stand where a stage's output belongs, the next
+`dvc repro` must complete, `dvc status` and `dvc data status` must be clean, and every
+object in the DVC cache must hash to its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from faulty_http import FaultyServer
+from helpers import BIN, copy_project, dvc, low_rank_rows, tab_bytes, tool_env
+
+SIGNALS = [signal.SIGINT, signal.SIGKILL]
+# Big enough that preprocess takes a second or two, small enough for the suite.
+SYNTHETIC = {"dataset": "synthetic", "synthetic_ratings": 500_000, "synthetic_users": 5_000}
+
+
+def start_repro(repo: Path) -> subprocess.Popen:
+    # A session of its own, so that a signal reaches dvc and its stage, as Ctrl-C in a terminal does.
+    return subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=repo,
+        env=tool_env(repo),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def interrupt_when(process: subprocess.Popen, ready: Callable[[], bool], sig: signal.Signals) -> None:
+    """Send `sig` to the whole repro as soon as `ready()` holds; fail if the run ends first."""
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert process.poll() is None, "dvc repro ended before the moment to interrupt it"
+        assert time.monotonic() < deadline, "the moment to interrupt never came"
+        time.sleep(0.01)
+    os.killpg(process.pid, sig)
+    assert process.wait(timeout=60) != 0
+
+
+def staging(folder: Path, pattern: str) -> Callable[[], bool]:
+    """A check that some temporary path matching `pattern` exists in `folder` and is not empty."""
+
+    def ready() -> bool:
+        return any(path.is_dir() or path.stat().st_size > 0 for path in folder.glob(pattern))
+
+    return ready
+
+
+def assert_recovers(repo: Path) -> None:
+    """The next repro completes and leaves DVC's status, data status and cache clean."""
+    dvc(repo, "repro")
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+    # "committed" lists what dvc.lock records that git has not committed yet: expected here.
+    # Anything else (uncommitted changes, objects missing from the cache) is damage.
+    assert set(json.loads(dvc(repo, "data", "status", "--json").stdout)) <= {"committed"}
+    for stale in ("data/raw/.*", "data/.*", "models/.*", ".*.partial-*", "dvclive/.*"):
+        assert not [path for path in repo.glob(stale) if path.name != ".gitignore"], stale
+    objects = [path for path in (repo / ".dvc/cache/files/md5").glob("*/*")]
+    assert objects
+    for path in objects:
+        name = (path.parent.name + path.name).removesuffix(".dir")
+        assert hashlib.md5(path.read_bytes()).hexdigest() == name, f"corrupt cache object {path}"
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
+def test_killed_during_download(sig, tmp_path):
+    with zipfile.ZipFile(tmp_path / "ml-100k.zip", "w") as archive:
+        archive.writestr("ml-100k/u.data", tab_bytes(low_rank_rows()))
+    server = FaultyServer(delay=60)
+    try:
+        url = server.serve("/ml-100k.zip", (tmp_path / "ml-100k.zip").read_bytes())
+        # Half the archive, then silence: the download is in progress when the signal comes.
+        server.fail("/ml-100k.zip", "stall")
+        md5 = hashlib.md5((tmp_path / "ml-100k.zip").read_bytes()).hexdigest()
+        params = {"data": {"url": url, "md5": md5, "timeout_seconds": 120}, "train": {"max_epochs": 2}}
+        repo = copy_project(tmp_path / "project", params)
+        interrupt_when(start_repro(repo), staging(repo / "data/raw", ".ml-100k.fetch-*/*/*"), sig)
+        assert not (repo / "data/raw/ml-100k").exists()
+        assert_recovers(repo)
+    finally:
+        server.close()
+    assert (repo / "data/raw/ml-100k/u.data").read_bytes() == tab_bytes(low_rank_rows())
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
+def test_killed_during_preprocess(sig, tmp_path):
+    repo = copy_project(tmp_path / "project", {"data": SYNTHETIC, "train": {"max_epochs": 1, "batch_size": 65536}})
+    interrupt_when(start_repro(repo), staging(repo / "data", ".prepared.partial-*"), sig)
+    assert not (repo / "data/prepared").exists()
+    assert_recovers(repo)
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
+def test_killed_during_training(sig, tmp_path):
+    params = {"data": {"dataset": "synthetic"}, "train": {"max_epochs": 50, "min_epochs": 50}}
+    repo = copy_project(tmp_path / "project", params)
+    # The first epoch has been logged: training is well under way.
+    interrupt_when(start_repro(repo), staging(repo / "dvclive", ".train.partial-*/plots/metrics/val/loss.tsv"), sig)
+    assert not (repo / "models/model.ckpt").exists() and not (repo / "dvclive/train").exists()
+    (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("min_epochs: 50", "min_epochs: 1"))
+    params_text = (repo / "params.yaml").read_text().replace("max_epochs: 50", "max_epochs: 2")
+    (repo / "params.yaml").write_text(params_text)
+    assert_recovers(repo)
+    assert json.loads((repo / "eval/metrics.json").read_text())["test"]["rmse"] > 0
