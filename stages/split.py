@@ -13,6 +13,13 @@ def main() -> None:
     with atomic_dir(Path("data/split")) as staging:
         stats = split(Path("data/prepared/ratings.parquet"), params, staging)
     print(", ".join(f"{part}: {counts['rows']} ratings" for part, counts in stats.items()))
+    for part in ("val", "test"):
+        users, movies = stats[part]["users_unseen_in_train"], stats[part]["movies_unseen_in_train"]
+        if users or movies:
+            print(
+                f"note: {part} has {users} users and {movies} movies without training ratings; "
+                "their ratings are predicted from the biases alone (data/split/stats.json)"
+            )
 
 
 if __name__ == "__main__":

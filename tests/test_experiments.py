@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from helpers import dvc, exp_runs, git, python, require
 
 QUEUE_TIMEOUT_SECONDS = 600
@@ -97,3 +98,8 @@ def test_queued_sweep_of_three_values_finishes(project_repo):
         assert metrics_of(run)["eval/metrics.json"]["test"]["rmse"] > 0
     assert json.loads((repo / "eval/metrics.json").read_text())  # the workspace keeps the baseline's outputs
     dvc(repo, "queue", "stop")
+
+    # Runs side by side shared nothing: the one with dimension 8, run again alone, scores the same.
+    dvc(repo, "exp", "run", "-S", "train.embedding_dim=8", "-S", "train.max_epochs=3", "--name", "dim-8-alone")
+    alone = json.loads((repo / "eval/metrics.json").read_text())
+    assert alone["test"] == pytest.approx(metrics_of(finished[8])["eval/metrics.json"]["test"], abs=1e-6)

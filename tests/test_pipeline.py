@@ -37,12 +37,17 @@ def test_second_repro_runs_nothing(repo):
     assert git(repo, "status", "--porcelain") == ""
 
 
-def test_forced_repro_gives_byte_identical_data(repo):
+def test_forced_repro_gives_byte_identical_data_and_the_same_metrics(repo):
     before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    dvc(repo, "repro", "--force", "split")
+    metrics_before = json.loads((repo / "eval/metrics.json").read_text())
+    dvc(repo, "repro", "--force")
     after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    # The md5 of every data output, as dvc.lock records it, is unchanged.
     for stage in ("download", "preprocess", "split"):
         assert after[stage]["outs"] == before[stage]["outs"], stage
+    metrics_after = json.loads((repo / "eval/metrics.json").read_text())
+    for group in ("test", "baseline"):
+        assert metrics_after[group] == pytest.approx(metrics_before[group], abs=1e-6), group
 
 
 def test_metrics_show_lists_test_metrics(repo):
