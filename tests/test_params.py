@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,16 @@ def test_load_section_rejects_an_unknown_top_level_section(tmp_path):
     assert str(raised.value) == (
         f"{path}: unknown section 'trian'; valid sections are: data, preprocess, split, train, evaluate"
     )
+
+
+def test_readme_documents_every_param_with_the_value_params_yaml_gives_it():
+    readme = (PROJECT_PARAMS.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+\.[a-z_0-9]+)` \| `([^`]*)` \|", readme, flags=re.M))
+    for section in SECTIONS:
+        values = load_section(section, PROJECT_PARAMS)
+        for field in dataclasses.fields(values):
+            key = f"{section}.{field.name}"
+            assert key in rows, f"README's Parameters table has no row for {key}"
+            expected = getattr(values, field.name)
+            shown = yaml.safe_load(rows[key]) if rows[key] != "null" else None
+            assert shown == expected, f"README says {key} is {rows[key]}, params.yaml has {expected!r}"
