@@ -4,6 +4,8 @@ Each stage validates the whole file too; this stage also runs when the change to
 stage's section (say a new, misspelled top-level section), which would otherwise pass unnoticed.
 """
 
+import _checkout  # noqa: F401  (first: the library from this checkout)
+
 from movielens_pipeline.errors import run_stage
 from movielens_pipeline.params import SECTIONS, load_section
 

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import _checkout  # noqa: F401  (first: the library from this checkout)
+
 from movielens_pipeline.download import download
 from movielens_pipeline.errors import run_stage
 from movielens_pipeline.params import SYNTHETIC, load_section

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import _checkout  # noqa: F401  (first: the library from this checkout)
 import polars as pl
 
 from movielens_pipeline.atomic import atomic_dir

@@ -3,6 +3,8 @@
 import argparse
 from pathlib import Path
 
+import _checkout  # noqa: F401  (first: the library from this checkout)
+
 from movielens_pipeline.atomic import atomic_dir
 from movielens_pipeline.errors import run_stage
 from movielens_pipeline.params import DATASETS, load_section

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import _checkout  # noqa: F401  (first: the library from this checkout)
 import polars as pl
 
 from movielens_pipeline.atomic import atomic_dir, atomic_path

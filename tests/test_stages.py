@@ -1,0 +1,31 @@
+"""The stage entry points themselves: which library they run, and how they report a user's mistake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from helpers import copy_project
+
+
+def run_stage(repo, name: str) -> subprocess.CompletedProcess:
+    # No PYTHONPATH: what a queued experiment's copy of the repository sees.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return subprocess.run([sys.executable, f"stages/{name}.py"], cwd=repo, env=env, capture_output=True, text=True)
+
+
+def test_a_stage_imports_the_library_of_its_own_checkout(tmp_path):
+    repo = copy_project(tmp_path / "project", {})
+    errors = repo / "src/movielens_pipeline/errors.py"
+    errors.write_text(errors.read_text() + "\nprint('library of', __file__)\n")
+    result = run_stage(repo, "check_params")
+    assert result.returncode == 0, result.stderr
+    assert f"library of {errors}" in result.stdout
+
+
+def test_a_bad_param_ends_the_stage_with_one_line_and_no_traceback(tmp_path):
+    repo = copy_project(tmp_path / "project", {"train": {"embedding_dim": -3}})
+    result = run_stage(repo, "train")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: train.embedding_dim: got -3; expected an integer >= 1"
