@@ -1,8 +1,8 @@
 """Summarise `dvc exp show --json` as a table: test RMSE and MAE per model and split protocol.
 
-    dvc exp show --json | .venv/bin/python bench/experiment_table.py
+    dvc exp show --json [--rev REV] | .venv/bin/python bench/experiment_table.py
 
-Runs are grouped by (model, train_fraction, val_fraction); each cell is the mean over the
+Runs are grouped by (data set, split fractions, model); each cell is the mean over the
 seeds in the group (a run repeated with the same seeds counts once) with the standard
 deviation beside it.
 """
@@ -39,15 +39,16 @@ def main() -> None:
         split, train = run["params"]["split"], run["params"]["train"]
         test_fraction = 1 - split["train_fraction"] - split["val_fraction"]
         protocol = f"{split['train_fraction']:g}/{split['val_fraction']:g}/{test_fraction:.2g}"
-        groups[(protocol, train["model"])][(split["seed"], train["seed"])] = run["metrics"]
-    print("| split train/val/test | model | seeds | test RMSE | test MAE | baseline RMSE |")
-    print("|---|---|---|---|---|---|")
-    for (protocol, model), by_seed in sorted(groups.items()):
+        key = (run["params"]["data"]["dataset"], protocol, train["model"])
+        groups[key][(split["seed"], train["seed"])] = run["metrics"]
+    print("| data set | split train/val/test | model | seeds | test RMSE | test MAE | baseline RMSE |")
+    print("|---|---|---|---|---|---|---|")
+    for (dataset, protocol, model), by_seed in sorted(groups.items()):
         metrics = list(by_seed.values())
         rmse = summary([m["test"]["rmse"] for m in metrics])
         mae = summary([m["test"]["mae"] for m in metrics])
         baseline = summary([m["baseline"]["rmse"] for m in metrics])
-        print(f"| {protocol} | `{model}` | {len(metrics)} | {rmse} | {mae} | {baseline} |")
+        print(f"| {dataset} | {protocol} | `{model}` | {len(metrics)} | {rmse} | {mae} | {baseline} |")
 
 
 if __name__ == "__main__":
