@@ -17,10 +17,11 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+import yaml
 from faulty_http import FaultyServer
 from helpers import BIN, copy_project, dvc, low_rank_rows, tab_bytes, tool_env
 
+# Ctrl-C first, then, on the same half-done state, a kill nothing can catch.
 SIGNALS = [signal.SIGINT, signal.SIGKILL]
 # Big enough that preprocess takes a second or two, small enough for the suite.
 SYNTHETIC = {"dataset": "synthetic", "synthetic_ratings": 500_000, "synthetic_users": 5_000}
@@ -74,43 +75,43 @@ def assert_recovers(repo: Path) -> None:
         assert hashlib.md5(path.read_bytes()).hexdigest() == name, f"corrupt cache object {path}"
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
-def test_killed_during_download(sig, tmp_path):
+def test_killed_during_download(tmp_path):
     with zipfile.ZipFile(tmp_path / "ml-100k.zip", "w") as archive:
         archive.writestr("ml-100k/u.data", tab_bytes(low_rank_rows()))
     server = FaultyServer(delay=60)
     try:
         url = server.serve("/ml-100k.zip", (tmp_path / "ml-100k.zip").read_bytes())
-        # Half the archive, then silence: the download is in progress when the signal comes.
-        server.fail("/ml-100k.zip", "stall")
         md5 = hashlib.md5((tmp_path / "ml-100k.zip").read_bytes()).hexdigest()
         params = {"data": {"url": url, "md5": md5, "timeout_seconds": 120}, "train": {"max_epochs": 2}}
         repo = copy_project(tmp_path / "project", params)
-        interrupt_when(start_repro(repo), staging(repo / "data/raw", ".ml-100k.fetch-*/*/*"), sig)
-        assert not (repo / "data/raw/ml-100k").exists()
+        for sig in SIGNALS:
+            # Half the archive, then silence: the download is in progress when the signal comes.
+            server.fail("/ml-100k.zip", "stall")
+            interrupt_when(start_repro(repo), staging(repo / "data/raw", ".ml-100k.fetch-*/*/*"), sig)
+            assert not (repo / "data/raw/ml-100k").exists(), sig
         assert_recovers(repo)
     finally:
         server.close()
     assert (repo / "data/raw/ml-100k/u.data").read_bytes() == tab_bytes(low_rank_rows())
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
-def test_killed_during_preprocess(sig, tmp_path):
+def test_killed_during_preprocess(tmp_path):
     repo = copy_project(tmp_path / "project", {"data": SYNTHETIC, "train": {"max_epochs": 1, "batch_size": 65536}})
-    interrupt_when(start_repro(repo), staging(repo / "data", ".prepared.partial-*"), sig)
-    assert not (repo / "data/prepared").exists()
+    for sig in SIGNALS:
+        interrupt_when(start_repro(repo), staging(repo / "data", ".prepared.partial-*"), sig)
+        assert not (repo / "data/prepared").exists(), sig
     assert_recovers(repo)
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda sig: sig.name)
-def test_killed_during_training(sig, tmp_path):
+def test_killed_during_training(tmp_path):
     params = {"data": {"dataset": "synthetic"}, "train": {"max_epochs": 50, "min_epochs": 50}}
     repo = copy_project(tmp_path / "project", params)
-    # The first epoch has been logged: training is well under way.
-    interrupt_when(start_repro(repo), staging(repo / "dvclive", ".train.partial-*/plots/metrics/val/loss.tsv"), sig)
-    assert not (repo / "models/model.ckpt").exists() and not (repo / "dvclive/train").exists()
-    (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("min_epochs: 50", "min_epochs: 1"))
-    params_text = (repo / "params.yaml").read_text().replace("max_epochs: 50", "max_epochs: 2")
-    (repo / "params.yaml").write_text(params_text)
+    for sig in SIGNALS:
+        # The first epoch has been logged: training is well under way.
+        interrupt_when(start_repro(repo), staging(repo / "dvclive", ".train.partial-*/plots/metrics/val/loss.tsv"), sig)
+        assert not (repo / "models/model.ckpt").exists() and not (repo / "dvclive/train").exists(), sig
+    document = yaml.safe_load((repo / "params.yaml").read_text())
+    document["train"].update(max_epochs=2, min_epochs=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     assert_recovers(repo)
     assert json.loads((repo / "eval/metrics.json").read_text())["test"]["rmse"] > 0
