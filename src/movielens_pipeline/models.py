@@ -160,9 +160,13 @@ class BiasedMF(Biases):
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
         hp = self.hparams
-        std = 0.1 / math.sqrt(hp.embedding_dim)
-        self.user_factors = self.table(hp.n_users, hp.embedding_dim, std)
-        self.movie_factors = self.table(hp.n_movies, hp.embedding_dim, std)
+        self.user_factors = self.table(hp.n_users, hp.embedding_dim, self.factor_std)
+        self.movie_factors = self.table(hp.n_movies, hp.embedding_dim, self.factor_std)
+
+    @property
+    def factor_std(self) -> float:
+        """Starting spread of each factor: every embedding starts with a norm near 0.1, whatever its dimension."""
+        return 0.1 / math.sqrt(self.hparams.embedding_dim)
 
     def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
         user, movie = self.user_factors(users), self.movie_factors(movies)
@@ -177,7 +181,7 @@ class SVDpp(BiasedMF):
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
         hp = self.hparams
-        self.implicit_factors = self.table(hp.n_movies, hp.embedding_dim, 0.1 / math.sqrt(hp.embedding_dim), bag=True)
+        self.implicit_factors = self.table(hp.n_movies, hp.embedding_dim, self.factor_std, bag=True)
         # Each user's training movies as CSR: rated_movies[rated_start[u]:rated_start[u + 1]].
         self.register_buffer("rated_start", torch.zeros(hp.n_users + 1, dtype=torch.int64))
         self.register_buffer("rated_movies", torch.zeros(hp.n_train_ratings, dtype=torch.int64))

@@ -84,6 +84,20 @@ def _csv_release(name: str, md5: str | None, layout: RatingsLayout = CSV) -> Rel
     )
 
 
+def _dat_release(name: str, md5: str, folder: str) -> Release:
+    return Release(
+        name=name,
+        archive_url=f"{GROUPLENS}/{name}.zip",
+        archive_md5=md5,
+        folder=folder,
+        ratings_file="ratings.dat",
+        movies_file="movies.dat",
+        movies_format=MOVIES_DAT,
+        ratings_sha256=None,
+        layout=DOUBLE_COLON,
+    )
+
+
 RELEASES = {
     "ml-100k": Release(
         name="ml-100k",
@@ -105,28 +119,9 @@ RELEASES = {
             movies_member="recbole/dataset_example/ml-100k/ml-100k.item",
         ),
     ),
-    "ml-1m": Release(
-        name="ml-1m",
-        archive_url=f"{GROUPLENS}/ml-1m.zip",
-        archive_md5="c4d9eecfca2ab87c1945afe126590906",
-        folder="ml-1m",
-        ratings_file="ratings.dat",
-        movies_file="movies.dat",
-        movies_format=MOVIES_DAT,
-        ratings_sha256=None,
-        layout=DOUBLE_COLON,
-    ),
-    "ml-10m": Release(
-        name="ml-10m",
-        archive_url=f"{GROUPLENS}/ml-10m.zip",
-        archive_md5="ce571fd55effeba0271552578f2648bd",
-        folder="ml-10M100K",
-        ratings_file="ratings.dat",
-        movies_file="movies.dat",
-        movies_format=MOVIES_DAT,
-        ratings_sha256=None,
-        layout=DOUBLE_COLON,
-    ),
+    "ml-1m": _dat_release("ml-1m", "c4d9eecfca2ab87c1945afe126590906", folder="ml-1m"),
+    # The archive's top folder is not named after the release.
+    "ml-10m": _dat_release("ml-10m", "ce571fd55effeba0271552578f2648bd", folder="ml-10M100K"),
     "ml-20m": _csv_release("ml-20m", "cd245b17a1ae2cc31bb14903e1204af3"),
     "ml-25m": _csv_release("ml-25m", "6b51fb2759a8657d3bfcbfc42b592ada"),
     # Not pinned here: the `.md5` GroupLens publishes beside the archive decides.
