@@ -1,6 +1,6 @@
 # Two commands do all the set-up (see README.md):
 #   make pipeline   create .venv and run the whole DVC pipeline on the default data set
-#   make test       create .venv if needed and run the test suite
+#   make test       create .venv if needed and run the test suite (make test-unit: the unit tests alone)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PLOTS_TEMPLATE := build/plots-template.html
 REV ?= main
 
-.PHONY: venv pipeline test test-all report plots-template lock clean-venv
+.PHONY: venv pipeline test test-unit test-all report plots-template lock clean-venv
 
 venv: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
@@ -37,6 +37,10 @@ pipeline: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# The library's unit tests, under a minute: no DVC runs, no temp git repos.
+test-unit: venv
+	$(BIN)/python -m pytest -q tests/unit
 
 # Includes the tests marked slow.
 test-all: venv

@@ -26,12 +26,13 @@ TARGET_PEAK_GIB = 4
 
 def child(args: argparse.Namespace) -> None:
     """Generate and write the data set, as the download stage does; print seconds and the row count."""
-    from movielens_pipeline.params import parse_section
+    from movielens_pipeline.params import parse_section, read_params_file
     from movielens_pipeline.synthetic import write_synthetic
 
     params = parse_section(
         "data",
         {
+            **read_params_file()["data"],
             "dataset": "synthetic",
             "synthetic_ratings": args.ratings,
             "synthetic_users": args.users,

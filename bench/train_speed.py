@@ -23,7 +23,8 @@ import pytorch_lightning as lightning
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from movielens_pipeline.params import parse_section
+from movielens_pipeline.data import RatingsDataModule
+from movielens_pipeline.params import parse_section, read_params_file
 from movielens_pipeline.training import train
 
 
@@ -48,6 +49,7 @@ def ours(ratings: pl.DataFrame, args: argparse.Namespace) -> float:
     params = parse_section(
         "train",
         {
+            **read_params_file()["train"],  # the project's params.yaml, run from the project root
             "embedding_dim": args.dim,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
@@ -59,8 +61,9 @@ def ours(ratings: pl.DataFrame, args: argparse.Namespace) -> float:
     validation = ratings.head(1000)
     users = pl.DataFrame({"userIdMapped": np.arange(args.users, dtype=np.uint32)})
     movies = pl.DataFrame({"movieIdMapped": np.arange(args.movies, dtype=np.uint32)})
+    data = RatingsDataModule(params.batch_size, train=ratings, val=validation, users=users, movies=movies)
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-        summary = train(ratings, validation, users, movies, params, Path(scratch) / "m.ckpt", Path(scratch))
+        summary = train(data, params, Path(scratch) / "m.ckpt", Path(scratch))
     return summary["ratings_per_second"]
 
 

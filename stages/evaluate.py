@@ -1,29 +1,31 @@
-"""Evaluate stage: models/model.ckpt on data/split/test.parquet -> eval/metrics.json and eval/plots/."""
+"""Evaluate stage: the checkpoint on the test ratings -> metrics and plot data against the training-mean baseline."""
 
+import argparse
 import json
 from pathlib import Path
 
 import _checkout  # noqa: F401  (first: the library from this checkout)
-import polars as pl
 
 from movielens_pipeline.atomic import atomic_dir
+from movielens_pipeline.data import RatingsDataModule
 from movielens_pipeline.errors import run_stage
 from movielens_pipeline.evaluate import evaluate
 from movielens_pipeline.params import load_section
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the trained model")
+    parser.add_argument("--train", type=Path, required=True, help="training ratings: the baseline and user activity")
+    parser.add_argument("--test", type=Path, required=True, help="the ratings to score")
+    parser.add_argument("--dataset", type=Path, required=True, help="preprocess's dataset.json (the noise floor)")
+    parser.add_argument("--out", type=Path, required=True, help="metrics.json and plots/ go here")
+    args = parser.parse_args()
     params = load_section("evaluate")
-    dataset = json.loads(Path("data/prepared/dataset.json").read_text(encoding="utf-8"))
-    with atomic_dir(Path("eval")) as staging:
-        metrics = evaluate(
-            Path("models/model.ckpt"),
-            pl.read_parquet("data/split/train.parquet"),
-            pl.read_parquet("data/split/test.parquet"),
-            params,
-            staging,
-            noise_floor_rmse=dataset["noise_floor_rmse"],
-        )
+    dataset = json.loads(args.dataset.read_text(encoding="utf-8"))
+    data = RatingsDataModule.from_parquet(params.batch_size, train=args.train, predict=args.test)
+    with atomic_dir(args.out) as staging:
+        metrics = evaluate(args.checkpoint, data, params, staging, noise_floor_rmse=dataset["noise_floor_rmse"])
     floor = f", noise floor {metrics['noise_floor/rmse']:.4f}" if "noise_floor/rmse" in metrics else ""
     print(f"test rmse {metrics['test/rmse']:.4f} (training-mean baseline {metrics['baseline/rmse']:.4f}{floor})")
 

@@ -1,4 +1,4 @@
-"""Preprocess stage: raw files of one data set -> data/prepared/{ratings,users,movies}.parquet and dataset.json."""
+"""Preprocess stage: a raw data folder (read through its manifest) -> the canonical tables and dataset.json."""
 
 import argparse
 from pathlib import Path
@@ -7,18 +7,18 @@ import _checkout  # noqa: F401  (first: the library from this checkout)
 
 from movielens_pipeline.atomic import atomic_dir
 from movielens_pipeline.errors import run_stage
-from movielens_pipeline.params import DATASETS, load_section
+from movielens_pipeline.params import load_section
 from movielens_pipeline.preprocess import preprocess
 
 
 def main() -> None:
-    # dvc.yaml passes ${data.dataset}, so this stage reruns when the data set changes.
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("dataset", choices=DATASETS)
-    dataset = parser.parse_args().dataset
+    parser.add_argument("raw_dir", type=Path, help="the download stage's folder: data/raw/<dataset>")
+    parser.add_argument("out_dir", type=Path, help="ratings, users and movies Parquet files and dataset.json")
+    args = parser.parse_args()
     params = load_section("preprocess")
-    with atomic_dir(Path("data/prepared")) as staging:
-        summary = preprocess(Path("data/raw") / dataset, dataset, params, staging)
+    with atomic_dir(args.out_dir) as staging:
+        summary = preprocess(args.raw_dir, params, staging)
     print(
         f"prepared {summary['rows']} of {summary['raw_rows']} ratings: "
         f"{summary['users']} users, {summary['movies']} movies"

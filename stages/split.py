@@ -1,5 +1,6 @@
-"""Split stage: data/prepared/ratings.parquet -> data/split/{train,val,test}.parquet and stats.json."""
+"""Split stage: the prepared ratings -> train, val and test Parquet files and stats.json."""
 
+import argparse
 from pathlib import Path
 
 import _checkout  # noqa: F401  (first: the library from this checkout)
@@ -11,16 +12,20 @@ from movielens_pipeline.split import split
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("ratings", type=Path, help="the prepared ratings: data/prepared/ratings.parquet")
+    parser.add_argument("out_dir", type=Path, help="train/val/test.parquet and stats.json go here")
+    args = parser.parse_args()
     params = load_section("split")
-    with atomic_dir(Path("data/split")) as staging:
-        stats = split(Path("data/prepared/ratings.parquet"), params, staging)
+    with atomic_dir(args.out_dir) as staging:
+        stats = split(args.ratings, params, staging)
     print(", ".join(f"{part}: {counts['rows']} ratings" for part, counts in stats.items()))
     for part in ("val", "test"):
         users, movies = stats[part]["users_unseen_in_train"], stats[part]["movies_unseen_in_train"]
         if users or movies:
             print(
                 f"note: {part} has {users} users and {movies} movies without training ratings; "
-                "their ratings are predicted from the biases alone (data/split/stats.json)"
+                f"their ratings are predicted from the biases alone ({args.out_dir / 'stats.json'})"
             )
 
 

@@ -1,28 +1,32 @@
-"""Train stage: data/split + data/prepared -> models/model.ckpt (best val loss) and dvclive/train/."""
+"""Train stage: the split's train and val ratings -> the best-val-loss checkpoint and dvclive curves."""
 
+import argparse
 from pathlib import Path
 
 import _checkout  # noqa: F401  (first: the library from this checkout)
-import polars as pl
 
 from movielens_pipeline.atomic import atomic_dir, atomic_path
+from movielens_pipeline.data import RatingsDataModule
 from movielens_pipeline.errors import run_stage
 from movielens_pipeline.params import load_section
 from movielens_pipeline.training import train
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--train", type=Path, required=True, help="training ratings (Parquet)")
+    parser.add_argument("--val", type=Path, required=True, help="validation ratings, for early stopping")
+    parser.add_argument("--users", type=Path, required=True, help="the user index table")
+    parser.add_argument("--movies", type=Path, required=True, help="the movie index table, with genres")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="where the best checkpoint goes")
+    parser.add_argument("--live", type=Path, required=True, help="dvclive's folder: curves and summary")
+    args = parser.parse_args()
     params = load_section("train")
-    with atomic_path(Path("models/model.ckpt")) as checkpoint, atomic_dir(Path("dvclive/train")) as live_dir:
-        summary = train(
-            pl.read_parquet("data/split/train.parquet"),
-            pl.read_parquet("data/split/val.parquet"),
-            pl.read_parquet("data/prepared/users.parquet"),
-            pl.read_parquet("data/prepared/movies.parquet"),
-            params,
-            checkpoint,
-            live_dir,
-        )
+    data = RatingsDataModule.from_parquet(
+        params.batch_size, params.seed, train=args.train, val=args.val, users=args.users, movies=args.movies
+    )
+    with atomic_path(args.checkpoint) as checkpoint, atomic_dir(args.live) as live_dir:
+        summary = train(data, params, checkpoint, live_dir)
     print(f"best epoch {summary['best_epoch']}: val mse {summary['best_val_mse']:.4f}, {summary['train_seconds']} s")
 
 

@@ -32,7 +32,8 @@ from tqdm import tqdm
 from .atomic import atomic_dir
 from .errors import PipelineError
 from .params import DataParams
-from .releases import RELEASES, Release, WheelMirror
+from .releases import RELEASES, SYNTHETIC, Manifest, Release, WheelMirror
+from .synthetic import write_synthetic
 
 CHUNK_BYTES = 1 << 20
 PIP_TIMEOUT_SECONDS = 600
@@ -179,8 +180,19 @@ def sources_for(release: Release, params: DataParams) -> list[Source]:
     return sources
 
 
+def fetch_dataset(params: DataParams, out_dir: Path) -> None:
+    """The download stage: generate the synthetic twin or download the release `params.dataset` names.
+
+    The one place that tells the two apart; both leave `out_dir` with their files and a manifest.
+    """
+    if params.dataset == SYNTHETIC:
+        write_synthetic(params, out_dir)
+    else:
+        download(params, out_dir)
+
+
 def download(params: DataParams, out_dir: Path, sources: list[Source] | None = None) -> Path:
-    """Write `params.dataset`'s ratings (and movies) file into `out_dir` from the first source that works."""
+    """Write `params.dataset`'s ratings (and movies) file and the manifest into `out_dir`; return the ratings path."""
     release = RELEASES[params.dataset]
     sources = sources_for(release, params) if sources is None else sources
     # The pinned content applies to the genuine release only, not to an archive the
@@ -198,14 +210,22 @@ def download(params: DataParams, out_dir: Path, sources: list[Source] | None = N
             except (DownloadError, OSError, zipfile.BadZipFile) as error:
                 failures.append(f"{source.describe()}: {error}")
                 continue
+            manifest = Manifest(
+                dataset=params.dataset,
+                ratings_file=files[0].name,
+                ratings_format=release.layout.name,
+                movies_file=files[1].name if len(files) > 1 else None,
+                movies_format=_movies_format(release, files[1].name) if len(files) > 1 else None,
+            )
             with atomic_dir(out_dir) as staging:
                 for path in files:
                     shutil.move(path, staging / path.name)
+                manifest.write(staging)
             got = ", ".join(path.name for path in files)
             print(f"{params.dataset}: {got} from {source.describe()}")
             if len(files) == 1:
                 print(f"{params.dataset}: the source has no movies file; titles and genres will be null")
-            return out_dir / release.ratings_file
+            return out_dir / manifest.ratings_file
     tried = "\n".join(f"  - {failure}" for failure in failures)
     archive_name = PurePosixPath(release.archive_url).name
     raise DownloadError(
@@ -213,6 +233,14 @@ def download(params: DataParams, out_dir: Path, sources: list[Source] | None = N
         f"With no network, set data.url in params.yaml to a local copy of {archive_name} "
         f"(e.g. dvc exp run -S data.url=/path/to/{archive_name})."
     )
+
+
+def _movies_format(release: Release, name: str) -> str:
+    """The format of the movies file a source wrote: the release's own, or its mirror's copy."""
+    if release.mirror is not None and release.mirror.movies_member is not None:
+        if name == PurePosixPath(release.mirror.movies_member).name:
+            return release.mirror.movies_format
+    return release.movies_format
 
 
 def _existing_parent(out_dir: Path) -> Path:

@@ -8,22 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytorch_lightning as lightning
 import torch
 from dvclive import Live
 
-from .models import RATING_MAX, RATING_MIN, RatingModel, load_model
+from .data import RatingsDataModule, rating_tensors
+from .models import RatingModel, load_model, quiet_lightning
 from .params import EvaluateParams
-from .training import RatingBatches
-
-ID_COLUMNS = ("userIdMapped", "movieIdMapped")
+from .schema import RATING_MAX, RATING_MIN
 
 
-def predict(model: RatingModel, ratings: pl.DataFrame, batch_size: int) -> np.ndarray:
-    """The model's predicted rating for every row of `ratings`, in row order."""
-    batches = RatingBatches(ratings, batch_size, shuffle=False)
-    with torch.no_grad():
-        predictions = [model(users, movies) for users, movies, _ in batches]
-    return torch.cat(predictions).numpy() if predictions else np.empty(0, dtype=np.float32)
+def predict(model: RatingModel, data: RatingsDataModule) -> np.ndarray:
+    """The model's predicted rating for every row of `data`'s predict part, in row order."""
+    if data.tables["predict"].height == 0:
+        return np.empty(0, dtype=np.float32)
+    trainer = lightning.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    return torch.cat(trainer.predict(model, datamodule=data)).numpy()
 
 
 def error_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -109,7 +111,7 @@ def test_metrics(predicted: np.ndarray, test: pl.DataFrame, train: pl.DataFrame,
     metrics = {f"test/{name}": value for name, value in error_metrics(predicted, actual).items()}
     metrics |= {f"baseline/{name}": value for name, value in error_metrics(baseline, actual).items()}
     metrics["test/rows"] = len(actual)
-    users, movies = (torch.from_numpy(test[column].to_numpy().astype(np.int64)) for column in ID_COLUMNS)
+    users, movies, _ = rating_tensors(test)
     known = model.user_seen[users] & model.movie_seen[movies]
     # Ratings whose user or movie had no training rating: predicted from the biases alone.
     metrics["test/cold_start_rows"] = int((~known).sum())
@@ -118,19 +120,21 @@ def test_metrics(predicted: np.ndarray, test: pl.DataFrame, train: pl.DataFrame,
 
 def evaluate(
     checkpoint: Path,
-    train: pl.DataFrame,
-    test: pl.DataFrame,
+    data: RatingsDataModule,
     params: EvaluateParams,
     out_dir: Path,
     noise_floor_rmse: float | None = None,
 ) -> dict:
-    """Write test and baseline metrics and the plot data (eval/plots/custom/*.json) with dvclive into `out_dir`.
+    """Score `data`'s predict part (the test ratings) against the training-mean baseline of its train part.
 
+    Writes the metrics and the plot data (eval/plots/custom/*.json) with dvclive into `out_dir`.
     `noise_floor_rmse`, known for generated data only, is logged as `noise_floor/rmse` beside `test/rmse`.
     """
+    quiet_lightning()
+    train, test = data.tables["train"], data.tables["predict"]
     model = load_model(checkpoint)
     actual = test["rating"].to_numpy()
-    predicted = predict(model, test, params.batch_size)
+    predicted = predict(model, data)
     metrics = test_metrics(predicted, test, train, model)
     if noise_floor_rmse is not None:
         metrics["noise_floor/rmse"] = noise_floor_rmse

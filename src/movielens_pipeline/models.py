@@ -9,34 +9,23 @@ a bias logit and an interaction logit.
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+import warnings
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .data import TrainingData
 from .optim import RowAdam
-from .params import TrainParams
-
-RATING_MIN, RATING_MAX = 0.5, 5.0
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """What a model may learn from besides the loss: the training ratings' users and movies, and genres."""
-
-    users: Tensor  # int64 user index of each training rating
-    movies: Tensor  # int64 movie index of each training rating
-    movie_genres: Tensor  # float32 (n_movies, n_genres) multi-hot; n_genres may be 0
+from .params import MODEL_NAMES, TrainParams
+from .schema import RATING_MAX, RATING_MIN
 
 
 class RatingModel(pl.LightningModule):
     """Shared training contract; subclasses create parameters and define `score`."""
-
-    name: ClassVar[str]
 
     def __init__(
         self,
@@ -93,6 +82,10 @@ class RatingModel(pl.LightningModule):
         mse = F.mse_loss(self(users, movies), ratings)
         self.log("val_loss", mse, on_step=False, on_epoch=True, batch_size=len(ratings))
 
+    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        users, movies, _ = batch
+        return self(users, movies)
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         tables = [module.weight for module in self.modules() if isinstance(module, nn.Embedding | nn.EmbeddingBag)]
         dense = [parameter for parameter in self.parameters() if all(parameter is not table for table in tables)]
@@ -114,13 +107,11 @@ class RatingModel(pl.LightningModule):
         return table
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["model_name"] = self.name
+        checkpoint["model_name"] = model_name(self)
 
 
 class GlobalMean(RatingModel):
     """The seed's GlobalMeanModel: one logit, the same prediction for every rating."""
-
-    name = "global_mean"
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
@@ -133,8 +124,6 @@ class GlobalMean(RatingModel):
 
 class Biases(RatingModel):
     """Global mean + user bias + movie bias (Surprise's BaselineOnly, in logit space)."""
-
-    name = "biases"
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
@@ -155,8 +144,6 @@ class Biases(RatingModel):
 class BiasedMF(Biases):
     """Biases + the dot product of user and movie embeddings."""
 
-    name = "biased_mf"
-
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
         hp = self.hparams
@@ -175,8 +162,6 @@ class BiasedMF(Biases):
 
 class SVDpp(BiasedMF):
     """Biased MF whose user vector adds |N(u)|^-1/2 times the sum of implicit factors of the movies u rated."""
-
-    name = "svdpp"
 
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
@@ -212,8 +197,6 @@ class SVDpp(BiasedMF):
 class GenreMLP(BiasedMF):
     """Biased MF whose movie vector adds a genre embedding, plus an MLP over user, movie and genres."""
 
-    name = "genre_mlp"
-
     def __init__(self, **hyperparameters):
         super().__init__(**hyperparameters)
         hp = self.hparams
@@ -241,7 +224,24 @@ class GenreMLP(BiasedMF):
         return self.bias(users, movies), interaction
 
 
-MODELS: dict[str, type[RatingModel]] = {model.name: model for model in (GlobalMean, Biases, BiasedMF, SVDpp, GenreMLP)}
+# params.MODEL_NAMES is the one list of names (params.py does not import torch); this gives each its class.
+MODELS: dict[str, type[RatingModel]] = dict(
+    zip(MODEL_NAMES, (GlobalMean, Biases, BiasedMF, SVDpp, GenreMLP), strict=True)
+)
+
+
+def model_name(model: RatingModel) -> str:
+    """The `train.model` name of a model's class."""
+    return next(name for name, cls in MODELS.items() if type(model) is cls)
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up notes (hardware found, product tips) out of `dvc repro` output.
+
+    They drown the per-epoch lines; warnings and errors still show.
+    """
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
 
 
 def _logit_of_rating(rating: float) -> float:

@@ -15,14 +15,20 @@ import numpy as np
 import polars as pl
 
 from .errors import PipelineError
-from .params import SYNTHETIC, PreprocessParams
-from .releases import MOVIES_CSV, MOVIES_DAT, RECBOLE_ITEM, RELEASES, U_ITEM, RatingsLayout
-from .synthetic import MOVIES_FILE as SYNTHETIC_MOVIES_FILE
-from .synthetic import RATINGS_FILE as SYNTHETIC_RATINGS_FILE
+from .params import PreprocessParams
+from .releases import (
+    MANIFEST_FILE,
+    MOVIES_CSV,
+    MOVIES_DAT,
+    PARQUET,
+    RATINGS_LAYOUTS,
+    RECBOLE_ITEM,
+    U_ITEM,
+    Manifest,
+    RatingsLayout,
+)
+from .schema import MOVIES_SCHEMA, RATING_MAX, RATING_MIN, RATINGS_SCHEMA
 
-RATINGS_SCHEMA = {"userId": pl.Int64, "movieId": pl.Int64, "rating": pl.Float32, "timestamp": pl.Int64}
-MOVIES_SCHEMA = {"movieId": pl.Int64, "title": pl.String, "genres": pl.List(pl.String)}
-RATING_MIN, RATING_MAX = 0.5, 5.0
 DOUBLE_COLON = "::"
 # u.item's 19 genre flag columns, in order (the release's u.genre).
 U_ITEM_GENRES = (
@@ -218,7 +224,9 @@ def _index(ratings: pl.DataFrame, id_column: str, index_column: str) -> pl.DataF
 def read_movies(path: Path, movies_format: str) -> pl.DataFrame:
     """Parse a release's movies file into movieId, title and genres (a list), normalised across releases."""
     path = Path(path)
-    if movies_format == MOVIES_CSV:
+    if movies_format == PARQUET:
+        movies = pl.read_parquet(path)
+    elif movies_format == MOVIES_CSV:
         try:
             raw = pl.read_csv(path, schema={"movieId": pl.Int64, "title": pl.String, "genres": pl.String})
         except pl.exceptions.PolarsError as error:
@@ -283,23 +291,20 @@ def _check_lines(path: Path, bad: pl.Series, expected: str) -> None:
         raise DataError(f"{path}, line {number}: expected {expected}")
 
 
-def read_raw(raw_dir: Path, dataset: str) -> tuple[pl.DataFrame, pl.DataFrame | None, str]:
-    """The raw ratings (with a line column) and movies (None if the source had none) of `dataset`, and the source."""
+def read_raw(raw_dir: Path) -> tuple[Manifest, pl.DataFrame, pl.DataFrame | None]:
+    """The manifest, the raw ratings (with a line column) and movies (None if the source had none) in `raw_dir`."""
     raw_dir = Path(raw_dir)
-    if dataset == SYNTHETIC:
-        ratings_path = raw_dir / SYNTHETIC_RATINGS_FILE
+    manifest = Manifest.read(raw_dir)
+    ratings_path = raw_dir / manifest.ratings_file
+    if manifest.ratings_format == PARQUET:
         ratings = pl.read_parquet(ratings_path).with_row_index("line", offset=1)
-        return ratings, pl.read_parquet(raw_dir / SYNTHETIC_MOVIES_FILE), str(ratings_path)
-    release = RELEASES[dataset]
-    ratings_path = raw_dir / release.ratings_file
-    ratings = read_ratings(ratings_path, release.layout)
-    candidates = [(release.movies_file, release.movies_format)]
-    if release.mirror is not None and release.mirror.movies_member is not None:
-        candidates.append((Path(release.mirror.movies_member).name, release.mirror.movies_format))
-    for name, movies_format in candidates:
-        if (raw_dir / name).is_file():
-            return ratings, read_movies(raw_dir / name, movies_format), str(ratings_path)
-    return ratings, None, str(ratings_path)
+    elif manifest.ratings_format in RATINGS_LAYOUTS:
+        ratings = read_ratings(ratings_path, RATINGS_LAYOUTS[manifest.ratings_format])
+    else:
+        raise DataError(f"{raw_dir / MANIFEST_FILE}: unknown ratings format {manifest.ratings_format!r}")
+    if manifest.movies_file is None:
+        return manifest, ratings, None
+    return manifest, ratings, read_movies(raw_dir / manifest.movies_file, manifest.movies_format)
 
 
 def noise_floor_rmse(ratings: pl.DataFrame) -> float | None:
@@ -310,10 +315,10 @@ def noise_floor_rmse(ratings: pl.DataFrame) -> float | None:
     return math.sqrt(ratings.select((error * error).mean()).item())
 
 
-def preprocess(raw_dir: Path, dataset: str, params: PreprocessParams, out_dir: Path) -> dict:
-    """Read, validate, filter and index `dataset`'s raw files; write the tables and dataset.json into `out_dir`."""
-    ratings, movies, source = read_raw(raw_dir, dataset)
-    validate_ratings(ratings, source)
+def preprocess(raw_dir: Path, params: PreprocessParams, out_dir: Path) -> dict:
+    """Read, validate, filter and index the raw files in `raw_dir`; write the tables and dataset.json into `out_dir`."""
+    manifest, ratings, movies = read_raw(raw_dir)
+    validate_ratings(ratings, str(Path(raw_dir) / manifest.ratings_file))
     kept = filter_ratings(ratings.drop("line"), params)
     indexed, users, movie_index = index_ratings(kept)
     if movies is None:
@@ -324,7 +329,7 @@ def preprocess(raw_dir: Path, dataset: str, params: PreprocessParams, out_dir: P
     movie_table.write_parquet(out_dir / "movies.parquet")
     noise_floor = noise_floor_rmse(kept)
     description = {
-        "dataset": dataset,
+        "dataset": manifest.dataset,
         "noise_floor_rmse": None if noise_floor is None else round(noise_floor, 6),
         # Over what the noise floor is measured: the same ratings split and evaluate see.
         "noise_floor_over": None if noise_floor is None else "ratings kept by the preprocess filters",

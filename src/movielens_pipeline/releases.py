@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import PipelineError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
 
@@ -11,6 +15,7 @@ U_ITEM = "u.item"  # ml-100k: pipe-separated, ISO-8859-1, title with year, 19 ge
 MOVIES_DAT = "movies.dat"  # ml-1m, ml-10m: MovieID::Title::Genres, ISO-8859-1
 MOVIES_CSV = "movies.csv"  # ml-20m and later: movieId,title,genres, UTF-8, quoted titles
 RECBOLE_ITEM = "recbole.item"  # the recbole wheel's ml-100k.item: tab-separated, title and year apart
+PARQUET = "parquet"  # the synthetic twin writes both tables as Parquet
 
 MIB = 2**20
 GIB = 2**30
@@ -32,6 +37,7 @@ class WheelMirror:
 class RatingsLayout:
     """How a release writes its ratings file."""
 
+    name: str  # the ratings format a manifest names
     separator: str
     has_header: bool
     # Any extracted member larger than this is refused (a zip bomb, or the wrong member).
@@ -63,11 +69,13 @@ class Release:
         return f"{self.folder}/{self.movies_file}"
 
 
-TAB = RatingsLayout(separator="\t", has_header=False, max_bytes=64 * MIB)
-DOUBLE_COLON = RatingsLayout(separator="::", has_header=False, max_bytes=GIB)
-CSV = RatingsLayout(separator=",", has_header=True, max_bytes=2 * GIB)
+TAB = RatingsLayout(name="tab", separator="\t", has_header=False, max_bytes=64 * MIB)
+DOUBLE_COLON = RatingsLayout(name="double-colon", separator="::", has_header=False, max_bytes=GIB)
+CSV = RatingsLayout(name="csv", separator=",", has_header=True, max_bytes=2 * GIB)
 # ml-latest keeps growing (about 0.9 GB of ratings.csv in 2023): leave it room.
-CSV_GROWING = RatingsLayout(separator=",", has_header=True, max_bytes=8 * GIB)
+CSV_GROWING = RatingsLayout(name="csv", separator=",", has_header=True, max_bytes=8 * GIB)
+# Text ratings formats by the name a manifest gives them (the size caps matter to download only).
+RATINGS_LAYOUTS = {layout.name: layout for layout in (TAB, DOUBLE_COLON, CSV)}
 
 
 def _csv_release(name: str, md5: str | None, layout: RatingsLayout = CSV) -> Release:
@@ -129,3 +137,44 @@ RELEASES = {
     "ml-latest-small": _csv_release("ml-latest-small", None),
     "ml-latest": _csv_release("ml-latest", None, layout=CSV_GROWING),
 }
+
+# The generated twin (synthetic.py): not a release, but a value of data.dataset like one.
+SYNTHETIC = "synthetic"
+# Every value data.dataset accepts: the one list of data-set names.
+DATASETS = (*RELEASES, SYNTHETIC)
+
+
+MANIFEST_FILE = "manifest.json"
+
+
+class ManifestError(PipelineError):
+    """A raw data folder without a readable manifest."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a data/raw/<dataset>/ folder holds, written by the download stage beside the files.
+
+    Preprocess reads the files through it alone, so whether they came from a GroupLens
+    release or the synthetic generator is decided once, in the download stage.
+    """
+
+    dataset: str
+    ratings_file: str
+    ratings_format: str  # a RATINGS_LAYOUTS name, or PARQUET
+    movies_file: str | None  # None: the source has no movies table
+    movies_format: str | None  # U_ITEM, MOVIES_DAT, MOVIES_CSV, RECBOLE_ITEM or PARQUET
+
+    def write(self, folder: Path) -> None:
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        (Path(folder) / MANIFEST_FILE).write_text(text, encoding="utf-8")
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = Path(folder) / MANIFEST_FILE
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ManifestError(f"{path}: not found; the download stage writes it (dvc repro download)") from None
+        except (OSError, ValueError, TypeError) as error:
+            raise ManifestError(f"{path}: not a manifest the download stage wrote: {error}") from None

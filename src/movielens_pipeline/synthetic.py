@@ -18,12 +18,13 @@ import polars as pl
 from .atomic import atomic_dir
 from .errors import PipelineError
 from .params import DataParams
+from .releases import PARQUET, SYNTHETIC, Manifest
+from .schema import RATING_MAX, RATING_MIN
 
 GLOBAL_MEAN = 3.5  # about ML-25M's mean rating (3.53)
 USER_BIAS_SD = 0.4
 MOVIE_BIAS_SD = 0.5
 INTERACTION_SD = 0.6  # standard deviation of the low-rank term, whatever the rank
-RATING_MIN, RATING_MAX = 0.5, 5.0
 # Popularity weight of the k-th most active user / most rated movie: (k + offset) ** -exponent.
 USER_ACTIVITY_EXPONENT = 0.7
 MOVIE_POPULARITY_EXPONENT = 0.9
@@ -238,12 +239,14 @@ def _movies(movie_factors: np.ndarray, rng: np.random.Generator) -> pl.DataFrame
 
 
 def write_synthetic(params: DataParams, out_dir: Path) -> dict:
-    """Generate the synthetic data set and write ratings.parquet, movies.parquet and model.json into `out_dir`."""
+    """Generate the synthetic data set; write ratings.parquet, movies.parquet, model.json and the manifest."""
     ratings, movies, summary = generate(params)
+    manifest = Manifest(SYNTHETIC, RATINGS_FILE, PARQUET, MOVIES_FILE, PARQUET)
     with atomic_dir(Path(out_dir)) as staging:
         ratings.write_parquet(staging / RATINGS_FILE)
         movies.write_parquet(staging / MOVIES_FILE)
         (staging / MODEL_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        manifest.write(staging)
     print(
         f"synthetic: {summary['ratings']} ratings, {summary['users']} users, {summary['movies']} movies, "
         f"rank {summary['rank']}, noise {summary['noise_sd']}; noise floor RMSE "

@@ -1,28 +1,20 @@
-"""Shared test helpers: generated ratings, archives, wheels, digests, and the project copied into a temp git repo."""
+"""Generated test data: ratings in every release's layout, archives, wheels and digests (never real MovieLens files)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import os
-import shutil
-import subprocess
-import sys
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
-import yaml
 
 from movielens_pipeline.releases import RatingsLayout
 
-TAB_LAYOUT = RatingsLayout(separator="\t", has_header=False, max_bytes=1 << 20)
-CSV_LAYOUT = RatingsLayout(separator=",", has_header=True, max_bytes=1 << 20)
-DOUBLE_COLON_LAYOUT = RatingsLayout(separator="::", has_header=False, max_bytes=1 << 20)
+TAB_LAYOUT = RatingsLayout(name="tab", separator="\t", has_header=False, max_bytes=1 << 20)
+CSV_LAYOUT = RatingsLayout(name="csv", separator=",", has_header=True, max_bytes=1 << 20)
+DOUBLE_COLON_LAYOUT = RatingsLayout(name="double-colon", separator="::", has_header=False, max_bytes=1 << 20)
 CSV_HEADER = "userId,movieId,rating,timestamp"
 
 Row = tuple[int, int, float, int]
@@ -238,114 +230,3 @@ def recbole_item_bytes(movies: list[MovieRow] = FIXTURE_MOVIES) -> bytes:
             bare, year = title.rsplit(" (", 1)
             lines.append(f"{movie}\t{bare}\t{year.rstrip(')')}\t{names}\n")
     return "".join(lines).encode("utf-8")
-
-
-# --- the project in a temporary git repo, driven by the real dvc ------------------------
-
-PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-# Built at set-up by `make venv` (scripts/offline_plots_template.py); git ignores it.
-PLOTS_TEMPLATE = Path("build/plots-template.html")
-GIT_IDENTITY = {"user.name": "Pipeline Test", "user.email": "pipeline-test@example.invalid"}
-
-
-def tool_env(repo: Path, **extra: str) -> dict[str, str]:
-    """The environment of a dvc call: this venv first on PATH, the copy's src/ importable, as a checkout has it."""
-    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(repo / "src"), **extra)
-
-
-def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the real `dvc` in `repo`; a failure (when `check`) fails the test with its output."""
-    result = subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=repo, env=env or tool_env(repo), capture_output=True, text=True
-    )
-    if check and result.returncode != 0:
-        pytest.fail(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
-
-
-def copy_project(repo: Path, params: dict[str, dict]) -> Path:
-    """The project's tracked files (less its pipeline outputs) in a new git repo at `repo`, `params` merged in."""
-    for name in git(PROJECT, "ls-files").splitlines():
-        if (PROJECT / name).is_file() and not name.startswith(("dvclive/", "eval/")) and name != "dvc.lock":
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(PROJECT / name, repo / name)
-    if (PROJECT / PLOTS_TEMPLATE).is_file():
-        (repo / PLOTS_TEMPLATE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT / PLOTS_TEMPLATE, repo / PLOTS_TEMPLATE)
-    document = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in params.items():
-        document[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
-    git(repo, "init", "-q", "-b", "main")
-    for key, value in GIT_IDENTITY.items():
-        git(repo, "config", key, value)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "project under test")
-    return repo
-
-
-def exp_runs(repo: Path, experiments_only: bool = False) -> list[dict]:
-    """Rows of `dvc exp show --json`, flattened: each baseline commit (unless `experiments_only`) and experiment."""
-    rows = []
-    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
-        rows += [] if experiments_only else [baseline]
-        rows += [exp for group in baseline.get("experiments") or [] for exp in group["revs"]]
-    return rows
-
-
-def require(module: str) -> None:
-    """Skip a test whose optional package is missing here; in CI (where `make venv` installs it) fail instead."""
-    try:
-        __import__(module)
-    except ImportError:
-        message = f"{module} is not installed: `make venv` installs it from requirements.lock"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def python(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run this venv's Python in `repo` as a user's checkout would (its src/ first)."""
-    return subprocess.run([sys.executable, *args], cwd=repo, env=env or tool_env(repo), capture_output=True, text=True)
-
-
-def png_pixels(data: bytes) -> list[bytes]:
-    """The rows of an 8-bit, non-interlaced RGB or RGBA PNG (what Chromium writes), one bytes object per row."""
-    assert data.startswith(b"\x89PNG\r\n\x1a\n"), "not a PNG"
-    position, chunks, header = 8, [], b""
-    while position < len(data):
-        length = int.from_bytes(data[position : position + 4], "big")
-        kind, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
-        header = body if kind == b"IHDR" else header
-        chunks += [body] if kind == b"IDAT" else []
-        position += 12 + length
-    width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
-    bit_depth, color_type, interlace = header[8], header[9], header[12]
-    assert bit_depth == 8 and color_type in (2, 6) and interlace == 0, header
-    step = 3 if color_type == 2 else 4
-    stride = width * step
-    raw = zlib.decompress(b"".join(chunks))
-    rows, previous = [], bytearray(stride)
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for x in range(stride):
-            left = line[x - step] if x >= step else 0
-            up, up_left = previous[x], previous[x - step] if x >= step else 0
-            if kind == 1:
-                line[x] = (line[x] + left) & 0xFF
-            elif kind == 2:
-                line[x] = (line[x] + up) & 0xFF
-            elif kind == 3:
-                line[x] = (line[x] + (left + up) // 2) & 0xFF
-            elif kind == 4:
-                guess = left + up - up_left  # Paeth: the neighbour nearest the guess, ties to left, up, up-left
-                candidates = [(abs(guess - value), order, value) for order, value in enumerate((left, up, up_left))]
-                line[x] = (line[x] + min(candidates)[2]) & 0xFF
-        rows.append(bytes(line[i] for i in range(stride) if i % step < 3))  # drop alpha
-        previous = line
-    return rows

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from harness import project_params
 
 from movielens_pipeline.evaluate import activity_buckets, error_by_rating, rmse_by_user_activity
-from movielens_pipeline.params import ParamsError, parse_section
+from movielens_pipeline.params import ParamsError
 
 BUCKETS = {"light_user_min_ratings": 2, "medium_user_min_ratings": 3, "heavy_user_min_ratings": 5}
 
@@ -22,7 +23,7 @@ def test_error_by_rating_groups_by_each_true_rating_in_order():
 
 
 def test_activity_buckets_run_from_cold_to_heavy_without_gaps():
-    buckets = activity_buckets(parse_section("evaluate", BUCKETS))
+    buckets = activity_buckets(project_params("evaluate", **BUCKETS))
     assert [label for label, _, _ in buckets] == ["cold (0-1)", "light (2-2)", "medium (3-4)", "heavy (5+)"]
     for (_, _, upper), (_, lower, _) in zip(buckets, buckets[1:], strict=False):
         assert upper == lower
@@ -34,7 +35,7 @@ def test_rmse_by_user_activity_counts_training_ratings_per_user():
     train = pl.DataFrame({"userIdMapped": [0, 1, 1, 2, 2, 2, 2, 2], "rating": [3.0] * 8})
     test = pl.DataFrame({"userIdMapped": [2, 0, 3, 1], "rating": [4.0, 1.0, 5.0, 2.0]})
     predicted = np.array([4.5, 2.0, 3.0, 2.0])
-    rows = rmse_by_user_activity(predicted, test, train, parse_section("evaluate", BUCKETS))
+    rows = rmse_by_user_activity(predicted, test, train, project_params("evaluate", **BUCKETS))
     by_label = {row["user_activity"]: row for row in rows}
     assert list(by_label) == ["cold (0-1)", "light (2-2)", "medium (3-4)", "heavy (5+)"]
     assert by_label["cold (0-1)"] == {"user_activity": "cold (0-1)", "rmse": np.sqrt(2.5), "users": 2, "ratings": 2}
@@ -53,4 +54,4 @@ def test_rmse_by_user_activity_counts_training_ratings_per_user():
 )
 def test_activity_boundaries_must_rise(values, key):
     with pytest.raises(ParamsError, match=rf"evaluate\.{key}: got"):
-        parse_section("evaluate", values)
+        project_params("evaluate", **values)

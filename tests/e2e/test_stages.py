@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
-from helpers import copy_project
+import yaml
+from harness import copy_project
 
 
 def run_stage(repo, name: str) -> subprocess.CompletedProcess:
+    """Run stage `name` with the arguments dvc.yaml gives it (the data set already filled in)."""
+    command = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]["cmd"]
+    dataset = yaml.safe_load((repo / "params.yaml").read_text())["data"]["dataset"]
+    words = shlex.split(command.replace("${data.dataset}", dataset))
     # No PYTHONPATH: what a queued experiment's copy of the repository sees.
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    return subprocess.run([sys.executable, f"stages/{name}.py"], cwd=repo, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, *words[1:]], cwd=repo, env=env, capture_output=True, text=True)
 
 
 def test_a_stage_imports_the_library_of_its_own_checkout(tmp_path):
@@ -29,3 +35,16 @@ def test_a_bad_param_ends_the_stage_with_one_line_and_no_traceback(tmp_path):
     result = run_stage(repo, "train")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: train.embedding_dim: got -3; expected an integer >= 1"
+
+
+def test_a_key_deleted_from_params_yaml_ends_the_first_stage_with_one_line(tmp_path):
+    repo = copy_project(tmp_path / "project", {})
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(text.replace("  learning_rate: 0.003\n", ""))
+    for name in ("check_params", "download", "train"):
+        result = run_stage(repo, name)
+        assert result.returncode == 1, name
+        assert result.stderr.strip() == (
+            "error: train.learning_rate: missing; every key must be set in params.yaml (see docs/params.md)"
+        )
+    assert not (repo / "data").exists()  # stopped before any work

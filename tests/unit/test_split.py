@@ -6,9 +6,9 @@ import json
 
 import polars as pl
 import pytest
-from helpers import indexed_frame, make_rows, ratings_frame
+from fakes import indexed_frame, make_rows, ratings_frame
+from harness import project_params
 
-from movielens_pipeline.params import SplitParams
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import PARTS, SplitError, split, split_ratings, split_stats
 
@@ -33,14 +33,14 @@ def pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:
     ],
 )
 def test_part_sizes_follow_the_fractions(n_rows, train, val, sizes):
-    parts = split_ratings(prepared(n_rows), SplitParams(train_fraction=train, val_fraction=val))
+    parts = split_ratings(prepared(n_rows), project_params("split", train_fraction=train, val_fraction=val))
     assert list(parts) == list(PARTS)
     assert tuple(parts[name].height for name in PARTS) == sizes
 
 
 def test_parts_are_disjoint_and_cover_the_input():
     ratings = prepared()
-    parts = split_ratings(ratings, SplitParams())
+    parts = split_ratings(ratings, project_params("split"))
     train, val, test = (pairs(parts[name]) for name in PARTS)
     assert not train & val and not train & test and not val & test
     assert train | val | test == pairs(ratings)
@@ -52,28 +52,28 @@ def test_parts_are_disjoint_and_cover_the_input():
 
 def test_parts_keep_the_prepared_row_order():
     ratings = prepared().with_row_index("position")
-    for part in split_ratings(ratings, SplitParams(seed=3)).values():
+    for part in split_ratings(ratings, project_params("split", seed=3)).values():
         assert part["position"].is_sorted()
 
 
 def test_same_seed_gives_identical_parts():
     ratings = prepared()
-    first = split_ratings(ratings, SplitParams(seed=11))
-    again = split_ratings(ratings, SplitParams(seed=11))
+    first = split_ratings(ratings, project_params("split", seed=11))
+    again = split_ratings(ratings, project_params("split", seed=11))
     assert all(first[name].equals(again[name]) for name in PARTS)
 
 
 def test_different_seed_gives_different_parts():
     ratings = prepared()
-    first = split_ratings(ratings, SplitParams(seed=11))
-    other = split_ratings(ratings, SplitParams(seed=12))
+    first = split_ratings(ratings, project_params("split", seed=11))
+    other = split_ratings(ratings, project_params("split", seed=12))
     assert all(not first[name].equals(other[name]) for name in PARTS)
     assert {name: first[name].height for name in PARTS} == {name: other[name].height for name in PARTS}
 
 
 def test_split_is_not_just_the_first_rows():
     ratings = prepared()
-    parts = split_ratings(ratings, SplitParams())
+    parts = split_ratings(ratings, project_params("split"))
     assert not parts["train"].equals(ratings.head(parts["train"].height))
 
 
@@ -83,7 +83,7 @@ def test_split_is_not_just_the_first_rows():
 )
 def test_an_empty_part_is_refused(n_rows, train, val, empty):
     with pytest.raises(SplitError) as raised:
-        split_ratings(prepared(n_rows), SplitParams(train_fraction=train, val_fraction=val))
+        split_ratings(prepared(n_rows), project_params("split", train_fraction=train, val_fraction=val))
     message = str(raised.value)
     assert message.startswith(f"{n_rows} ratings split by train_fraction={train}, val_fraction={val}")
     assert message.endswith(f"leave the {empty} empty")
@@ -95,7 +95,7 @@ def run_split(tmp_path, name: str) -> tuple[dict, dict[str, bytes]]:
         prepared().write_parquet(source)
     out_dir = tmp_path / name
     out_dir.mkdir()
-    stats = split(source, SplitParams(seed=5), out_dir)
+    stats = split(source, project_params("split", seed=5), out_dir)
     return stats, {path.name: path.read_bytes() for path in sorted(out_dir.iterdir())}
 
 
@@ -106,7 +106,7 @@ def test_split_writes_byte_identical_files_across_runs(tmp_path):
     assert first == again
     assert stats == again_stats == json.loads(first["stats.json"])
     written = {name: pl.read_parquet(tmp_path / "first" / f"{name}.parquet") for name in PARTS}
-    expected = split_ratings(pl.read_parquet(tmp_path / "ratings.parquet"), SplitParams(seed=5))
+    expected = split_ratings(pl.read_parquet(tmp_path / "ratings.parquet"), project_params("split", seed=5))
     assert all(written[name].equals(expected[name]) for name in PARTS)
 
 
@@ -138,7 +138,7 @@ def test_split_stats_counts_rows_users_movies_and_unseen():
 
 
 def test_split_stats_of_a_real_split_add_up():
-    parts = split_ratings(prepared(), SplitParams())
+    parts = split_ratings(prepared(), project_params("split"))
     stats = split_stats(parts)
     assert sum(stats[name]["rows"] for name in PARTS) == 400
     assert sum(stats[name]["fraction"] for name in PARTS) == pytest.approx(1.0)

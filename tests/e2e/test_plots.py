@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import dvc, png_pixels
+from harness import dvc
+from images import png_pixels
 
 WINDOW = (1400, 1400)  # wide enough for two plots side by side, tall enough for all four
 RENDER_BUDGET_MS = 20_000  # Chromium's virtual time for scripts to run before the screenshot

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+from fakes import low_rank_rows, tab_bytes
 from faulty_http import FaultyServer
-from helpers import BIN, copy_project, dvc, low_rank_rows, tab_bytes, tool_env
+from harness import BIN, copy_project, dvc, tool_env
 
 # Ctrl-C first, then, on the same half-done state, a kill nothing can catch.
 SIGNALS = [signal.SIGINT, signal.SIGKILL]

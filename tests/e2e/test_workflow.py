@@ -7,7 +7,7 @@ import re
 import subprocess
 
 import yaml
-from helpers import PROJECT, git
+from harness import PROJECT, git
 
 WORKFLOW = PROJECT / ".github/workflows/dvc-report.yml"
 PUBLISH = PROJECT / "scripts/publish_report_images.sh"

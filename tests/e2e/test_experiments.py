@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from helpers import dvc, exp_runs, git, python, require
+from harness import dvc, exp_runs, git, python, require
 
 QUEUE_TIMEOUT_SECONDS = 600
 

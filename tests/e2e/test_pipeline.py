@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import yaml
-from helpers import dvc, exp_runs, git
+from harness import dvc, exp_runs, git
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from helpers import copy_project, dvc
+from harness import copy_project, dvc
 
 SIZE = {"synthetic_ratings": 5000, "synthetic_users": 200, "synthetic_movies": 150}
 
@@ -23,6 +23,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_generates_and_prepares_the_synthetic_data_set(repo):
     assert sorted(p.name for p in (repo / "data/raw/synthetic").iterdir()) == [
+        "manifest.json",
         "model.json",
         "movies.parquet",
         "ratings.parquet",

@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from harness import project_params
 
 from movielens_pipeline import synthetic
-from movielens_pipeline.params import PreprocessParams, parse_section
 from movielens_pipeline.preprocess import preprocess
 from movielens_pipeline.synthetic import GENRES, SyntheticError, activity_counts, generate, write_synthetic
 
 SMALL = {"synthetic_ratings": 20_000, "synthetic_users": 400, "synthetic_movies": 300}
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "synthetic_generation.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "synthetic_generation.py"
 
 
 def params(**changes):
-    return parse_section("data", {"dataset": "synthetic", **SMALL, **changes})
+    return project_params("data", **{"dataset": "synthetic", **SMALL, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_movies_have_synthetic_titles_and_one_to_three_known_genres(small):
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         write_synthetic(params(synthetic_seed=seed), tmp_path / name)
-    files = ["model.json", "movies.parquet", "ratings.parquet"]
+    files = ["manifest.json", "model.json", "movies.parquet", "ratings.parquet"]
     assert sorted(path.name for path in (tmp_path / "a").iterdir()) == files
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
@@ -124,10 +124,13 @@ def test_preprocess_records_the_noise_floor_over_the_kept_ratings(tmp_path):
     raw = tmp_path / "raw" / "synthetic"
     write_synthetic(params(), raw)
     generated = pl.read_parquet(raw / "ratings.parquet")
-    for name, filters in (("all", PreprocessParams()), ("top", PreprocessParams(top_n_movies=20))):
+    for name, filters in (
+        ("all", project_params("preprocess")),
+        ("top", project_params("preprocess", top_n_movies=20)),
+    ):
         out = tmp_path / name
         out.mkdir()
-        preprocess(raw, "synthetic", filters, out)
+        preprocess(raw, filters, out)
         description = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
         prepared = pl.read_parquet(out / "ratings.parquet")
         kept = generated.join(prepared.select("userId", "movieId"), on=["userId", "movieId"])

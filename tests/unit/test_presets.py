@@ -11,7 +11,7 @@ import pytest
 from movielens_pipeline.params import ParamsError
 from movielens_pipeline.presets import load_preset, preset_path, set_param_args
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 PRESETS = PROJECT / "presets"
 
 
@@ -53,7 +53,7 @@ def test_unknown_preset_lists_the_available_ones():
     ("text", "expected"),
     [
         ("preprocess:\n  top_n_movie: 50\n", r"preprocess\.top_n_movie: unknown key"),
-        ("preprocess:\n  top_n_movies: 0\n", r"preprocess\.top_n_movies: got 0; expected an integer >= 1"),
+        ("preprocess:\n  top_n_movies: 0\n", r"preprocess\.top_n_movies: got 0; expected null or an integer >= 1"),
         ("trian:\n  seed: 1\n", r"unknown section 'trian'"),
         ("- data\n", r"expected sections mapping keys to values"),
     ],

@@ -1,4 +1,4 @@
-"""Models, the batch loader, real Lightning training and evaluation on small generated data."""
+"""Models, real Lightning training and evaluation on small generated data."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from helpers import low_rank_rows, ratings_frame
+from fakes import low_rank_rows, ratings_frame
+from harness import project_params
 
+from movielens_pipeline.data import RatingsDataModule, TrainingData
 from movielens_pipeline.evaluate import error_metrics, evaluate, predict, rating_histogram
-from movielens_pipeline.models import MODELS, RATING_MAX, RATING_MIN, TrainingData, build_model, load_model
-from movielens_pipeline.params import parse_section
+from movielens_pipeline.models import MODELS, build_model, load_model
 from movielens_pipeline.preprocess import index_ratings
+from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
-from movielens_pipeline.training import RatingBatches, genre_matrix, train
+from movielens_pipeline.training import train
 
 GENRES = ("Action", "Comedy", "Drama", "Horror")
 
@@ -30,15 +32,22 @@ def prepared() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 
 @pytest.fixture(scope="module")
 def parts(prepared) -> dict[str, pl.DataFrame]:
-    return split_ratings(prepared[0], parse_section("split", {}))
+    return split_ratings(prepared[0], project_params("split"))
 
 
 def fit(prepared, parts, tmp_path, **train_params) -> tuple[dict, object]:
-    params = parse_section("train", {"batch_size": 256, "learning_rate": 0.01, "max_epochs": 12} | train_params)
+    params = project_params("train", **{"batch_size": 256, "learning_rate": 0.01, "max_epochs": 12} | train_params)
     checkpoint = tmp_path / "model.ckpt"
     _, users, movies = prepared
-    summary = train(parts["train"], parts["val"], users, movies, params, checkpoint, tmp_path / "live")
+    data = RatingsDataModule(
+        params.batch_size, train=parts["train"], val=parts["val"], users=users, movies=movies, seed=params.seed
+    )
+    summary = train(data, params, checkpoint, tmp_path / "live")
     return summary, checkpoint
+
+
+def predicted(checkpoint, ratings: pl.DataFrame) -> np.ndarray:
+    return predict(load_model(checkpoint), RatingsDataModule(4096, predict=ratings))
 
 
 def tiny_data(n_users: int, n_movies: int, n_genres: int = 0) -> TrainingData:
@@ -50,7 +59,7 @@ def tiny_data(n_users: int, n_movies: int, n_genres: int = 0) -> TrainingData:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_predictions_stay_on_the_rating_scale_even_with_extreme_parameters(name):
-    params = parse_section("train", {"model": name, "embedding_dim": 4})
+    params = project_params("train", model=name, embedding_dim=4)
     model = build_model(params, tiny_data(5, 7, n_genres=3), n_users=5, n_movies=7, train_mean=3.5)
     users, movies = torch.arange(5).repeat(7), torch.arange(7).repeat_interleave(5)
     for scale in (0.0, 1e3, -1e3):
@@ -64,39 +73,17 @@ def test_predictions_stay_on_the_rating_scale_even_with_extreme_parameters(name)
 
 def test_global_mean_starts_as_the_notebook_did_and_biased_mf_at_the_training_mean():
     users = movies = torch.zeros(3, dtype=torch.int64)
-    global_mean = build_model(parse_section("train", {"model": "global_mean"}), tiny_data(2, 2), 2, 2, train_mean=3.9)
-    biased_mf = build_model(parse_section("train", {"model": "biased_mf"}), tiny_data(2, 2), 2, 2, train_mean=3.9)
+    global_mean = build_model(project_params("train", model="global_mean"), tiny_data(2, 2), 2, 2, train_mean=3.9)
+    biased_mf = build_model(project_params("train", model="biased_mf"), tiny_data(2, 2), 2, 2, train_mean=3.9)
     assert torch.allclose(global_mean(users, movies), torch.full((3,), 2.75))
     with torch.no_grad():
         biased_mf.user_factors.weight.zero_()
     assert torch.allclose(biased_mf(users, movies), torch.full((3,), 3.9))
 
 
-def test_batches_cover_every_row_once_per_epoch_in_a_seeded_order(parts):
-    batches = RatingBatches(parts["train"], batch_size=100, shuffle=True, seed=3)
-    epochs = [torch.cat([ratings for _, _, ratings in batches]) for _ in range(2)]
-    sizes = [len(users) for users, _, _ in batches]
-    assert len(batches) == len(sizes) == -(-parts["train"].height // 100) and max(sizes) == 100
-    expected = np.sort(parts["train"]["rating"].to_numpy())
-    for epoch in epochs:
-        assert np.array_equal(np.sort(epoch.numpy()), expected)
-    assert not torch.equal(epochs[0], epochs[1])  # a new permutation each epoch
-    again = RatingBatches(parts["train"], batch_size=100, shuffle=True, seed=3)
-    assert torch.equal(torch.cat([ratings for _, _, ratings in again]), epochs[0])
-
-
-def test_batches_without_shuffle_keep_row_order_and_pair_columns(parts):
-    batches = RatingBatches(parts["val"], batch_size=64, shuffle=False)
-    users, movies, ratings = (torch.cat(column) for column in zip(*batches, strict=True))
-    assert users.tolist() == parts["val"]["userIdMapped"].to_list()
-    assert movies.tolist() == parts["val"]["movieIdMapped"].to_list()
-    assert ratings.dtype == torch.float32 and users.dtype == torch.int64
-
-
 def test_biased_mf_training_beats_the_mean_and_keeps_the_best_checkpoint(prepared, parts, tmp_path):
     summary, checkpoint = fit(prepared, parts, tmp_path, model="biased_mf", patience=2)
-    model = load_model(checkpoint)
-    val_metrics = error_metrics(predict(model, parts["val"], 4096), parts["val"]["rating"].to_numpy())
+    val_metrics = error_metrics(predicted(checkpoint, parts["val"]), parts["val"]["rating"].to_numpy())
     # The checkpoint is the best epoch's weights, not the last epoch's.
     assert val_metrics["mse"] == pytest.approx(summary["best_val_mse"], rel=1e-5)
     actual = parts["val"]["rating"].to_numpy()
@@ -135,14 +122,14 @@ def test_global_mean_learns_the_training_mean(prepared, parts, tmp_path):
 def test_every_model_beats_the_mean_baseline_on_test(name, prepared, parts, tmp_path):
     _, checkpoint = fit(prepared, parts, tmp_path, model=name, embedding_dim=16, max_epochs=8)
     actual = parts["test"]["rating"].to_numpy()
-    model_rmse = error_metrics(predict(load_model(checkpoint), parts["test"], 4096), actual)["rmse"]
+    model_rmse = error_metrics(predicted(checkpoint, parts["test"]), actual)["rmse"]
     mean_rmse = error_metrics(np.full_like(actual, parts["train"]["rating"].mean()), actual)["rmse"]
     assert model_rmse < 0.95 * mean_rmse, (name, model_rmse, mean_rmse)
 
 
 @pytest.mark.parametrize("name", ["biased_mf", "svdpp", "genre_mlp"])
 def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
-    params = parse_section("train", {"model": name, "embedding_dim": 4})
+    params = project_params("train", model=name, embedding_dim=4)
     # User 2 and movie 2 have no training ratings.
     data = TrainingData(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]), torch.eye(3))
     model = build_model(params, data, n_users=3, n_movies=3, train_mean=3.5).eval()  # eval: no dropout
@@ -158,7 +145,7 @@ def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
 
 
 def test_svdpp_implicit_term_sums_the_factors_of_each_users_training_movies():
-    params = parse_section("train", {"model": "svdpp", "embedding_dim": 3})
+    params = project_params("train", model="svdpp", embedding_dim=3)
     data = TrainingData(torch.tensor([1, 0, 1, 1]), torch.tensor([2, 0, 0, 3]), torch.zeros(4, 0))
     model = build_model(params, data, n_users=3, n_movies=4, train_mean=3.5)
     factors = model.implicit_factors.weight.detach()
@@ -166,14 +153,6 @@ def test_svdpp_implicit_term_sums_the_factors_of_each_users_training_movies():
     assert torch.allclose(implicit[0], (factors[2] + factors[0] + factors[3]) / 3**0.5)
     assert torch.allclose(implicit[1], factors[0]) and torch.equal(implicit[2], implicit[0])
     assert torch.equal(implicit[3], torch.zeros(3))  # user 2 rated nothing
-
-
-def test_genre_matrix_reads_lists_or_pipe_joined_genres_in_index_order():
-    as_lists = pl.DataFrame({"movieIdMapped": [1, 0, 2], "genres": [["Drama"], ["Comedy", "Drama"], []]})
-    as_text = pl.DataFrame({"movieIdMapped": [1, 0, 2], "genres": ["Drama", "Comedy|Drama", "(no genres listed)"]})
-    expected = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])  # columns: Comedy, Drama
-    assert torch.equal(genre_matrix(as_lists), expected) and torch.equal(genre_matrix(as_text), expected)
-    assert genre_matrix(pl.DataFrame({"movieIdMapped": [0, 1]})).shape == (2, 0)
 
 
 def test_error_metrics_on_known_values():
@@ -190,8 +169,9 @@ def test_rating_histogram_counts_every_rating_in_its_bin():
 
 def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, parts, tmp_path):
     _, checkpoint = fit(prepared, parts, tmp_path, max_epochs=2)
-    params = parse_section("evaluate", {"histogram_bins": 9})
-    metrics = evaluate(checkpoint, parts["train"], parts["test"], params, tmp_path / "eval")
+    params = project_params("evaluate", histogram_bins=9)
+    data = RatingsDataModule(params.batch_size, train=parts["train"], predict=parts["test"])
+    metrics = evaluate(checkpoint, data, params, tmp_path / "eval")
     written = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert written["test"]["rmse"] == pytest.approx(metrics["test/rmse"])
     assert written["test"]["rows"] == parts["test"].height
@@ -203,5 +183,5 @@ def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, p
     histogram = json.loads((tmp_path / "eval/plots/custom/rating_histogram.json").read_text())
     assert len(histogram) == 9 and sum(row["actual"] for row in histogram) == parts["test"].height
     assert "noise_floor" not in written  # a real data set has none
-    evaluate(checkpoint, parts["train"], parts["test"], params, tmp_path / "eval2", noise_floor_rmse=0.5)
+    evaluate(checkpoint, data, params, tmp_path / "eval2", noise_floor_rmse=0.5)
     assert json.loads((tmp_path / "eval2/metrics.json").read_text())["noise_floor"] == {"rmse": 0.5}

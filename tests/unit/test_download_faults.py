@@ -11,11 +11,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import make_release_zip, make_zip, md5_of, release_members, release_rows
+from fakes import make_release_zip, make_zip, md5_of, release_members, release_rows
+from harness import project_params
 
 from movielens_pipeline.download import DownloadError, download
-from movielens_pipeline.params import DataParams
-from movielens_pipeline.releases import RELEASES
+from movielens_pipeline.releases import MOVIES_CSV, RELEASES, Manifest
 
 NAME = "ml-latest-small"  # no pinned sum: the published .md5 decides
 PATH = f"/datasets/movielens/{NAME}.zip"
@@ -57,9 +57,11 @@ def files_under(folder: Path) -> list[str]:
 
 
 def assert_release_written(data_dir: Path, out_dir: Path) -> None:
-    assert files_under(data_dir) == ["raw", f"raw/{NAME}", f"raw/{NAME}/movies.csv", f"raw/{NAME}/ratings.csv"]
+    files = ["manifest.json", "movies.csv", "ratings.csv"]
+    assert files_under(data_dir) == ["raw", f"raw/{NAME}", *(f"raw/{NAME}/{name}" for name in files)]
     assert (out_dir / "ratings.csv").read_bytes() == RATINGS
     assert (out_dir / "movies.csv").read_bytes() == MOVIES
+    assert Manifest.read(out_dir) == Manifest(NAME, "ratings.csv", "csv", "movies.csv", MOVIES_CSV)
 
 
 def assert_nothing_partial(data_dir: Path) -> None:
@@ -72,7 +74,7 @@ def fails(out_dir):
 
     def run(**params) -> str:
         with pytest.raises(DownloadError) as raised:
-            download(DataParams(dataset=NAME, **params), out_dir)
+            download(project_params("data", dataset=NAME, **params), out_dir)
         return str(raised.value)
 
     return run
@@ -84,14 +86,14 @@ def fails(out_dir):
 @pytest.mark.parametrize("fault", ["500", "503", "reset", "truncate", "slow", "stall"])
 def test_one_transient_failure_is_retried_and_the_download_succeeds(fault, served, faulty_server, data_dir, out_dir):
     faulty_server.fail(PATH, fault)
-    download(DataParams(dataset=NAME, retries=2, **FAST), out_dir)
+    download(project_params("data", dataset=NAME, retries=2, **FAST), out_dir)
     assert_release_written(data_dir, out_dir)
     assert len(faulty_server.requests_for(PATH)) == 2
 
 
 def test_truncated_body_is_resumed_with_a_range_request(served, faulty_server, archive, data_dir, out_dir):
     faulty_server.fail(PATH, "truncate")
-    download(DataParams(dataset=NAME, retries=1, **FAST), out_dir)
+    download(project_params("data", dataset=NAME, retries=1, **FAST), out_dir)
     assert_release_written(data_dir, out_dir)
     half = len(archive.read_bytes()) // 2
     assert faulty_server.requests_for(PATH) == [None, f"bytes={half}-"]
@@ -99,14 +101,14 @@ def test_truncated_body_is_resumed_with_a_range_request(served, faulty_server, a
 
 def test_server_ignoring_the_range_restarts_from_the_start(served, faulty_server, data_dir, out_dir):
     faulty_server.fail(PATH, "truncate", "no-range")
-    download(DataParams(dataset=NAME, retries=1, **FAST), out_dir)
+    download(project_params("data", dataset=NAME, retries=1, **FAST), out_dir)
     assert_release_written(data_dir, out_dir)
     assert len(faulty_server.requests_for(PATH)) == 2
 
 
 def test_several_failures_in_a_row_within_the_retries_still_succeed(served, faulty_server, data_dir, out_dir):
     faulty_server.fail(PATH, "500", "reset", "truncate", "503")
-    download(DataParams(dataset=NAME, retries=4, **FAST), out_dir)
+    download(project_params("data", dataset=NAME, retries=4, **FAST), out_dir)
     assert_release_written(data_dir, out_dir)
 
 
@@ -140,7 +142,7 @@ def test_retries_wait_with_exponential_back_off(served, faulty_server, out_dir, 
     waits = []
     monkeypatch.setattr("movielens_pipeline.download.time.sleep", waits.append)
     faulty_server.fail(PATH, "500", "500", "500")
-    download(DataParams(dataset=NAME, retries=3, timeout_seconds=TIMEOUT, backoff_seconds=0.5), out_dir)
+    download(project_params("data", dataset=NAME, retries=3, timeout_seconds=TIMEOUT, backoff_seconds=0.5), out_dir)
     assert waits == [0.5, 1.0, 2.0]
 
 
@@ -176,7 +178,7 @@ def test_published_md5_that_disagrees_with_the_pinned_one_names_both(
 def test_pinned_md5_alone_verifies_when_no_md5_file_is_published(served, faulty_server, archive, monkeypatch, out_dir):
     monkeypatch.setitem(RELEASES, NAME, dataclasses.replace(RELEASES[NAME], archive_md5=md5_of(archive)))
     faulty_server.files.pop(PATH + ".md5")
-    download(DataParams(dataset=NAME, **FAST), out_dir)
+    download(project_params("data", dataset=NAME, **FAST), out_dir)
     assert (out_dir / "ratings.csv").read_bytes() == RATINGS
 
 
@@ -192,19 +194,19 @@ def test_no_pinned_and_no_published_md5_refuses_and_says_to_set_data_md5(served,
 @pytest.mark.parametrize("style", ["MD5 ({name}) = {md5}\n", "{md5}  {name}\n", "{md5}\n"])
 def test_md5_files_in_bsd_gnu_or_bare_style_are_read(style, served, faulty_server, archive, out_dir):
     faulty_server.serve(PATH + ".md5", style.format(name=f"{NAME}.zip", md5=md5_of(archive).upper()).encode())
-    download(DataParams(dataset=NAME, **FAST), out_dir)
+    download(project_params("data", dataset=NAME, **FAST), out_dir)
     assert (out_dir / "ratings.csv").read_bytes() == RATINGS
 
 
 def test_url_override_with_own_md5_skips_the_published_md5(faulty_server, archive, data_dir, out_dir):
     url = faulty_server.serve("/mirror/any-name.zip", archive.read_bytes())
-    download(DataParams(dataset=NAME, url=url, md5=md5_of(archive), **FAST), out_dir)
+    download(project_params("data", dataset=NAME, url=url, md5=md5_of(archive), **FAST), out_dir)
     assert_release_written(data_dir, out_dir)
     assert faulty_server.requests_for("/mirror/any-name.zip.md5") == []
 
 
 def test_url_override_to_a_local_mirror_uses_its_md5_file(archive, data_dir, out_dir):
-    download(DataParams(dataset=NAME, url=str(archive)), out_dir)
+    download(project_params("data", dataset=NAME, url=str(archive)), out_dir)
     assert_release_written(data_dir, out_dir)
 
 
@@ -248,7 +250,7 @@ def test_highly_compressed_bomb_is_refused_before_it_is_written(faulty_server, m
 
 
 def test_only_the_needed_members_are_extracted(served, archive, data_dir, out_dir):
-    download(DataParams(dataset=NAME, **FAST), out_dir)
+    download(project_params("data", dataset=NAME, **FAST), out_dir)
     with zipfile.ZipFile(archive) as bundle:
         assert f"{NAME}/links.csv" in bundle.namelist()
     assert_release_written(data_dir, out_dir)  # links.csv and README.txt stay in the archive
@@ -257,11 +259,11 @@ def test_only_the_needed_members_are_extracted(served, archive, data_dir, out_di
 def test_archive_without_a_movies_file_gives_ratings_only(faulty_server, monkeypatch, tmp_path, out_dir, capsys):
     members = {name: data for name, data in MEMBERS.items() if not name.endswith("movies.csv")}
     serve_members(faulty_server, monkeypatch, members, tmp_path)
-    download(DataParams(dataset=NAME, **FAST), out_dir)
-    assert sorted(path.name for path in out_dir.iterdir()) == ["ratings.csv"]
+    download(project_params("data", dataset=NAME, **FAST), out_dir)
+    assert sorted(path.name for path in out_dir.iterdir()) == ["manifest.json", "ratings.csv"]
     assert "has no movies file; titles and genres will be null" in capsys.readouterr().out
 
 
 def test_no_progress_bar_when_not_on_a_terminal(served, out_dir, capsys):
-    download(DataParams(dataset=NAME, **FAST), out_dir)
+    download(project_params("data", dataset=NAME, **FAST), out_dir)
     assert capsys.readouterr().err == ""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from helpers import CSV_LAYOUT, TAB_LAYOUT, make_rows, ratings_frame, write_csv, write_tab
+from fakes import CSV_LAYOUT, TAB_LAYOUT, make_rows, ratings_frame, write_csv, write_tab
+from harness import project_params
 
 from movielens_pipeline.params import PreprocessParams
 from movielens_pipeline.preprocess import (
@@ -16,6 +17,7 @@ from movielens_pipeline.preprocess import (
     read_ratings,
     validate_ratings,
 )
+from movielens_pipeline.releases import Manifest, ManifestError
 
 ROWS = make_rows(60, seed=3)
 
@@ -149,7 +151,7 @@ def rows_for_counts(counts: dict[int, int]) -> list[tuple[int, int, float, int]]
 
 def test_top_n_movies_keeps_the_most_rated_and_breaks_ties_by_movie_id():
     ratings = ratings_frame(rows_for_counts({30: 2, 10: 3, 50: 1, 20: 2, 5: 2, 40: 4}))
-    kept = filter_ratings(ratings, PreprocessParams(top_n_movies=3))
+    kept = filter_ratings(ratings, project_params("preprocess", top_n_movies=3))
     # 40 (4) and 10 (3), then the three-way tie at 2 ratings goes to the smallest id, 5.
     assert sorted(kept["movieId"].unique().to_list()) == [5, 10, 40]
     assert kept.height == 4 + 3 + 2
@@ -157,7 +159,7 @@ def test_top_n_movies_keeps_the_most_rated_and_breaks_ties_by_movie_id():
 
 def test_top_n_movies_does_not_depend_on_row_order():
     ratings = ratings_frame(rows_for_counts({30: 2, 10: 3, 20: 2, 5: 2}))
-    params = PreprocessParams(top_n_movies=2)
+    params = project_params("preprocess", top_n_movies=2)
     expected = set(filter_ratings(ratings, params)["movieId"])
     for seed in range(5):
         shuffled = ratings.sample(fraction=1.0, shuffle=True, seed=seed)
@@ -166,7 +168,7 @@ def test_top_n_movies_does_not_depend_on_row_order():
 
 def test_top_n_movies_larger_than_the_catalogue_keeps_everything():
     ratings = ratings_frame(ROWS)
-    assert filter_ratings(ratings, PreprocessParams(top_n_movies=10_000)).equals(ratings)
+    assert filter_ratings(ratings, project_params("preprocess", top_n_movies=10_000)).equals(ratings)
 
 
 def test_minimum_counts_are_applied_until_nothing_changes():
@@ -176,7 +178,7 @@ def test_minimum_counts_are_applied_until_nothing_changes():
     # drops user 4.
     core = [(user, movie, 3.0, 1) for user in (1, 2, 3) for movie in (1, 2, 3)]
     ratings = ratings_frame(core + [(4, 3, 3.0, 1), (4, 4, 3.0, 1), (5, 4, 3.0, 1)])
-    params = PreprocessParams(min_ratings_per_user=2, min_ratings_per_movie=2)
+    params = project_params("preprocess", min_ratings_per_user=2, min_ratings_per_movie=2)
     one_pass = ratings.filter((pl.len().over("userId") >= 2) & (pl.len().over("movieId") >= 2))
     assert one_pass.height == len(core) + 2  # one pass is not enough here
     kept = filter_ratings(ratings, params)
@@ -187,14 +189,14 @@ def test_minimum_counts_are_applied_until_nothing_changes():
 
 def test_minimum_counts_of_one_keep_everything_in_order():
     ratings = ratings_frame(ROWS)
-    assert filter_ratings(ratings, PreprocessParams()).equals(ratings)
+    assert filter_ratings(ratings, project_params("preprocess")).equals(ratings)
 
 
 def test_sample_is_seeded_reproducible_and_keeps_row_order():
     ratings = ratings_frame(ROWS)
-    first = filter_ratings(ratings, PreprocessParams(sample_size=20, seed=7))
-    again = filter_ratings(ratings, PreprocessParams(sample_size=20, seed=7))
-    other = filter_ratings(ratings, PreprocessParams(sample_size=20, seed=8))
+    first = filter_ratings(ratings, project_params("preprocess", sample_size=20, seed=7))
+    again = filter_ratings(ratings, project_params("preprocess", sample_size=20, seed=7))
+    other = filter_ratings(ratings, project_params("preprocess", sample_size=20, seed=8))
     assert first.height == 20
     assert first.equals(again)
     assert not first.equals(other)
@@ -205,13 +207,13 @@ def test_sample_is_seeded_reproducible_and_keeps_row_order():
 
 def test_sample_size_at_or_above_the_row_count_keeps_everything():
     ratings = ratings_frame(ROWS)
-    assert filter_ratings(ratings, PreprocessParams(sample_size=len(ROWS), seed=1)).equals(ratings)
-    assert filter_ratings(ratings, PreprocessParams(sample_size=10 * len(ROWS), seed=1)).equals(ratings)
+    assert filter_ratings(ratings, project_params("preprocess", sample_size=len(ROWS), seed=1)).equals(ratings)
+    assert filter_ratings(ratings, project_params("preprocess", sample_size=10 * len(ROWS), seed=1)).equals(ratings)
 
 
 def test_filters_that_leave_nothing_raise_naming_the_params():
     ratings = ratings_frame(ROWS)
-    params = PreprocessParams(top_n_movies=3, min_ratings_per_user=500)
+    params = project_params("preprocess", top_n_movies=3, min_ratings_per_user=500)
     with pytest.raises(DataError) as raised:
         filter_ratings(ratings, params)
     message = str(raised.value)
@@ -259,14 +261,17 @@ def run_preprocess(tmp_path, name: str, params: PreprocessParams) -> tuple[dict,
     raw_dir = tmp_path / "raw"
     raw_dir.mkdir(exist_ok=True)
     write_tab(raw_dir / "u.data", make_rows(300, n_users=30, n_movies=40, seed=5))
+    Manifest("ml-100k", "u.data", "tab", None, None).write(raw_dir)
     out_dir = tmp_path / name
     out_dir.mkdir()
-    summary = preprocess(raw_dir, "ml-100k", params, out_dir)
+    summary = preprocess(raw_dir, params, out_dir)
     return summary, {path.name: path.read_bytes() for path in sorted(out_dir.iterdir())}
 
 
 def test_preprocess_writes_three_tables_byte_identical_across_runs(tmp_path):
-    params = PreprocessParams(sample_size=250, top_n_movies=30, min_ratings_per_user=3, min_ratings_per_movie=2)
+    params = project_params(
+        "preprocess", sample_size=250, top_n_movies=30, min_ratings_per_user=3, min_ratings_per_movie=2
+    )
     summary, first = run_preprocess(tmp_path, "first", params)
     again_summary, again = run_preprocess(tmp_path, "second", params)
     assert sorted(first) == ["dataset.json", "movies.parquet", "ratings.parquet", "users.parquet"]
@@ -282,8 +287,30 @@ def test_preprocess_writes_three_tables_byte_identical_across_runs(tmp_path):
 
 def test_preprocess_stops_on_invalid_data_before_writing(tmp_path):
     write_tab(tmp_path / "u.data", ROWS[:10], extra_lines={4: "1\t2\t9\t3\n"})
+    Manifest("ml-100k", "u.data", "tab", None, None).write(tmp_path)
     out_dir = tmp_path / "prepared"
     out_dir.mkdir()
     with pytest.raises(DataError, match=r"u\.data, line 4: rating 9 "):
-        preprocess(tmp_path, "ml-100k", PreprocessParams(), out_dir)
+        preprocess(tmp_path, project_params("preprocess"), out_dir)
     assert list(out_dir.iterdir()) == []
+
+
+def test_preprocess_without_a_manifest_says_which_stage_writes_it(tmp_path):
+    write_tab(tmp_path / "u.data", ROWS[:10])
+    with pytest.raises(ManifestError, match=rf"^{tmp_path}/manifest\.json: not found; the download stage writes it"):
+        preprocess(tmp_path, project_params("preprocess"), tmp_path)
+    (tmp_path / "manifest.json").write_text('{"dataset": "ml-100k"}', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"manifest\.json: not a manifest the download stage wrote"):
+        preprocess(tmp_path, project_params("preprocess"), tmp_path)
+
+
+def test_preprocess_reads_the_format_the_manifest_names_whatever_the_data_set(tmp_path):
+    # The data set's name decides nothing here: the manifest's formats do.
+    write_csv(tmp_path / "ratings.csv", ROWS[:10])
+    Manifest("ml-100k", "ratings.csv", "csv", None, None).write(tmp_path)
+    out_dir = tmp_path / "prepared"
+    out_dir.mkdir()
+    assert preprocess(tmp_path, project_params("preprocess"), out_dir)["rows"] == 10
+    Manifest("ml-100k", "ratings.csv", "xlsx", None, None).write(tmp_path)
+    with pytest.raises(DataError, match=r"manifest\.json: unknown ratings format 'xlsx'"):
+        preprocess(tmp_path, project_params("preprocess"), out_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import (
+from fakes import (
     DOUBLE_COLON_LAYOUT,
     FIXTURE_MOVIES,
     UNLISTED_MOVIE,
@@ -24,17 +24,17 @@ from helpers import (
     sha256_of,
     tab_bytes,
 )
+from harness import project_params
 
 from movielens_pipeline.download import WheelSource, download
-from movielens_pipeline.params import DataParams, PreprocessParams
 from movielens_pipeline.preprocess import DataError, read_movies, read_ratings
 from movielens_pipeline.preprocess import preprocess as run_preprocess
-from movielens_pipeline.releases import MOVIES_DAT, RELEASES, U_ITEM, WheelMirror
+from movielens_pipeline.releases import MOVIES_DAT, RECBOLE_ITEM, RELEASES, U_ITEM, Manifest, WheelMirror
 
 EXPECTED_RAW_FILES = {
-    "ml-100k": ["u.data", "u.item"],
-    "ml-1m": ["movies.dat", "ratings.dat"],
-    "ml-10m": ["movies.dat", "ratings.dat"],
+    "ml-100k": ["manifest.json", "u.data", "u.item"],
+    "ml-1m": ["manifest.json", "movies.dat", "ratings.dat"],
+    "ml-10m": ["manifest.json", "movies.dat", "ratings.dat"],
 }
 
 
@@ -65,12 +65,14 @@ def expected_movies(rated: set[int]) -> list[tuple]:
 def test_release_downloads_and_prepares_into_the_canonical_tables(name, tmp_path, faulty_server, monkeypatch):
     rows = serve_release(name, tmp_path, faulty_server, monkeypatch)
     raw_dir = tmp_path / "data" / "raw" / name
-    download(DataParams(dataset=name, retries=0), raw_dir)
-    assert sorted(p.name for p in raw_dir.iterdir()) == EXPECTED_RAW_FILES.get(name, ["movies.csv", "ratings.csv"])
+    download(project_params("data", dataset=name, retries=0), raw_dir)
+    assert sorted(p.name for p in raw_dir.iterdir()) == EXPECTED_RAW_FILES.get(
+        name, ["manifest.json", "movies.csv", "ratings.csv"]
+    )
 
     prepared = tmp_path / "data" / "prepared"
     prepared.mkdir()
-    summary = run_preprocess(raw_dir, name, PreprocessParams(), prepared)
+    summary = run_preprocess(raw_dir, project_params("preprocess"), prepared)
     ratings = pl.read_parquet(prepared / "ratings.parquet")
     assert summary["rows"] == len(rows)
     assert sorted(ratings.select("userId", "movieId", "rating", "timestamp").rows()) == sorted(rows)
@@ -111,19 +113,21 @@ def test_ml_100k_wheel_and_grouplens_give_identical_prepared_tables(tmp_path, mo
     options = ("--no-index", "--find-links", str(wheel.parent), "--disable-pip-version-check")
 
     from_wheel = tmp_path / "wheel" / "raw"
-    download(DataParams(), from_wheel, sources=[WheelSource(mirror, pip_options=options)])
-    assert sorted(p.name for p in from_wheel.iterdir()) == ["ml-100k.item", "u.data"]
+    download(project_params("data"), from_wheel, sources=[WheelSource(mirror, pip_options=options)])
+    assert sorted(p.name for p in from_wheel.iterdir()) == ["manifest.json", "ml-100k.item", "u.data"]
+    assert Manifest.read(from_wheel) == Manifest("ml-100k", "u.data", "tab", "ml-100k.item", RECBOLE_ITEM)
     from_grouplens = tmp_path / "grouplens" / "raw"
     from_grouplens.mkdir(parents=True)
     (from_grouplens / "u.data").write_bytes(members["ml-100k/u.data"])
     (from_grouplens / "u.item").write_bytes(members["ml-100k/u.item"])
+    Manifest("ml-100k", "u.data", "tab", "u.item", U_ITEM).write(from_grouplens)
     assert (from_wheel / "u.data").read_bytes() == (from_grouplens / "u.data").read_bytes()
 
     outputs = {}
     for raw_dir in (from_wheel, from_grouplens):
         prepared = raw_dir.parent / "prepared"
         prepared.mkdir()
-        run_preprocess(raw_dir, "ml-100k", PreprocessParams(), prepared)
+        run_preprocess(raw_dir, project_params("preprocess"), prepared)
         outputs[raw_dir] = {path.name: path.read_bytes() for path in prepared.iterdir()}
     assert outputs[from_wheel] == outputs[from_grouplens]
     assert sorted(outputs[from_wheel]) == ["dataset.json", "movies.parquet", "ratings.parquet", "users.parquet"]

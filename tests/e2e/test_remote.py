@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import dvc, git, require, tool_env
+from harness import dvc, git, require, tool_env
 
 BUCKET = "movielens-test"
 OUTPUTS = ("data/raw/ml-100k/u.data", "data/split/train.parquet", "models/model.ckpt")

@@ -1,0 +1,136 @@
+"""The one home of the ratings a model sees: a LightningDataModule over the split's tables.
+
+Each part (train, val, predict) becomes three tensors once, in `setup`; an epoch is one
+permutation of the row numbers and each batch a slice of it: no per-sample
+`__getitem__` and no collate, which is what makes an epoch fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytorch_lightning as lightning
+import torch
+from torch import Tensor
+
+from .schema import MOVIE_INDEX, USER_INDEX
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model may learn from besides the loss: the training ratings' users and movies, and genres."""
+
+    users: Tensor  # int64 user index of each training rating
+    movies: Tensor  # int64 movie index of each training rating
+    movie_genres: Tensor  # float32 (n_movies, n_genres) multi-hot; n_genres may be 0
+
+
+class RatingBatches:
+    """Batches of (user index, movie index, rating) tensors, each a slice of the whole part."""
+
+    def __init__(self, part: tuple[Tensor, Tensor, Tensor], batch_size: int, generator: torch.Generator | None = None):
+        self.users, self.movies, self.ratings = part
+        self.batch_size = batch_size
+        self.generator = generator  # None: in row order; else a new permutation per pass
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.ratings) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        n_rows = len(self.ratings)
+        order = None if self.generator is None else torch.randperm(n_rows, generator=self.generator)
+        for start in range(0, n_rows, self.batch_size):
+            rows = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            yield self.users[rows], self.movies[rows], self.ratings[rows]
+
+
+def rating_tensors(ratings: pl.DataFrame) -> tuple[Tensor, Tensor, Tensor]:
+    """A ratings table's user indices, movie indices (int64) and ratings (float32)."""
+    return (
+        torch.from_numpy(ratings[USER_INDEX].to_numpy().astype(np.int64)),
+        torch.from_numpy(ratings[MOVIE_INDEX].to_numpy().astype(np.int64)),
+        torch.from_numpy(ratings["rating"].to_numpy().astype(np.float32)),
+    )
+
+
+def genre_matrix(movies: pl.DataFrame) -> Tensor:
+    """Multi-hot (n_movies, n_genres) float32 genres in movie index order; no columns if none are known."""
+    if "genres" not in movies.columns:
+        return torch.zeros(movies.height, 0)
+    genres = movies.sort(MOVIE_INDEX)["genres"]
+    names = sorted(set(genres.explode().drop_nulls().to_list()))
+    matrix = torch.zeros(movies.height, len(names))
+    for row, movie_genres in enumerate(genres.to_list()):
+        for name in movie_genres or []:
+            matrix[row, names.index(name)] = 1.0
+    return matrix
+
+
+class RatingsDataModule(lightning.LightningDataModule):
+    """Train, val and predict ratings as tensors, batched by slicing; the index space from the users and movies tables.
+
+    Any part may be left out: evaluate gives only `train` (for its statistics) and `predict`.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        *,
+        train: pl.DataFrame | None = None,
+        val: pl.DataFrame | None = None,
+        predict: pl.DataFrame | None = None,
+        users: pl.DataFrame | None = None,
+        movies: pl.DataFrame | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.batch_size = batch_size
+        self.tables = {"train": train, "val": val, "predict": predict}
+        self.users, self.movies = users, movies
+        self.seed = seed
+        self.tensors: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+    @classmethod
+    def from_parquet(cls, batch_size: int, seed: int = 0, **paths: Path | None) -> RatingsDataModule:
+        """The module over the Parquet files named by part (train, val, predict) and table (users, movies)."""
+        tables = {name: None if path is None else pl.read_parquet(path) for name, path in paths.items()}
+        return cls(batch_size, seed=seed, **tables)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Turn each part into tensors, once, whatever stage Lightning asks for."""
+        for part, table in self.tables.items():
+            if table is not None and part not in self.tensors:
+                self.tensors[part] = rating_tensors(table)
+
+    @property
+    def n_users(self) -> int:
+        return self.users.height
+
+    @property
+    def n_movies(self) -> int:
+        return self.movies.height
+
+    def train_mean(self) -> float:
+        """The mean training rating: the baseline's prediction and where the biases start."""
+        return float(self.tables["train"]["rating"].mean())
+
+    def training_data(self) -> TrainingData:
+        """What a model may learn from besides the loss (see `RatingModel.remember`)."""
+        self.setup()
+        users, movies, _ = self.tensors["train"]
+        return TrainingData(users, movies, genre_matrix(self.movies))
+
+    def train_dataloader(self) -> RatingBatches:
+        # One generator for the whole fit: each epoch draws the next permutation from it.
+        return RatingBatches(self.tensors["train"], self.batch_size, torch.Generator().manual_seed(self.seed))
+
+    def val_dataloader(self) -> RatingBatches:
+        return RatingBatches(self.tensors["val"], self.batch_size)
+
+    def predict_dataloader(self) -> RatingBatches:
+        return RatingBatches(self.tensors["predict"], self.batch_size)

@@ -1,0 +1,92 @@
+"""The project under test: copied into a temporary git repo and driven by the real `dvc`, `git` and Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Built at set-up by `make venv` (scripts/offline_plots_template.py); git ignores it.
+PLOTS_TEMPLATE = Path("build/plots-template.html")
+GIT_IDENTITY = {"user.name": "Pipeline Test", "user.email": "pipeline-test@example.invalid"}
+
+
+def tool_env(repo: Path, **extra: str) -> dict[str, str]:
+    """The environment of a dvc call: this venv first on PATH, the copy's src/ importable, as a checkout has it."""
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(repo / "src"), **extra)
+
+
+def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real `dvc` in `repo`; a failure (when `check`) fails the test with its output."""
+    result = subprocess.run(
+        [str(BIN / "dvc"), *args], cwd=repo, env=env or tool_env(repo), capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def copy_project(repo: Path, params: dict[str, dict]) -> Path:
+    """The project's tracked files (less its pipeline outputs) in a new git repo at `repo`, `params` merged in."""
+    for name in git(PROJECT, "ls-files").splitlines():
+        if (PROJECT / name).is_file() and not name.startswith(("dvclive/", "eval/")) and name != "dvc.lock":
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT / name, repo / name)
+    if (PROJECT / PLOTS_TEMPLATE).is_file():
+        (repo / PLOTS_TEMPLATE).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT / PLOTS_TEMPLATE, repo / PLOTS_TEMPLATE)
+    document = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in params.items():
+        document[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    git(repo, "init", "-q", "-b", "main")
+    for key, value in GIT_IDENTITY.items():
+        git(repo, "config", key, value)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "project under test")
+    return repo
+
+
+def exp_runs(repo: Path, experiments_only: bool = False) -> list[dict]:
+    """Rows of `dvc exp show --json`, flattened: each baseline commit (unless `experiments_only`) and experiment."""
+    rows = []
+    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
+        rows += [] if experiments_only else [baseline]
+        rows += [exp for group in baseline.get("experiments") or [] for exp in group["revs"]]
+    return rows
+
+
+def require(module: str) -> None:
+    """Skip a test whose optional package is missing here; in CI (where `make venv` installs it) fail instead."""
+    try:
+        __import__(module)
+    except ImportError:
+        message = f"{module} is not installed: `make venv` installs it from requirements.lock"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def python(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run this venv's Python in `repo` as a user's checkout would (its src/ first)."""
+    return subprocess.run([sys.executable, *args], cwd=repo, env=env or tool_env(repo), capture_output=True, text=True)
+
+
+def project_params(section: str, **changes: object):
+    """`section` as the project's params.yaml sets it (every key is required there), with `changes` applied."""
+    from movielens_pipeline.params import parse_section
+
+    document = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    return parse_section(section, {**document[section], **changes})

@@ -1,0 +1,95 @@
+"""The data module: tensors made once, batches as slices of one seeded permutation per epoch, genres."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from fakes import make_rows, ratings_frame
+
+from movielens_pipeline.data import RatingBatches, RatingsDataModule, genre_matrix, rating_tensors
+from movielens_pipeline.preprocess import index_ratings
+
+
+@pytest.fixture(scope="module")
+def indexed() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    return index_ratings(ratings_frame(make_rows(500, n_users=40, n_movies=30, seed=1)))
+
+
+def module(indexed, **changes) -> RatingsDataModule:
+    ratings, users, movies = indexed
+    parts = {"train": ratings[:400], "val": ratings[400:450], "predict": ratings[450:]}
+    return RatingsDataModule(**({"batch_size": 64, "users": users, "movies": movies, "seed": 3} | parts | changes))
+
+
+def epoch(batches: RatingBatches) -> torch.Tensor:
+    return torch.cat([ratings for _, _, ratings in batches])
+
+
+def test_each_epoch_covers_every_training_row_once_in_a_new_seeded_order(indexed):
+    data = module(indexed)
+    data.setup("fit")
+    batches = data.train_dataloader()
+    first, second = epoch(batches), epoch(batches)
+    expected = np.sort(indexed[0][:400]["rating"].to_numpy())
+    for ratings in (first, second):
+        assert np.array_equal(np.sort(ratings.numpy()), expected)
+    assert not torch.equal(first, second)  # a new permutation each epoch
+    sizes = [len(users) for users, _, _ in batches]
+    assert len(batches) == len(sizes) == 7 and sizes[:-1] == [64] * 6 and sizes[-1] == 400 - 6 * 64
+    again = module(indexed)
+    again.setup("fit")
+    assert torch.equal(epoch(again.train_dataloader()), first)  # the same seed, the same order
+    other = module(indexed, seed=4)
+    other.setup("fit")
+    assert not torch.equal(epoch(other.train_dataloader()), first)
+
+
+@pytest.mark.parametrize("part", ["val", "predict"])
+def test_val_and_predict_keep_row_order_and_pair_the_columns(indexed, part):
+    data = module(indexed)
+    data.setup("predict")
+    batches = getattr(data, f"{part}_dataloader")()
+    users, movies, ratings = (torch.cat(column) for column in zip(*batches, strict=True))
+    table = data.tables[part]
+    assert users.tolist() == table["userIdMapped"].to_list()
+    assert movies.tolist() == table["movieIdMapped"].to_list()
+    assert ratings.dtype == torch.float32 and users.dtype == movies.dtype == torch.int64
+    assert epoch(batches).tolist() == ratings.tolist()  # the same order on every pass
+
+
+def test_batches_are_views_of_tensors_made_once(indexed):
+    data = module(indexed)
+    data.setup("fit")
+    tensors = data.tensors["val"]
+    data.setup("validate")  # Lightning may call setup again: nothing is rebuilt
+    assert data.tensors["val"] is tensors
+    users, _, _ = next(iter(data.val_dataloader()))
+    assert users.data_ptr() == tensors[0].data_ptr()  # a slice, not a copy
+
+
+def test_the_index_space_and_the_training_mean_come_from_the_tables(indexed):
+    ratings, users, movies = indexed
+    data = module(indexed)
+    assert (data.n_users, data.n_movies) == (users.height, movies.height)
+    assert data.train_mean() == pytest.approx(ratings[:400]["rating"].mean())
+    training = data.training_data()
+    assert torch.equal(training.users, rating_tensors(ratings[:400])[0])
+    assert training.movie_genres.shape == (movies.height, 0)  # these movies have no genres column
+
+
+def test_from_parquet_reads_the_parts_it_is_given(indexed, tmp_path):
+    ratings, users, movies = indexed
+    ratings[:400].write_parquet(tmp_path / "train.parquet")
+    ratings[450:].write_parquet(tmp_path / "test.parquet")
+    data = RatingsDataModule.from_parquet(32, train=tmp_path / "train.parquet", predict=tmp_path / "test.parquet")
+    assert data.tables["train"].equals(ratings[:400]) and data.tables["predict"].equals(ratings[450:])
+    assert data.tables["val"] is None
+
+
+def test_genre_matrix_is_multi_hot_in_movie_index_order():
+    movies = pl.DataFrame({"movieIdMapped": [1, 0, 2, 3], "genres": [["Drama"], ["Comedy", "Drama"], [], None]})
+    expected = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])  # columns: Comedy, Drama
+    assert torch.equal(genre_matrix(movies), expected)
+    assert genre_matrix(pl.DataFrame({"movieIdMapped": [0, 1]})).shape == (2, 0)

@@ -1,0 +1,78 @@
+"""bench/experiment_table.py: results tables from `dvc exp show --json`, and the docs generated from them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from harness import PROJECT
+
+spec = importlib.util.spec_from_file_location("experiment_table", PROJECT / "bench" / "experiment_table.py")
+experiment_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(experiment_table)
+
+
+def run(name: str, model: str, seed: int, rmse: float, train_fraction: float = 0.7) -> dict:
+    params = {
+        "data": {"dataset": "ml-100k"},
+        "split": {"train_fraction": train_fraction, "val_fraction": 0.15, "seed": seed},
+        "train": {"model": model, "seed": seed},
+    }
+    metrics = {"test": {"rmse": rmse, "mae": rmse / 2}, "baseline": {"rmse": 1.1, "mae": 0.9}}
+    files = {"params": {"params.yaml": {"data": params}}, "metrics": {"eval/metrics.json": {"data": metrics}}}
+    return {"name": name, "data": {"rev": name, **files}}
+
+
+def exp_show(*experiments: dict) -> list[dict]:
+    workspace = run("workspace", "biased_mf", 0, 0.5)
+    return [workspace, {**run("main", "biased_mf", 0, 0.91), "experiments": [{"revs": list(experiments)}]}]
+
+
+def test_runs_keep_baselines_and_experiments_but_not_the_workspace():
+    found = experiment_table.runs(exp_show(run("exp-a", "biases", 0, 0.93)))
+    assert [entry["name"] for entry in found] == ["exp-a", "main"]
+    assert found[0]["params"]["train"]["model"] == "biases" and found[0]["metrics"]["test"]["rmse"] == 0.93
+
+
+def test_tables_group_by_protocol_and_model_with_mean_and_spread_over_seeds():
+    recorded = experiment_table.runs(
+        exp_show(
+            run("a", "biases", 1, 0.94),
+            run("b", "biases", 2, 0.96),
+            run("c", "biases", 2, 0.96),  # the same seeds again count once
+            run("d", "biases", 0, 0.92, train_fraction=0.72),
+        )
+    )
+    text = experiment_table.tables(recorded)
+    assert "**ml-100k, split 0.7/0.15/0.15 (train/val/test), split seeds 0, 1, 2**" in text
+    assert "| `biases` | 2 | 0.9500 ± 0.0141 | 0.4750 ± 0.0071 |" in text
+    assert "| `biased_mf` | 1 | 0.9100 | 0.4550 |" in text
+    assert "split 0.72/0.15/0.13" in text
+    only = experiment_table.tables(recorded, "0.72/0.15/0.13")
+    assert "0.7/0.15/0.15" not in only and "| `biases` | 1 | 0.9200 | 0.4600 |" in only
+
+
+def test_with_tables_replaces_only_the_marked_part():
+    text = f"intro\n{experiment_table.START}\nold\n{experiment_table.END}\noutro\n"
+    assert (
+        experiment_table.with_tables(text, "new")
+        == f"intro\n{experiment_table.START}\nnew\n{experiment_table.END}\noutro\n"
+    )
+
+
+def test_the_committed_tables_are_the_ones_the_recorded_runs_give():
+    recorded = json.loads(experiment_table.RUNS_FILE.read_text(encoding="utf-8"))
+    for path, expected in experiment_table.pages(recorded).items():
+        assert path.read_text(encoding="utf-8") == expected, f"{path.name} is stale: bench/experiment_table.py --update"
+
+
+def test_the_recorded_runs_include_the_default_model_on_the_notebooks_split():
+    recorded = json.loads(experiment_table.RUNS_FILE.read_text(encoding="utf-8"))
+    defaults = [
+        entry
+        for entry in recorded
+        if entry["params"]["train"]["model"] == "biased_mf"
+        and experiment_table.protocol(entry["params"]["split"]) == experiment_table.README_PROTOCOL
+    ]
+    assert defaults and defaults[0]["metrics"]["test"]["rmse"] == pytest.approx(0.9097, abs=5e-5)

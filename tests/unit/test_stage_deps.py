@@ -1,0 +1,108 @@
+"""dvc.yaml's promise: a stage reruns when anything it depends on changes, its own code included.
+
+Each stage's `deps` must list exactly the project source files its command imports,
+transitively (computed here with `ast`), and every path its command is given must be one
+of its `deps` or `outs`, so that paths are written once, in dvc.yaml.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from harness import PROJECT
+
+PACKAGE = "movielens_pipeline"
+SOURCE_ROOTS = {"stages": PROJECT / "stages", PACKAGE: PROJECT / "src" / PACKAGE}
+STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of an absolute module name, or None for a module from outside the project."""
+    if name == PACKAGE:
+        return SOURCE_ROOTS[PACKAGE] / "__init__.py"
+    if name.startswith(PACKAGE + "."):
+        return SOURCE_ROOTS[PACKAGE] / (name.removeprefix(PACKAGE + ".").replace(".", "/") + ".py")
+    candidate = SOURCE_ROOTS["stages"] / f"{name}.py"  # a stage's sibling, e.g. `import _checkout`
+    return candidate if candidate.is_file() else None
+
+
+def imported_files(path: Path) -> set[Path]:
+    """Project files `path` imports directly, anywhere in it (imports inside functions count too)."""
+    package = PACKAGE if path.parent == SOURCE_ROOTS[PACKAGE] else None
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package if node.level else node.module
+            if node.level and node.module:
+                base = f"{package}.{node.module}"
+            # `from pkg import module` imports a module; `from pkg.module import name` the module itself.
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            file = module_file(name)
+            if file is not None and file.is_file():
+                found.add(file)
+                if name.startswith(PACKAGE + "."):
+                    found.add(SOURCE_ROOTS[PACKAGE] / "__init__.py")  # a submodule runs its package first
+    return found
+
+
+def import_closure(script: Path) -> set[Path]:
+    """`script` and every project file it imports, transitively."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo.extend(imported_files(path) - seen)
+    return seen
+
+
+def command_script(stage: dict) -> Path:
+    words = shlex.split(stage["cmd"])
+    assert words[0] == "python" and words[1].startswith("stages/"), stage["cmd"]
+    return PROJECT / words[1]
+
+
+def declared(stage: dict, key: str) -> set[str]:
+    return {entry if isinstance(entry, str) else next(iter(entry)) for entry in stage.get(key, [])}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_deps_list_exactly_the_source_files_the_command_imports(name):
+    stage = STAGES[name]
+    imported = {str(path.relative_to(PROJECT)) for path in import_closure(command_script(stage))}
+    listed = {dep for dep in declared(stage, "deps") if dep.endswith(".py")}
+    missing, extra = sorted(imported - listed), sorted(listed - imported)
+    assert not missing, f"stage {name}: deps lack {missing}, which its command imports"
+    assert not extra, f"stage {name}: deps list {extra}, which its command does not import"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_path_a_command_is_given_is_a_dep_or_an_out(name):
+    stage = STAGES[name]
+    paths = [word for word in shlex.split(stage["cmd"])[2:] if not word.startswith("-")]
+    known = declared(stage, "deps") | declared(stage, "outs")
+    for path in paths:
+        assert path in known, f"stage {name}: its command is given {path}, which is neither a dep nor an out"
+
+
+def test_the_closure_follows_relative_imports_and_finds_the_checkout_shim():
+    closure = {str(path.relative_to(PROJECT)) for path in import_closure(PROJECT / "stages" / "split.py")}
+    assert {"stages/_checkout.py", "src/movielens_pipeline/split.py", "src/movielens_pipeline/errors.py"} <= closure
+    assert "src/movielens_pipeline/atomic.py" in closure  # via `from movielens_pipeline.atomic import ...`
+    assert "src/movielens_pipeline/models.py" not in closure
+
+
+def test_no_stage_reads_a_data_path_written_into_its_script():
+    for script in sorted((PROJECT / "stages").glob("*.py")):
+        text = script.read_text(encoding="utf-8")
+        for literal in ("data/", "models/", "dvclive/", "eval/"):
+            assert f'"{literal}' not in text and f"'{literal}" not in text, f"{script.name} names {literal}..."
