@@ -49,7 +49,7 @@ def test_tables_group_by_protocol_and_model_with_mean_and_spread_over_seeds():
     assert "| `biases` | 2 | 0.9500 ± 0.0141 | 0.4750 ± 0.0071 |" in text
     assert "| `biased_mf` | 1 | 0.9100 | 0.4550 |" in text
     assert "split 0.72/0.15/0.13" in text
-    only = experiment_table.tables(recorded, "0.72/0.15/0.13")
+    only = experiment_table.tables(recorded, ("ml-100k", "0.72/0.15/0.13"))
     assert "0.7/0.15/0.15" not in only and "| `biases` | 1 | 0.9200 | 0.4600 |" in only
 
 
@@ -73,6 +73,7 @@ def test_the_recorded_runs_include_the_default_model_on_the_notebooks_split():
         entry
         for entry in recorded
         if entry["params"]["train"]["model"] == "biased_mf"
-        and experiment_table.protocol(entry["params"]["split"]) == experiment_table.README_PROTOCOL
+        and (entry["params"]["data"]["dataset"], experiment_table.protocol(entry["params"]["split"]))
+        == experiment_table.README_TABLE
     ]
     assert defaults and defaults[0]["metrics"]["test"]["rmse"] == pytest.approx(0.9097, abs=5e-5)
