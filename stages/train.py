@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section("train")
     data = RatingsDataModule.from_parquet(
-        params.batch_size, params.seed, train=args.train, val=args.val, users=args.users, movies=args.movies
+        seed=params.seed, train=args.train, val=args.val, users=args.users, movies=args.movies
     )
     with atomic_path(args.checkpoint) as checkpoint, atomic_dir(args.live) as live_dir:
         summary = train(data, params, checkpoint, live_dir)

@@ -1,8 +1,9 @@
 """The one home of the ratings a model sees: a LightningDataModule over the split's tables.
 
-Each part (train, val, predict) becomes three tensors once, in `setup`; an epoch is one
-permutation of the row numbers and each batch a slice of it: no per-sample
-`__getitem__` and no collate, which is what makes an epoch fast.
+Each part (train, val, predict) becomes three tensors once, in `setup`, on the device the
+model trains on (moved there once per fit, not once per batch); an epoch is one
+permutation of the row numbers, drawn on that device, and each batch a slice of it: no
+per-sample `__getitem__` and no collate, which is what makes an epoch fast.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class RatingBatches:
     """Batches of (user index, movie index, rating) tensors, each a slice of the whole part."""
 
     def __init__(self, part: tuple[Tensor, Tensor, Tensor], batch_size: int, generator: torch.Generator | None = None):
+        # The generator lives on the tensors' device, so the permutation is drawn where the slices are taken.
         self.users, self.movies, self.ratings = part
         self.batch_size = batch_size
         self.generator = generator  # None: in row order; else a new permutation per pass
@@ -43,7 +45,9 @@ class RatingBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         n_rows = len(self.ratings)
-        order = None if self.generator is None else torch.randperm(n_rows, generator=self.generator)
+        order = None
+        if self.generator is not None:
+            order = torch.randperm(n_rows, generator=self.generator, device=self.generator.device)
         for start in range(0, n_rows, self.batch_size):
             rows = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
             yield self.users[rows], self.movies[rows], self.ratings[rows]
@@ -75,11 +79,12 @@ class RatingsDataModule(lightning.LightningDataModule):
     """Train, val and predict ratings as tensors, batched by slicing; the index space from the users and movies tables.
 
     Any part may be left out: evaluate gives only `train` (for its statistics) and `predict`.
+    `batch_size` may be set later, before the loaders are asked for (train() does, from `train.batch_size`).
     """
 
     def __init__(
         self,
-        batch_size: int,
+        batch_size: int | None = None,
         *,
         train: pl.DataFrame | None = None,
         val: pl.DataFrame | None = None,
@@ -87,25 +92,36 @@ class RatingsDataModule(lightning.LightningDataModule):
         users: pl.DataFrame | None = None,
         movies: pl.DataFrame | None = None,
         seed: int = 0,
+        device: torch.device | str | None = None,
     ):
         super().__init__()
         self.batch_size = batch_size
         self.tables = {"train": train, "val": val, "predict": predict}
         self.users, self.movies = users, movies
         self.seed = seed
+        self.fixed_device = None if device is None else torch.device(device)
         self.tensors: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
 
     @classmethod
-    def from_parquet(cls, batch_size: int, seed: int = 0, **paths: Path | None) -> RatingsDataModule:
+    def from_parquet(cls, batch_size: int | None = None, seed: int = 0, **paths: Path | None) -> RatingsDataModule:
         """The module over the Parquet files named by part (train, val, predict) and table (users, movies)."""
         tables = {name: None if path is None else pl.read_parquet(path) for name, path in paths.items()}
         return cls(batch_size, seed=seed, **tables)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the tensors live: the device given, else the Trainer's, else the CPU."""
+        if self.fixed_device is not None:
+            return self.fixed_device
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
     def setup(self, stage: str | None = None) -> None:
-        """Turn each part into tensors, once, whatever stage Lightning asks for."""
+        """Turn each part into tensors, once, and put them on the device (a no-op once they are there)."""
         for part, table in self.tables.items():
             if table is not None and part not in self.tensors:
                 self.tensors[part] = rating_tensors(table)
+        device = self.device
+        self.tensors = {part: tuple(t.to(device) for t in tensors) for part, tensors in self.tensors.items()}
 
     @property
     def n_users(self) -> int:
@@ -120,14 +136,14 @@ class RatingsDataModule(lightning.LightningDataModule):
         return float(self.tables["train"]["rating"].mean())
 
     def training_data(self) -> TrainingData:
-        """What a model may learn from besides the loss (see `RatingModel.remember`)."""
-        self.setup()
-        users, movies, _ = self.tensors["train"]
+        """What a model may learn from besides the loss (see `RatingModel.remember`), on the CPU."""
+        users, movies, _ = rating_tensors(self.tables["train"])
         return TrainingData(users, movies, genre_matrix(self.movies))
 
     def train_dataloader(self) -> RatingBatches:
         # One generator for the whole fit: each epoch draws the next permutation from it.
-        return RatingBatches(self.tensors["train"], self.batch_size, torch.Generator().manual_seed(self.seed))
+        generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        return RatingBatches(self.tensors["train"], self.batch_size, generator)
 
     def val_dataloader(self) -> RatingBatches:
         return RatingBatches(self.tensors["val"], self.batch_size)

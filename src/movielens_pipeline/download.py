@@ -29,7 +29,7 @@ from typing import BinaryIO, Protocol
 
 from tqdm import tqdm
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, disk_full_reason, output_error, writing
 from .errors import PipelineError
 from .params import DataParams
 from .releases import RELEASES, SYNTHETIC, Manifest, Release, WheelMirror
@@ -208,6 +208,8 @@ def download(params: DataParams, out_dir: Path, sources: list[Source] | None = N
                 files = source.fetch(release, workdir)
                 _check_sha256(files[0], expected_sha256)
             except (DownloadError, OSError, zipfile.BadZipFile) as error:
+                if (reason := disk_full_reason(error)) is not None:
+                    raise output_error(f"{out_dir}: cannot write the download of {params.dataset}: {reason}") from None
                 failures.append(f"{source.describe()}: {error}")
                 continue
             manifest = Manifest(
@@ -219,7 +221,8 @@ def download(params: DataParams, out_dir: Path, sources: list[Source] | None = N
             )
             with atomic_dir(out_dir) as staging:
                 for path in files:
-                    shutil.move(path, staging / path.name)
+                    with writing(staging / path.name, f"{params.dataset}'s {path.name}"):
+                        shutil.move(path, staging / path.name)
                 manifest.write(staging)
             got = ", ".join(path.name for path in files)
             print(f"{params.dataset}: {got} from {source.describe()}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytorch_lightning as lightning
 import torch
 from dvclive import Live
 
+from .atomic import write_json
 from .data import RatingsDataModule, rating_tensors
 from .models import RatingModel, load_model, quiet_lightning
 from .params import EvaluateParams
@@ -155,4 +155,4 @@ def write_plot_data(folder: Path, plots: dict[str, list[dict]]) -> None:
     """One JSON list of rows per plot, where dvclive's `log_plot` would put it."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in plots.items():
-        (folder / f"{name}.json").write_text(json.dumps(rows, indent=4) + "\n", encoding="utf-8")
+        write_json(rows, folder / f"{name}.json", f"the {name} plot's data", indent=4)

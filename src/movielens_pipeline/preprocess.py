@@ -7,13 +7,13 @@ synthetic twin, the noise floor: the best RMSE a model can hope for).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from .atomic import write_json, write_parquet
 from .errors import PipelineError
 from .params import PreprocessParams
 from .releases import (
@@ -324,9 +324,9 @@ def preprocess(raw_dir: Path, params: PreprocessParams, out_dir: Path) -> dict:
     if movies is None:
         movies = pl.DataFrame(schema=MOVIES_SCHEMA)
     movie_table = movie_index.join(movies, on="movieId", how="left").sort("movieId")
-    indexed.write_parquet(out_dir / "ratings.parquet")
-    users.write_parquet(out_dir / "users.parquet")
-    movie_table.write_parquet(out_dir / "movies.parquet")
+    write_parquet(indexed, out_dir / "ratings.parquet", "the prepared ratings")
+    write_parquet(users, out_dir / "users.parquet", "the user index")
+    write_parquet(movie_table, out_dir / "movies.parquet", "the movie index")
     noise_floor = noise_floor_rmse(kept)
     description = {
         "dataset": manifest.dataset,
@@ -338,5 +338,5 @@ def preprocess(raw_dir: Path, params: PreprocessParams, out_dir: Path) -> dict:
         "movies": movie_table.height,
         "movies_with_title": movie_table["title"].is_not_null().sum(),
     }
-    (out_dir / "dataset.json").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    write_json(description, out_dir / "dataset.json", "the data set's description")
     return {"raw_rows": ratings.height, "rows": indexed.height, "users": users.height, "movies": movie_table.height}

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .atomic import write_json
 from .errors import PipelineError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -166,8 +167,7 @@ class Manifest:
     movies_format: str | None  # U_ITEM, MOVIES_DAT, MOVIES_CSV, RECBOLE_ITEM or PARQUET
 
     def write(self, folder: Path) -> None:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-        (Path(folder) / MANIFEST_FILE).write_text(text, encoding="utf-8")
+        write_json(dict(sorted(asdict(self).items())), Path(folder) / MANIFEST_FILE, "the data set's manifest")
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from .atomic import write_json, write_parquet
 from .errors import PipelineError
 from .params import SplitParams
 
@@ -63,7 +63,7 @@ def split(prepared_ratings: Path, params: SplitParams, out_dir: Path) -> dict:
     """Split the prepared ratings and write train/val/test Parquet files and stats.json into `out_dir`."""
     parts = split_ratings(pl.read_parquet(prepared_ratings), params)
     for name, part in parts.items():
-        part.write_parquet(out_dir / f"{name}.parquet")
+        write_parquet(part, out_dir / f"{name}.parquet", f"the {name} ratings")
     stats = split_stats(parts)
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    write_json(stats, out_dir / "stats.json", "the split's statistics")
     return stats

@@ -8,14 +8,13 @@ rating as `true_score`, so preprocess can report the noise floor: the RMSE of th
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, write_json, write_parquet
 from .errors import PipelineError
 from .params import DataParams
 from .releases import PARQUET, SYNTHETIC, Manifest
@@ -243,9 +242,9 @@ def write_synthetic(params: DataParams, out_dir: Path) -> dict:
     ratings, movies, summary = generate(params)
     manifest = Manifest(SYNTHETIC, RATINGS_FILE, PARQUET, MOVIES_FILE, PARQUET)
     with atomic_dir(Path(out_dir)) as staging:
-        ratings.write_parquet(staging / RATINGS_FILE)
-        movies.write_parquet(staging / MOVIES_FILE)
-        (staging / MODEL_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_parquet(ratings, staging / RATINGS_FILE, "the synthetic ratings")
+        write_parquet(movies, staging / MOVIES_FILE, "the synthetic movies")
+        write_json(summary, staging / MODEL_FILE, "the generator's constants")
         manifest.write(staging)
     print(
         f"synthetic: {summary['ratings']} ratings, {summary['users']} users, {summary['movies']} movies, "

@@ -13,11 +13,15 @@ from pathlib import Path
 import pytorch_lightning as lightning
 import torch
 from dvclive import Live
+from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from .atomic import writing
 from .data import RatingsDataModule
 from .models import RatingModel, build_model, quiet_lightning
 from .params import TrainParams
+
+TIME_TO_ACCURACY_TOLERANCE = 0.01
 
 
 class EpochLog(Callback):
@@ -28,6 +32,11 @@ class EpochLog(Callback):
         self.best_epoch = -1
         self.best_val_loss = math.inf
         self.epoch_seconds: list[float] = []  # training time of each epoch, validation excluded
+        self.elapsed: list[float] = []  # seconds from the start of fitting to the end of each epoch's validation
+        self.val_losses: list[float] = []
+
+    def on_fit_start(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+        self.fit_started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: lightning.Trainer, module: RatingModel) -> None:
         self.epoch_started = time.perf_counter()
@@ -38,6 +47,8 @@ class EpochLog(Callback):
     def on_train_epoch_end(self, trainer: lightning.Trainer, module: RatingModel) -> None:
         train_loss = float(trainer.callback_metrics["train_loss"])
         val_loss = float(trainer.callback_metrics["val_loss"])
+        self.elapsed.append(time.perf_counter() - self.fit_started)
+        self.val_losses.append(val_loss)
         if val_loss < self.best_val_loss:
             self.best_epoch, self.best_val_loss = trainer.current_epoch, val_loss
         self.live.step = trainer.current_epoch
@@ -46,15 +57,48 @@ class EpochLog(Callback):
         self.live.next_step()
         print(f"epoch {trainer.current_epoch:3d}  train mse {train_loss:.4f}  val mse {val_loss:.4f}", flush=True)
 
+    def seconds_to_accuracy(self, tolerance: float = TIME_TO_ACCURACY_TOLERANCE) -> float:
+        """Seconds of fitting until the val RMSE first came within `tolerance` of the best val RMSE."""
+        target = math.sqrt(self.best_val_loss) * (1 + tolerance)
+        return next(s for s, loss in zip(self.elapsed, self.val_losses, strict=True) if math.sqrt(loss) <= target)
 
-def train(data: RatingsDataModule, params: TrainParams, checkpoint_path: Path, live_dir: Path) -> dict:
-    """Fit `params.model` on `data`, keep the best-val-loss checkpoint at `checkpoint_path`, log to `live_dir`."""
+
+def on_accelerator(accelerator: str) -> bool:
+    """Whether Lightning will train on a GPU (or Apple's MPS) for `train.accelerator`, as its "auto" decides."""
+    if accelerator == "cpu":
+        return False
+    return accelerator == "gpu" or CUDAAccelerator.is_available() or MPSAccelerator.is_available()
+
+
+def train(
+    data: RatingsDataModule,
+    params: TrainParams,
+    checkpoint_path: Path,
+    live_dir: Path,
+    sparse_tables: bool | None = None,
+) -> dict:
+    """Fit `params.model` on `data`, keep the best-val-loss checkpoint at `checkpoint_path`, log to `live_dir`.
+
+    `sparse_tables` None: sparse rows and RowAdam on the CPU, dense tables and fused Adam on an
+    accelerator; True or False forces one (the tests run the accelerator's path on the CPU).
+    `auto` batch size and learning rate are resolved here, from the number of training ratings,
+    and the data module batches by the resolved size; dvclive logs the values used.
+    """
     quiet_lightning()
+    params = params.resolved(data.tables["train"].height)
+    data.batch_size = params.batch_size
     torch.set_num_threads(params.threads or len(os.sched_getaffinity(0)))
+    if sparse_tables is None:  # sparse rows and RowAdam win on the CPU; dense and fused Adam elsewhere
+        sparse_tables = not on_accelerator(params.accelerator)
     lightning.seed_everything(params.seed, workers=True, verbose=False)
-    model = build_model(params, data.training_data(), data.n_users, data.n_movies, data.train_mean())
+    model = build_model(
+        params, data.training_data(), data.n_users, data.n_movies, data.train_mean(), sparse_tables=sparse_tables
+    )
     live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
-    with live, tempfile.TemporaryDirectory() as scratch:
+    # Lightning's own checkpoints go beside the output, on its disk, named so that the next
+    # run clears them if this one is killed (atomic.clear_stale).
+    scratch_dir = tempfile.TemporaryDirectory(dir=checkpoint_path.parent, prefix=f"{checkpoint_path.name}.")
+    with live, scratch_dir as scratch:
         live.log_params({"model": params.model, **dict(model.hparams)} | params.model_dump())
         epoch_log = EpochLog(live)
         checkpoint = ModelCheckpoint(dirpath=scratch, filename="best", monitor="val_loss", mode="min", save_top_k=1)
@@ -73,15 +117,20 @@ def train(data: RatingsDataModule, params: TrainParams, checkpoint_path: Path, l
             default_root_dir=scratch,
         )
         started = time.perf_counter()
-        trainer.fit(model, datamodule=data)
+        # Lightning writes each new best checkpoint into the scratch folder beside the output.
+        with writing(checkpoint_path, "a checkpoint (Lightning's, in a scratch folder beside it)"):
+            trainer.fit(model, datamodule=data)
         train_seconds = time.perf_counter() - started
-        shutil.copyfile(checkpoint.best_model_path, checkpoint_path)
+        with writing(checkpoint_path, "the best checkpoint"):
+            shutil.copyfile(checkpoint.best_model_path, checkpoint_path)
         summary = {
             "best_epoch": epoch_log.best_epoch,
             "best_val_mse": epoch_log.best_val_loss,
             "epochs": trainer.current_epoch,
             "train_seconds": round(train_seconds, 3),
             "ratings_per_second": round(data.tables["train"].height / statistics.median(epoch_log.epoch_seconds)),
+            # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
+            "seconds_to_1pct_of_best_val_rmse": round(epoch_log.seconds_to_accuracy(), 3),
         }
         for name, value in summary.items():
             live.summary[name] = value

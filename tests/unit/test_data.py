@@ -63,8 +63,8 @@ def test_batches_are_views_of_tensors_made_once(indexed):
     data = module(indexed)
     data.setup("fit")
     tensors = data.tensors["val"]
-    data.setup("validate")  # Lightning may call setup again: nothing is rebuilt
-    assert data.tensors["val"] is tensors
+    data.setup("validate")  # Lightning may call setup again: nothing is rebuilt or copied
+    assert all(again is first for again, first in zip(data.tensors["val"], tensors, strict=True))
     users, _, _ = next(iter(data.val_dataloader()))
     assert users.data_ptr() == tensors[0].data_ptr()  # a slice, not a copy
 
@@ -93,3 +93,19 @@ def test_genre_matrix_is_multi_hot_in_movie_index_order():
     expected = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])  # columns: Comedy, Drama
     assert torch.equal(genre_matrix(movies), expected)
     assert genre_matrix(pl.DataFrame({"movieIdMapped": [0, 1]})).shape == (2, 0)
+
+
+def test_tensors_and_the_permutation_live_on_the_device_given(indexed):
+    # The accelerator path on the CPU: the device is a parameter, the code the same.
+    data = module(indexed, device="cpu")
+    data.setup("fit")
+    assert all(tensor.device.type == "cpu" for part in data.tensors.values() for tensor in part)
+    batches = data.train_dataloader()
+    assert batches.generator.device.type == "cpu"
+    users, movies, ratings = next(iter(batches))
+    assert users.device == movies.device == ratings.device == data.device
+
+
+def test_without_a_device_or_trainer_the_tensors_stay_on_the_cpu(indexed):
+    data = module(indexed)
+    assert data.trainer is None and data.device == torch.device("cpu")

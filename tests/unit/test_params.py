@@ -308,3 +308,30 @@ def test_load_section_rejects_an_unknown_top_level_section(tmp_path):
     assert str(raised.value) == (
         f"{path}: unknown section 'trian'; valid sections are: data, preprocess, split, train, evaluate"
     )
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size", "learning_rate"),
+    [
+        (70_000, 1_024, 0.003),  # ML-100K's training part: the values tuned there
+        (10, 1_024, 0.003),
+        (1_000_000, 16_384, 0.003 * (0.01 / 0.003) ** (4 / 6)),
+        (17_500_000, 65_536, 0.01),  # ML-25M's: the CPU's fastest batch, the learning rate measured there
+        (200_000_000, 65_536, 0.01),
+    ],
+)
+def test_auto_batch_size_and_learning_rate_follow_the_number_of_training_ratings(n_train, batch_size, learning_rate):
+    resolved = changed("train", batch_size="auto", learning_rate="auto").resolved(n_train)
+    assert resolved.batch_size == batch_size
+    assert resolved.learning_rate == pytest.approx(learning_rate)
+
+
+def test_values_set_by_hand_are_kept_and_auto_learning_rate_follows_a_hand_set_batch():
+    assert changed("train", batch_size=512, learning_rate=0.02).resolved(10**7).batch_size == 512
+    assert changed("train", batch_size=65_536, learning_rate="auto").resolved(70_000).learning_rate == 0.01
+    assert changed("train", batch_size="auto", learning_rate=0.05).resolved(10**8).learning_rate == 0.05
+
+
+def test_the_committed_params_train_ml_100k_with_the_values_tuned_there():
+    resolved = load_section("train", PROJECT_PARAMS).resolved(70_000)
+    assert (resolved.batch_size, resolved.learning_rate) == (1_024, 0.003)

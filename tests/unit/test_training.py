@@ -35,14 +35,14 @@ def parts(prepared) -> dict[str, pl.DataFrame]:
     return split_ratings(prepared[0], project_params("split"))
 
 
-def fit(prepared, parts, tmp_path, **train_params) -> tuple[dict, object]:
+def fit(prepared, parts, tmp_path, sparse_tables=None, **train_params) -> tuple[dict, object]:
     params = project_params("train", **{"batch_size": 256, "learning_rate": 0.01, "max_epochs": 12} | train_params)
     checkpoint = tmp_path / "model.ckpt"
     _, users, movies = prepared
     data = RatingsDataModule(
         params.batch_size, train=parts["train"], val=parts["val"], users=users, movies=movies, seed=params.seed
     )
-    summary = train(data, params, checkpoint, tmp_path / "live")
+    summary = train(data, params, checkpoint, tmp_path / "live", sparse_tables=sparse_tables)
     return summary, checkpoint
 
 
@@ -185,3 +185,58 @@ def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, p
     assert "noise_floor" not in written  # a real data set has none
     evaluate(checkpoint, data, params, tmp_path / "eval2", noise_floor_rmse=0.5)
     assert json.loads((tmp_path / "eval2/metrics.json").read_text())["noise_floor"] == {"rmse": 0.5}
+
+
+# --- the accelerator's path (dense tables, one fused Adam, the L2 penalty in the loss), on the CPU ---
+
+
+def gradients_with_the_penalty(model, users, movies, ratings) -> dict[str, torch.Tensor]:
+    """Each parameter's full gradient: for sparse tables, the MSE's plus the penalty RowAdam adds (optim.py)."""
+    model.train()
+    model.lookups.clear()
+    model.zero_grad()
+    loss = torch.nn.functional.mse_loss(model(users, movies), ratings)
+    (loss if model.hparams.sparse_tables else loss + model.l2_penalty()).backward()
+    found = {}
+    for name, parameter in model.named_parameters():
+        grad = parameter.grad
+        if grad is not None and grad.is_sparse:
+            lookups = grad._indices()[0]  # one entry per lookup, as RowAdam counts them
+            counts = torch.bincount(lookups, minlength=parameter.shape[0]).to(parameter.dtype)
+            share = 2 * model.hparams.weight_decay * counts / len(lookups)
+            grad = grad.to_dense() + share.view(-1, *[1] * (parameter.dim() - 1)) * parameter.detach()
+        found[name] = torch.zeros_like(parameter) if grad is None else grad
+    return found
+
+
+@pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp"])
+def test_the_dense_path_has_the_same_loss_gradient_as_rowadams(name, prepared, parts):
+    params = project_params("train", model=name, embedding_dim=8, weight_decay=0.3, dropout=0.0)
+    data = RatingsDataModule(256, train=parts["train"], users=prepared[1], movies=prepared[2])
+    models = {}
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        models[sparse] = build_model(
+            params, data.training_data(), data.n_users, data.n_movies, data.train_mean(), sparse_tables=sparse
+        )
+    training = data.training_data()
+    users, movies = training.users[:500], training.movies[:500]
+    ratings = torch.tensor(parts["train"]["rating"].to_numpy()[:500])
+    sparse, dense = (gradients_with_the_penalty(models[flag], users, movies, ratings) for flag in (True, False))
+    assert sparse.keys() == dense.keys()
+    for key in sparse:
+        assert torch.allclose(sparse[key], dense[key], atol=1e-6), key
+    tables = [m for m in models[False].modules() if isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag)]
+    assert tables and not any(table.sparse for table in tables)
+    assert [type(o).__name__ for o in models[False].configure_optimizers()] == ["Adam"]
+    assert models[False].configure_optimizers()[0].defaults["fused"] is True
+
+
+def test_training_on_the_dense_path_learns_and_its_checkpoint_loads(prepared, parts, tmp_path):
+    summary, checkpoint = fit(prepared, parts, tmp_path, sparse_tables=False, model="biased_mf", max_epochs=6)
+    model = load_model(checkpoint)
+    assert model.hparams.sparse_tables is False
+    actual = parts["val"]["rating"].to_numpy()
+    model_mse = error_metrics(predicted(checkpoint, parts["val"]), actual)["mse"]
+    mean_mse = error_metrics(np.full_like(actual, parts["train"]["rating"].mean()), actual)["mse"]
+    assert model_mse == pytest.approx(summary["best_val_mse"], rel=1e-5) and model_mse < 0.9 * mean_mse
