@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from movielens_pipeline.data import RatingsDataModule
 from movielens_pipeline.params import parse_section, read_params_file
+from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.training import train
 
 
@@ -34,7 +35,7 @@ def synthetic_ratings(n_ratings: int, n_users: int, n_movies: int, seed: int = 0
     popularity = 1.0 / np.arange(1, n_movies + 1) ** 0.8
     movies = rng.choice(n_movies, n_ratings, p=popularity / popularity.sum())
     users = rng.integers(0, n_users, n_ratings)
-    ratings = np.clip(np.round((3.5 + rng.normal(0, 1, n_ratings)) * 2) / 2, 0.5, 5.0)
+    ratings = np.clip(np.round((3.5 + rng.normal(0, 1, n_ratings)) * 2) / 2, RATING_MIN, RATING_MAX)
     return pl.DataFrame(
         {
             "userIdMapped": users.astype(np.uint32),
@@ -132,7 +133,7 @@ def surprise_svd(ratings: pl.DataFrame, args: argparse.Namespace) -> float | Non
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "ratings.csv"
         ratings.write_csv(path, include_header=False)
-        reader = Reader(line_format="user item rating", sep=",", rating_scale=(0.5, 5.0))
+        reader = Reader(line_format="user item rating", sep=",", rating_scale=(RATING_MIN, RATING_MAX))
         trainset = Dataset.load_from_file(str(path), reader).build_full_trainset()
     started = time.perf_counter()
     SVD(n_factors=args.dim, n_epochs=args.epochs, random_state=0).fit(trainset)
