@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -90,3 +91,20 @@ def project_params(section: str, **changes: object):
 
     document = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
     return parse_section(section, {**document[section], **changes})
+
+
+def stage_command(repo: Path, name: str) -> list[str]:
+    """Stage `name`'s command as dvc.yaml gives it, the data set filled in, run by this venv's Python."""
+    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]
+    dataset = yaml.safe_load((repo / "params.yaml").read_text())["data"]["dataset"]
+    words = shlex.split(stage["cmd"].replace("${data.dataset}", dataset))
+    return [sys.executable, *words[1:]]
+
+
+def stage_outputs(repo: Path, name: str) -> list[str]:
+    """The `outs` of stage `name` in dvc.yaml, the data set filled in."""
+    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]
+    dataset = yaml.safe_load((repo / "params.yaml").read_text())["data"]["dataset"]
+    return [
+        (out if isinstance(out, str) else next(iter(out))).replace("${data.dataset}", dataset) for out in stage["outs"]
+    ]

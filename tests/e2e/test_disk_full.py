@@ -6,27 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-
-def stage_command(repo: Path, name: str) -> list[str]:
-    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]
-    dataset = yaml.safe_load((repo / "params.yaml").read_text())["data"]["dataset"]
-    return shlex.split(stage["cmd"].replace("${data.dataset}", dataset))
-
-
-def outputs(repo: Path, name: str) -> list[str]:
-    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]
-    dataset = yaml.safe_load((repo / "params.yaml").read_text())["data"]["dataset"]
-    return [
-        (out if isinstance(out, str) else next(iter(out))).replace("${data.dataset}", dataset) for out in stage["outs"]
-    ]
+from harness import stage_command, stage_outputs
 
 
 def snapshot(repo: Path, paths: list[str]) -> dict[str, str]:
@@ -57,9 +42,9 @@ def test_a_stage_that_cannot_write_stops_with_one_line_and_keeps_the_earlier_out
         params = yaml.safe_load((project_repo / "params.yaml").read_text())
         params["train"] |= {"embedding_dim": 512, "max_epochs": 1}
         (project_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    before = snapshot(project_repo, outputs(project_repo, name))
+    before = snapshot(project_repo, stage_outputs(project_repo, name))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    command = [sys.executable, *stage_command(project_repo, name)[1:]]
+    command = stage_command(project_repo, name)
     result = subprocess.run(
         command,
         cwd=project_repo,
@@ -73,4 +58,4 @@ def test_a_stage_that_cannot_write_stops_with_one_line_and_keeps_the_earlier_out
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert lines[0].startswith(f"error: {named}"), lines[0]
     assert lines[0].endswith("nothing was changed: free space (or raise the limit) and rerun")
-    assert snapshot(project_repo, outputs(project_repo, name)) == before
+    assert snapshot(project_repo, stage_outputs(project_repo, name)) == before

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
-import sys
 
-import yaml
-from harness import copy_project
+from harness import copy_project, stage_command
 
 
 def run_stage(repo, name: str) -> subprocess.CompletedProcess:
-    """Run stage `name` with the arguments dvc.yaml gives it (the data set already filled in)."""
-    command = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]["cmd"]
-    dataset = yaml.safe_load((repo / "params.yaml").read_text())["data"]["dataset"]
-    words = shlex.split(command.replace("${data.dataset}", dataset))
+    """Run stage `name` with the arguments dvc.yaml gives it."""
     # No PYTHONPATH: what a queued experiment's copy of the repository sees.
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    return subprocess.run([sys.executable, *words[1:]], cwd=repo, env=env, capture_output=True, text=True)
+    return subprocess.run(stage_command(repo, name), cwd=repo, env=env, capture_output=True, text=True)
 
 
 def test_a_stage_imports_the_library_of_its_own_checkout(tmp_path):
