@@ -99,6 +99,18 @@ def _as_target(error: BaseException, staging: Path, target: Path) -> OutputError
     return output_error(message)
 
 
+@contextlib.contextmanager
+def _named_by_target(staging: Path, target: Path) -> Iterator[None]:
+    """A full disk met while writing into `staging` is raised as the OutputError `_as_target` makes."""
+    try:
+        yield
+    except Exception as error:
+        shown = _as_target(error, staging, target)
+        if shown is None:
+            raise
+        raise shown from None
+
+
 def output_error(message: str) -> OutputError:
     """The final OutputError for `message`: it says that nothing was changed and what to do."""
     error = OutputError(f"{message}; nothing was changed: free space (or raise the limit) and rerun")
@@ -137,13 +149,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     # mkstemp makes the file private; outputs get the usual permissions.
     staging.chmod(0o666 & ~_umask())
     try:
-        yield staging
-        os.replace(staging, target)
-    except Exception as error:
-        shown = _as_target(error, staging, target)
-        if shown is None:
-            raise
-        raise shown from None
+        with _named_by_target(staging, target):
+            yield staging
+            os.replace(staging, target)
     finally:
         staging.unlink(missing_ok=True)
 
@@ -157,16 +165,12 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
     staging.chmod(0o777 & ~_umask())
     try:
-        yield staging
-        if target.exists():
-            # A folder cannot be replaced in one rename: move the old one aside first.
-            retired = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
-            os.replace(target, retired / target.name)
-        os.replace(staging, target)
-    except Exception as error:
-        shown = _as_target(error, staging, target)
-        if shown is None:
-            raise
-        raise shown from None
+        with _named_by_target(staging, target):
+            yield staging
+            if target.exists():
+                # A folder cannot be replaced in one rename: move the old one aside first.
+                retired = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+                os.replace(target, retired / target.name)
+            os.replace(staging, target)
     finally:
         clear_stale(target)

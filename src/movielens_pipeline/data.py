@@ -118,8 +118,8 @@ class RatingsDataModule(lightning.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Turn each part into tensors, once, and put them on the device (a no-op once they are there)."""
         for part, table in self.tables.items():
-            if table is not None and part not in self.tensors:
-                self.tensors[part] = rating_tensors(table)
+            if table is not None:
+                self._part(part)
         device = self.device
         self.tensors = {part: tuple(t.to(device) for t in tensors) for part, tensors in self.tensors.items()}
 
@@ -135,10 +135,19 @@ class RatingsDataModule(lightning.LightningDataModule):
         """The mean training rating: the baseline's prediction and where the biases start."""
         return float(self.tables["train"]["rating"].mean())
 
+    def _part(self, part: str) -> tuple[Tensor, Tensor, Tensor]:
+        """The tensors of `part`, made from its table the first time they are asked for."""
+        if part not in self.tensors:
+            self.tensors[part] = rating_tensors(self.tables[part])
+        return self.tensors[part]
+
     def training_data(self) -> TrainingData:
-        """What a model may learn from besides the loss (see `RatingModel.remember`), on the CPU."""
-        users, movies, _ = rating_tensors(self.tables["train"])
-        return TrainingData(users, movies, genre_matrix(self.movies))
+        """What a model may learn from besides the loss (see `RatingModel.remember`), on the CPU.
+
+        The training tensors themselves, not a copy, unless setup has already put them on an accelerator.
+        """
+        users, movies, _ = self._part("train")
+        return TrainingData(users.cpu(), movies.cpu(), genre_matrix(self.movies))
 
     def train_dataloader(self) -> RatingBatches:
         # One generator for the whole fit: each epoch draws the next permutation from it.

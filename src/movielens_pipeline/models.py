@@ -94,7 +94,8 @@ class RatingModel(pl.LightningModule):
         return self.hparams.weight_decay * penalty
 
     def _record_lookup(self, table: nn.Module, inputs: tuple, output: Tensor) -> None:
-        if self.training and not self.hparams.sparse_tables:
+        """Forward hook of dense tables only: the indices each training step looks up, for `l2_penalty`."""
+        if self.training:
             self.lookups.setdefault(table, []).append(inputs[0].reshape(-1))
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
@@ -128,7 +129,8 @@ class RatingModel(pl.LightningModule):
             nn.init.normal_(table.weight, std=std)
         else:
             nn.init.zeros_(table.weight)
-        table.register_forward_hook(self._record_lookup)
+        if not sparse:  # sparse tables get their penalty from RowAdam: no hook on the CPU's hot path
+            table.register_forward_hook(self._record_lookup)
         return table
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
