@@ -18,14 +18,18 @@ from .params import EvaluateParams
 from .schema import RATING_MAX, RATING_MIN
 
 
-def predict(model: RatingModel, data: RatingsDataModule) -> np.ndarray:
-    """The model's predicted rating for every row of `data`'s predict part, in row order."""
+def predict(model: RatingModel, data: RatingsDataModule, accelerator: str = "cpu") -> np.ndarray:
+    """The model's predicted rating for every row of `data`'s predict part, in row order.
+
+    On an accelerator the ratings move there once (the data module's setup) and the
+    predictions come back once, at the end.
+    """
     if data.tables["predict"].height == 0:
         return np.empty(0, dtype=np.float32)
     trainer = lightning.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+        accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
     )
-    return torch.cat(trainer.predict(model, datamodule=data)).numpy()
+    return torch.cat(trainer.predict(model, datamodule=data)).cpu().numpy()
 
 
 def error_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -134,7 +138,7 @@ def evaluate(
     train, test = data.tables["train"], data.tables["predict"]
     model = load_model(checkpoint)
     actual = test["rating"].to_numpy()
-    predicted = predict(model, data)
+    predicted = predict(model, data, params.accelerator)
     metrics = test_metrics(predicted, test, train, model)
     if noise_floor_rmse is not None:
         metrics["noise_floor/rmse"] = noise_floor_rmse

@@ -48,7 +48,8 @@ class RatingModel(pl.LightningModule):
         # under manual optimisation. Dense tables (an accelerator's way) share one fused Adam,
         # and the same penalty is added to the loss from the rows each batch looked up.
         self.automatic_optimization = False
-        self.lookups: dict[nn.Module, list[Tensor]] = {}  # dense tables: this step's looked-up indices
+        # Dense tables: the (indices, weights or None) of each lookup this step, for l2_penalty.
+        self.lookups: dict[nn.Module, list[tuple[Tensor, Tensor | None]]] = {}
         # Users and movies with training ratings: the others get the bias-only prediction.
         self.register_buffer("user_seen", torch.zeros(n_users, dtype=torch.bool))
         self.register_buffer("movie_seen", torch.zeros(n_movies, dtype=torch.bool))
@@ -85,18 +86,26 @@ class RatingModel(pl.LightningModule):
         return mse
 
     def l2_penalty(self) -> Tensor:
-        """weight_decay x the mean squared norm of the rows each table looked up (RowAdam's penalty as a loss)."""
+        """weight_decay x the mean squared norm of the rows each table looked up (RowAdam's penalty as a loss).
+
+        A lookup may carry a weight (1 or 0, see `SVDpp.implicit`): the mean is then over the weighted lookups.
+        """
         penalty = torch.zeros((), device=self.device)
         for table, calls in self.lookups.items():
-            indices = torch.cat(calls)
-            rows = table.weight.index_select(0, indices)
-            penalty = penalty + rows.square().sum() / len(indices)
+            indices = torch.cat([looked_up for looked_up, _ in calls])
+            weights = torch.cat([torch.ones_like(looked_up) if w is None else w for looked_up, w in calls]).float()
+            squared_norms = table.weight.index_select(0, indices).square().sum(dim=1)
+            penalty = penalty + (squared_norms * weights).sum() / weights.sum()
         return self.hparams.weight_decay * penalty
 
+    def record_lookup(self, table: nn.Module, indices: Tensor, weights: Tensor | None = None) -> None:
+        """Note the rows a training step looks up in a dense table, for `l2_penalty`."""
+        if self.training and not self.hparams.sparse_tables:
+            self.lookups.setdefault(table, []).append((indices.reshape(-1), weights))
+
     def _record_lookup(self, table: nn.Module, inputs: tuple, output: Tensor) -> None:
-        """Forward hook of dense tables only: the indices each training step looks up, for `l2_penalty`."""
-        if self.training:
-            self.lookups.setdefault(table, []).append(inputs[0].reshape(-1))
+        """Forward hook of dense tables (but `SVDpp`'s bag, which records its own): the indices each step looks up."""
+        self.record_lookup(table, inputs[0])
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         users, movies, ratings = batch
@@ -129,7 +138,7 @@ class RatingModel(pl.LightningModule):
             nn.init.normal_(table.weight, std=std)
         else:
             nn.init.zeros_(table.weight)
-        if not sparse:  # sparse tables get their penalty from RowAdam: no hook on the CPU's hot path
+        if not sparse and not bag:  # sparse tables get their penalty from RowAdam: no hook on the CPU's hot path
             table.register_forward_hook(self._record_lookup)
         return table
 
@@ -206,7 +215,14 @@ class SVDpp(BiasedMF):
         self.rated_movies[:] = data.movies[order]
 
     def implicit(self, users: Tensor) -> Tensor:
-        """|N(u)|^-1/2 * sum of y_j over the movies j each user rated, computed once per distinct user."""
+        """|N(u)|^-1/2 * sum of y_j over the movies j each user rated, computed once per distinct user.
+
+        Training on dense tables (an accelerator), every user's vector is computed instead, in one
+        pass over all training ratings: more arithmetic, but fixed shapes, so no step waits on
+        the host to learn how many distinct users a batch holds, as `torch.unique` makes it do.
+        """
+        if self.training and not self.hparams.sparse_tables:
+            return self.every_users_implicit(users)
         distinct, position = torch.unique(users, return_inverse=True)
         starts, ends = self.rated_start[distinct], self.rated_start[distinct + 1]
         lengths = ends - starts
@@ -215,6 +231,18 @@ class SVDpp(BiasedMF):
         movies = self.rated_movies[starts.repeat_interleave(lengths) + within]
         weights = lengths.clamp(min=1).float().rsqrt().repeat_interleave(lengths)
         return self.implicit_factors(movies, offsets, per_sample_weights=weights)[position]
+
+    def every_users_implicit(self, users: Tensor) -> Tensor:
+        """`implicit(users)` from every user's vector; the L2 penalty counts the lookups of the batch's users only."""
+        n_train = self.hparams.n_train_ratings
+        lengths = self.rated_start.diff()
+        owners = torch.repeat_interleave(torch.arange(len(lengths), device=users.device), lengths, output_size=n_train)
+        weights = lengths.clamp(min=1).float().rsqrt()[owners]
+        every_user = self.implicit_factors(self.rated_movies, self.rated_start[:-1], per_sample_weights=weights)
+        # RowAdam penalises the rows the batch's (distinct) users looked up: mark those lookups.
+        in_batch = torch.zeros(len(lengths), device=users.device).index_fill_(0, users, 1.0)
+        self.record_lookup(self.implicit_factors, self.rated_movies, in_batch[owners])
+        return every_user[users]
 
     def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
         user, movie = self.user_factors(users) + self.implicit(users), self.movie_factors(movies)

@@ -188,7 +188,11 @@ class TrainParams(Section):
     )
     max_epochs: PositiveInt = Field(description="at most this many epochs")
     min_epochs: PositiveInt = Field(description="early stopping cannot stop before this many epochs")
-    patience: PositiveInt = Field(description="epochs without a better val loss before stopping")
+    patience: PositiveInt = Field(description="epochs without progress (see `min_improvement`) before stopping")
+    min_improvement: Annotated[float, Field(ge=0, lt=1)] = Field(
+        description="early stopping counts an epoch as progress when it lowers the best val RMSE so far by this "
+        "much (relative; 0.001: 0.1 %); 0 counts any drop. The checkpoint is the best epoch's either way"
+    )
     seed: Seed = Field(description="seed of initialisation and shuffling")
     accelerator: Literal["cpu", "gpu", "auto"] = Field(
         description="Lightning's accelerator; metrics are reproducible to the bit on the CPU"
@@ -217,6 +221,7 @@ class EvaluateParams(Section):
 
     name: ClassVar[str] = "evaluate"
     batch_size: PositiveInt = Field(description="ratings scored per forward pass")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field(description="Lightning's accelerator for the predictions")
     histogram_bins: PositiveInt = Field(description="bins of the actual-vs-predicted histogram over the rating scale")
     light_user_min_ratings: PositiveInt = Field(description="users with fewer training ratings are cold")
     medium_user_min_ratings: PositiveInt = Field(description="light users have fewer training ratings than this")

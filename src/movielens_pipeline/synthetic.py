@@ -163,16 +163,25 @@ def _contains(sorted_codes: np.ndarray, values: np.ndarray) -> np.ndarray:
     return sorted_codes[at] == values
 
 
-def generate(params: DataParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """Ratings (userId, movieId, rating, timestamp, true_score), movies (movieId, title, genres), a summary."""
-    rng = np.random.default_rng(params.synthetic_seed)
+def factor_sd(rank: int) -> float:
+    """The sd of each factor entry: entries of sd s give a dot product of sd s**2 * sqrt(rank), INTERACTION_SD."""
+    return math.sqrt(INTERACTION_SD / math.sqrt(rank))
+
+
+def draw_truth(params: DataParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The generator's hidden parameters, the first draws from `rng`: user and movie biases, then factors."""
     n_users, n_movies, rank = params.synthetic_users, params.synthetic_movies, params.synthetic_rank
     user_bias = rng.normal(0, USER_BIAS_SD, n_users).astype(np.float32)
     movie_bias = rng.normal(0, MOVIE_BIAS_SD, n_movies).astype(np.float32)
-    # Factor entries of sd s give a dot product of sd s**2 * sqrt(rank): pick s for INTERACTION_SD.
-    factor_sd = math.sqrt(INTERACTION_SD / math.sqrt(rank))
-    user_factors = rng.normal(0, factor_sd, (n_users, rank)).astype(np.float32)
-    movie_factors = rng.normal(0, factor_sd, (n_movies, rank)).astype(np.float32)
+    user_factors = rng.normal(0, factor_sd(rank), (n_users, rank)).astype(np.float32)
+    movie_factors = rng.normal(0, factor_sd(rank), (n_movies, rank)).astype(np.float32)
+    return user_bias, movie_bias, user_factors, movie_factors
+
+
+def generate(params: DataParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Ratings (userId, movieId, rating, timestamp, true_score), movies (movieId, title, genres), a summary."""
+    rng = np.random.default_rng(params.synthetic_seed)
+    user_bias, movie_bias, user_factors, movie_factors = draw_truth(params, rng)
     users, movies = draw_pairs(params, rng)
 
     n_ratings = users.size
@@ -191,7 +200,7 @@ def generate(params: DataParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
             "userId": users.astype(np.int64) + 1,
             "movieId": movies.astype(np.int64) + 1,
             "rating": rating,
-            "timestamp": _timestamps(users, n_users, rng),
+            "timestamp": _timestamps(users, params.synthetic_users, rng),
             "true_score": true_score,
         }
     )
@@ -202,12 +211,12 @@ def generate(params: DataParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
         "user_bias_sd": USER_BIAS_SD,
         "movie_bias_sd": MOVIE_BIAS_SD,
         "interaction_sd": INTERACTION_SD,
-        "rank": rank,
+        "rank": params.synthetic_rank,
         "noise_sd": params.synthetic_noise,
         "seed": params.synthetic_seed,
         "ratings": n_ratings,
-        "users": n_users,
-        "movies": n_movies,
+        "users": params.synthetic_users,
+        "movies": params.synthetic_movies,
         "noise_floor_rmse_all_generated": round(noise_floor, 6),
     }
     return ratings, _movies(movie_factors, rng), summary

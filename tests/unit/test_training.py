@@ -17,7 +17,7 @@ from movielens_pipeline.models import MODELS, build_model, load_model
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
-from movielens_pipeline.training import train
+from movielens_pipeline.training import EarlyStop, train
 
 GENRES = ("Action", "Comedy", "Drama", "Horror")
 
@@ -101,12 +101,39 @@ def test_training_is_deterministic_on_cpu(prepared, parts, tmp_path):
     assert first["best_val_mse"] == second["best_val_mse"]
     first_state, second_state = load_model(first_checkpoint).state_dict(), load_model(second_checkpoint).state_dict()
     assert all(torch.equal(first_state[name], second_state[name]) for name in first_state)
+    # Byte for byte, though each run's Lightning scratch folder had its own random name.
+    assert first_checkpoint.read_bytes() == second_checkpoint.read_bytes()
 
 
 def test_min_epochs_holds_back_early_stopping(prepared, parts, tmp_path):
     # A learning rate this high makes val loss worse at once; patience 1 would stop at epoch 2.
     summary, _ = fit(prepared, parts, tmp_path, learning_rate=1.0, patience=1, min_epochs=6, max_epochs=10)
     assert summary["epochs"] >= 6
+
+
+def epochs_until_stopped(val_rmses: list[float], patience: int, min_improvement: float) -> int | None:
+    """The number of epochs after which EarlyStop signals a stop on this val RMSE curve (None: never)."""
+    trainer = type("Trainer", (), {"should_stop": False, "callback_metrics": {}})()
+    early_stop = EarlyStop(patience, min_improvement)
+    for epoch, val_rmse in enumerate(val_rmses, start=1):
+        trainer.callback_metrics["val_loss"] = torch.tensor(val_rmse**2)
+        early_stop.on_validation_end(trainer, None)
+        if trainer.should_stop:
+            return epoch
+    return None
+
+
+def test_early_stop_counts_only_relative_progress_of_the_val_rmse():
+    creeping = [1.0, 0.9, 0.8995, 0.899, 0.8985, 0.898]  # 0.06 % an epoch after the second
+    assert epochs_until_stopped(creeping, patience=3, min_improvement=0.001) == 5
+    assert epochs_until_stopped(creeping, patience=3, min_improvement=0.0) is None
+    # Each epoch must earn its keep: small steps do not add up to progress.
+    assert epochs_until_stopped([1.0, 0.9995, 0.999, 0.9985, 0.998], patience=3, min_improvement=0.001) == 4
+    # A worse epoch is no progress, and the best stays the reference.
+    assert epochs_until_stopped([1.0, 1.1, 0.9995, 0.998], patience=3, min_improvement=0.001) is None
+    assert epochs_until_stopped([1.0, 1.1, 1.2], patience=2, min_improvement=0.0) == 3
+    # The same relative curve at another error level stops at the same epoch.
+    assert epochs_until_stopped([0.5 * rmse for rmse in creeping], patience=3, min_improvement=0.001) == 5
 
 
 def test_global_mean_learns_the_training_mean(prepared, parts, tmp_path):
