@@ -15,7 +15,16 @@ from harness import project_params
 
 from movielens_pipeline import synthetic
 from movielens_pipeline.preprocess import preprocess
-from movielens_pipeline.synthetic import GENRES, SyntheticError, activity_counts, generate, write_synthetic
+from movielens_pipeline.schema import RATING_MAX, RATING_MIN
+from movielens_pipeline.synthetic import (
+    GENRES,
+    GLOBAL_MEAN,
+    SyntheticError,
+    activity_counts,
+    draw_truth,
+    generate,
+    write_synthetic,
+)
 
 SMALL = {"synthetic_ratings": 20_000, "synthetic_users": 400, "synthetic_movies": 300}
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "synthetic_generation.py"
@@ -152,3 +161,16 @@ def test_bench_generates_25_million_ratings_within_60_seconds_and_4_gib():
     assert report["ratings"] == 25_000_000
     assert report["generate_and_write_seconds"] < 60, report
     assert report["peak_rss_gib"] < 4, report
+
+
+def test_draw_truth_gives_the_hidden_parameters_behind_the_true_scores(small):
+    # bench/synthetic_oracle.py rebuilds the truth this way: it must be the generator's own.
+    ratings, _, _ = small
+    data_params = params()
+    user_bias, movie_bias, user_factors, movie_factors = draw_truth(
+        data_params, np.random.default_rng(data_params.synthetic_seed)
+    )
+    users, movies = ratings["userId"].to_numpy() - 1, ratings["movieId"].to_numpy() - 1
+    score = GLOBAL_MEAN + user_bias[users] + movie_bias[movies]
+    score += np.einsum("ij,ij->i", user_factors[users], movie_factors[movies])
+    assert np.allclose(np.clip(score, RATING_MIN, RATING_MAX), ratings["true_score"].to_numpy(), atol=1e-5)
