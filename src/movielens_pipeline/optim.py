@@ -34,6 +34,7 @@ class RowAdam(torch.optim.Optimizer):
     def step(self, closure=None) -> None:
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            distinct_rows = DistinctRows()
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -47,7 +48,7 @@ class RowAdam(torch.optim.Optimizer):
                 state["step"] += 1
                 # A row looked up several times in a batch has several gradient entries: sum them.
                 lookups = param.grad._indices()[0]
-                rows, position, counts = torch.unique(lookups, return_inverse=True, return_counts=True)
+                rows, position, counts = distinct_rows(lookups)
                 values = param.grad._values()
                 grad = torch.zeros(len(rows), *param.shape[1:], dtype=values.dtype, device=values.device)
                 grad.index_add_(0, position, values)
@@ -61,3 +62,19 @@ class RowAdam(torch.optim.Optimizer):
                 step_size = group["lr"] / (1 - beta1 ** state["step"])
                 denominator = exp_avg_sq.div_(1 - beta2 ** state["step"]).sqrt_().add_(group["eps"])
                 param.index_add_(0, rows, exp_avg.div_(denominator).mul_(-step_size))
+
+
+class DistinctRows:
+    """`torch.unique` of lookup indices, remembered within one step: a user's bias and factors
+    are looked up with the same indices, and sorting them once saves a sort of the batch per table."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+
+    def __call__(self, lookups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        for earlier, found in self.seen:
+            if earlier.shape == lookups.shape and torch.equal(earlier, lookups):
+                return found
+        found = torch.unique(lookups, return_inverse=True, return_counts=True)
+        self.seen.append((lookups, found))
+        return found

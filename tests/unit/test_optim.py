@@ -48,3 +48,24 @@ def test_refuses_dense_gradients():
     table(torch.tensor([0])).sum().backward()
     with pytest.raises(ValueError, match="sparse gradients only"):
         optimizer.step()
+
+
+def test_tables_looked_up_with_the_same_indices_update_as_if_each_had_its_own_optimizer():
+    # One optimizer sorts shared lookups once (DistinctRows); the result must not depend on it.
+    torch.manual_seed(0)
+    together = [nn.Embedding(6, 3, sparse=True), nn.Embedding(6, 1, sparse=True), nn.Embedding(4, 3, sparse=True)]
+    apart = [nn.Embedding(6, 3, sparse=True), nn.Embedding(6, 1, sparse=True), nn.Embedding(4, 3, sparse=True)]
+    for source, copy in zip(together, apart, strict=True):
+        copy.weight.data.copy_(source.weight.data)
+    shared = RowAdam([table.weight for table in together], lr=0.05, weight_decay=0.2)
+    separate = [RowAdam([table.weight], lr=0.05, weight_decay=0.2) for table in apart]
+    for step in range(5):
+        users, movies = torch.tensor([0, 1, 1, step % 6, 5]), torch.tensor([0, 3, 2, 2, step % 4])
+        for tables, optimizers in ((together, [shared]), (apart, separate)):
+            loss = (tables[0](users) * tables[2](movies)).sum() + tables[1](users).sum()
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            loss.backward()
+            for optimizer in optimizers:
+                optimizer.step()
+    assert all(torch.equal(a.weight, b.weight) for a, b in zip(together, apart, strict=True))
