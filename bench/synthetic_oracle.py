@@ -32,6 +32,7 @@ import torch
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 
+from movielens_pipeline.evaluate import error_metrics  # noqa: E402
 from movielens_pipeline.params import parse_section, read_params_file  # noqa: E402
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN  # noqa: E402
 from movielens_pipeline.synthetic import (  # noqa: E402
@@ -67,7 +68,7 @@ def clipped(score: np.ndarray) -> np.ndarray:
 
 
 def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((predicted.astype(np.float64) - actual) ** 2)))
+    return error_metrics(predicted, actual)["rmse"]
 
 
 def main() -> None:
@@ -81,7 +82,6 @@ def main() -> None:
         data_params, np.random.default_rng(data_params.synthetic_seed)
     )
     rank = data_params.synthetic_rank
-    prior_sd = np.array([0.0] + [factor_sd(rank)] * rank)
     parts = {name: pl.read_parquet(args.project / "data" / "split" / f"{name}.parquet") for name in ("train", "test")}
     # Generator indices: ids are index + 1 (synthetic.generate).
     users = {name: part["userId"].to_numpy() - 1 for name, part in parts.items()}
@@ -102,7 +102,7 @@ def main() -> None:
     for label, (owner, own_bias, other, other_bias, other_factors, bias_sd) in sides.items():
         features = np.concatenate([np.ones((len(owner["train"]), 1)), other_factors[other["train"]]], axis=1)
         targets = ratings["train"] - GLOBAL_MEAN - other_bias[other["train"]]
-        prior_sd[0] = bias_sd
+        prior_sd = np.array([bias_sd] + [factor_sd(rank)] * rank)
         estimates = posterior_means(owner["train"], len(own_bias), features, targets, prior_sd, noise_var)
         learned = estimates[owner["test"]]
         score = GLOBAL_MEAN + other_bias[other["test"]] + learned[:, 0]

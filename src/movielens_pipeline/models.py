@@ -94,7 +94,9 @@ class RatingModel(pl.LightningModule):
         for table, calls in self.lookups.items():
             indices = torch.cat([looked_up for looked_up, _ in calls])
             weights = torch.cat([torch.ones_like(looked_up) if w is None else w for looked_up, w in calls]).float()
-            squared_norms = table.weight.index_select(0, indices).square().sum(dim=1)
+            # Each row's squared norm once, then one number per lookup: `SVDpp`'s bag looks up every
+            # training rating's movie each step, far more lookups than the table has rows.
+            squared_norms = table.weight.square().sum(dim=1).index_select(0, indices)
             penalty = penalty + (squared_norms * weights).sum() / weights.sum()
         return self.hparams.weight_decay * penalty
 

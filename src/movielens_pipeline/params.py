@@ -35,6 +35,7 @@ PATTERN_WORDS = {MD5_PATTERN: "32 hexadecimal digits"}
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 PositiveInt = Annotated[int, Field(ge=1)]
+Accelerator = Literal["cpu", "gpu", "auto"]  # Lightning's accelerator names
 
 
 class ParamsError(PipelineError):
@@ -194,7 +195,7 @@ class TrainParams(Section):
         "much (relative; 0.001: 0.1 %); 0 counts any drop. The checkpoint is the best epoch's either way"
     )
     seed: Seed = Field(description="seed of initialisation and shuffling")
-    accelerator: Literal["cpu", "gpu", "auto"] = Field(
+    accelerator: Accelerator = Field(
         description="Lightning's accelerator; metrics are reproducible to the bit on the CPU"
     )
     threads: Annotated[int, Field(ge=0)] = Field(description="torch CPU threads; 0: every CPU the process may use")
@@ -221,7 +222,7 @@ class EvaluateParams(Section):
 
     name: ClassVar[str] = "evaluate"
     batch_size: PositiveInt = Field(description="ratings scored per forward pass")
-    accelerator: Literal["cpu", "gpu", "auto"] = Field(description="Lightning's accelerator for the predictions")
+    accelerator: Accelerator = Field(description="Lightning's accelerator for the predictions")
     histogram_bins: PositiveInt = Field(description="bins of the actual-vs-predicted histogram over the rating scale")
     light_user_min_ratings: PositiveInt = Field(description="users with fewer training ratings are cold")
     medium_user_min_ratings: PositiveInt = Field(description="light users have fewer training ratings than this")
