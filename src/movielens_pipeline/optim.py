@@ -9,6 +9,9 @@ the squares of every looked-up row, while here it is one multiply-add on the dis
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -52,16 +55,35 @@ class RowAdam(torch.optim.Optimizer):
                 values = param.grad._values()
                 grad = torch.zeros(len(rows), *param.shape[1:], dtype=values.dtype, device=values.device)
                 grad.index_add_(0, position, values)
+                param_rows = param.index_select(0, rows)
                 if group["weight_decay"]:
                     share = (2 * group["weight_decay"] / len(lookups)) * counts.to(values.dtype)
-                    grad.addcmul_(param.index_select(0, rows), share.view(-1, *[1] * (param.dim() - 1)))
+                    grad.addcmul_(param_rows, share.view(-1, *[1] * (param.dim() - 1)))
                 exp_avg = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(grad, alpha=1 - beta1)
                 exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                state["exp_avg"].index_copy_(0, rows, exp_avg)
-                state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
                 step_size = group["lr"] / (1 - beta1 ** state["step"])
-                denominator = exp_avg_sq.div_(1 - beta2 ** state["step"]).sqrt_().add_(group["eps"])
-                param.index_add_(0, rows, exp_avg.div_(denominator).mul_(-step_size))
+                with distinct_rows_copy():
+                    state["exp_avg"].index_copy_(0, rows, exp_avg)
+                    state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+                    denominator = exp_avg_sq.div_(1 - beta2 ** state["step"]).sqrt_().add_(group["eps"])
+                    param.index_copy_(0, rows, param_rows.add_(exp_avg.div_(denominator).mul_(-step_size)))
+
+
+@contextlib.contextmanager
+def distinct_rows_copy() -> Iterator[None]:
+    """Within: `index_copy_` takes its plain path, even in deterministic mode (Lightning's `deterministic=True`).
+
+    Deterministic mode routes `index_copy_` through a sort, because with a repeated index the
+    last write would win by chance; RowAdam copies to distinct rows only, where the plain path
+    is deterministic too, and twice as fast.
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 class DistinctRows:

@@ -69,3 +69,26 @@ def test_tables_looked_up_with_the_same_indices_update_as_if_each_had_its_own_op
             for optimizer in optimizers:
                 optimizer.step()
     assert all(torch.equal(a.weight, b.weight) for a, b in zip(together, apart, strict=True))
+
+
+def test_deterministic_mode_gives_the_same_update_and_stays_on_after_a_step():
+    # RowAdam copies rows back outside deterministic mode (they are distinct): the result must be the same.
+    def two_steps() -> torch.Tensor:
+        torch.manual_seed(0)
+        table = nn.Embedding(50, 4, sparse=True)
+        optimizer = RowAdam([table.weight], lr=0.05, weight_decay=0.1)
+        for _ in range(2):
+            optimizer.zero_grad()
+            table(torch.randint(0, 50, (200,))).square().sum().backward()
+            optimizer.step()
+        return table.weight.detach().clone()
+
+    plain = two_steps()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        deterministic = two_steps()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(plain, deterministic)
