@@ -1,0 +1,131 @@
+"""`movielens predict` and `movielens recommend`: the trained model from the shell, in MovieLens ids.
+
+    movielens predict 1:50 1:172                    # predicted ratings of (user, movie) pairs
+    movielens predict --pairs pairs.csv --out predicted.parquet
+    movielens recommend 42 -n 10                    # user 42's top 10, never a movie rated in training
+    movielens recommend --users users.csv --rev my-experiment
+
+A thin layer over `trained.load_trained` and `TrainedModel`: arguments in, a table out (CSV on
+stdout, or the file `--out` names, CSV or Parquet by its suffix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from .atomic import atomic_path, writing
+from .errors import PipelineError, run_stage
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `movielens` command."""
+    args = parser().parse_args(argv)
+    run_stage(lambda: args.run(args))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per use, the same model options on each."""
+    model_options = argparse.ArgumentParser(add_help=False)
+    model_options.add_argument("--repo", type=Path, default=Path("."), help="the project (default: here)")
+    model_options.add_argument(
+        "--rev", help="git commit, branch, tag or experiment name whose model to use (default: the workspace's)"
+    )
+    model_options.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="answer for unknown ids instead of refusing them: the training mean (predict), popular movies (recommend)",
+    )
+    model_options.add_argument("--out", type=Path, help="write the table here (.csv or .parquet) instead of stdout")
+
+    top = argparse.ArgumentParser(prog="movielens", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = top.add_subparsers(required=True, metavar="COMMAND")
+    predict = commands.add_parser("predict", parents=[model_options], help="predicted ratings of (user, movie) pairs")
+    predict.add_argument("pairs", nargs="*", metavar="USER:MOVIE", help="pairs of MovieLens ids, e.g. 1:50")
+    predict.add_argument("--pairs", dest="pairs_file", type=Path, help="a CSV or Parquet file with userId, movieId")
+    predict.set_defaults(run=run_predict)
+    recommend = commands.add_parser("recommend", parents=[model_options], help="the top N movies for users")
+    recommend.add_argument("users", nargs="*", type=int, metavar="USER", help="MovieLens user ids")
+    recommend.add_argument("--users", dest="users_file", type=Path, help="a CSV or Parquet file with a userId column")
+    recommend.add_argument("-n", type=int, default=10, help="movies per user (default: 10)")
+    recommend.set_defaults(run=run_recommend)
+    return top
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    check_output(args.out)
+    if not args.pairs and args.pairs_file is None:
+        raise PipelineError("predict: give USER:MOVIE pairs, or a file of them with --pairs")
+    pairs = pl.concat([pairs_from_arguments(args.pairs), *read_table(args.pairs_file, ("userId", "movieId"))])
+    from .trained import load_trained  # torch and Lightning load only once the arguments are good
+
+    write_table(load_trained(args.repo, args.rev).predict(pairs, cold_start=args.cold_start), args.out)
+
+
+def run_recommend(args: argparse.Namespace) -> None:
+    check_output(args.out)
+    users = list(args.users) + [user for table in read_table(args.users_file, ("userId",)) for user in table["userId"]]
+    if not users:
+        raise PipelineError("recommend: give user ids, or a file of them with --users")
+    from .trained import load_trained
+
+    write_table(load_trained(args.repo, args.rev).recommend(users, args.n, cold_start=args.cold_start), args.out)
+
+
+def pairs_from_arguments(pairs: list[str]) -> pl.DataFrame:
+    """`USER:MOVIE` arguments as a (userId, movieId) table."""
+    users, movies = [], []
+    for pair in pairs:
+        user, _, movie = pair.partition(":")
+        if not (user.isdigit() and movie.isdigit()):
+            raise PipelineError(f"predict: '{pair}' is not a pair of ids USER:MOVIE, e.g. 1:50")
+        users.append(int(user))
+        movies.append(int(movie))
+    return pl.DataFrame({"userId": users, "movieId": movies}, schema={"userId": pl.Int64, "movieId": pl.Int64})
+
+
+def read_table(path: Path | None, columns: tuple[str, ...]) -> list[pl.DataFrame]:
+    """The id columns of a CSV (with a header) or Parquet file, as Int64; none without a path."""
+    if path is None:
+        return []
+    if path.suffix not in TABLE_SUFFIXES:
+        raise PipelineError(f"{path}: expected a .csv or .parquet file")
+    try:
+        table = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such file") from None
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise PipelineError(f"{path}: not readable as {path.suffix[1:]}: {error}") from None
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise PipelineError(f"{path}: expected columns {', '.join(columns)}; missing {', '.join(missing)}")
+    try:
+        return [table.select(pl.col(column).cast(pl.Int64) for column in columns)]
+    except pl.exceptions.InvalidOperationError:
+        raise PipelineError(f"{path}: the columns {', '.join(columns)} must hold whole-number ids") from None
+
+
+def check_output(out: Path | None) -> None:
+    """Refuse an `--out` of another kind before any work."""
+    if out is not None and out.suffix not in TABLE_SUFFIXES:
+        raise PipelineError(f"{out}: expected a .csv or .parquet file to write")
+
+
+def write_table(table: pl.DataFrame, out: Path | None) -> None:
+    """CSV on stdout, or the file `out` (CSV or Parquet by suffix, whole or not at all); CSV joins genres with '|'."""
+    if "genres" in table.columns and (out is None or out.suffix == ".csv"):
+        table = table.with_columns(pl.col("genres").list.join("|"))
+    if out is None:
+        sys.stdout.write(table.write_csv())
+        return
+    with atomic_path(out) as staging, writing(out, "the table"):
+        table.write_parquet(staging) if out.suffix == ".parquet" else table.write_csv(staging)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The trained-model API and the `movielens` command on a small model trained here, in a folder laid out as
+the pipeline's (the revision option is tested end to end, in e2e/test_trained_revisions.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import yaml
+from fakes import low_rank_rows, ratings_frame
+from harness import PROJECT, project_params
+
+from movielens_pipeline import cli
+from movielens_pipeline.data import RatingsDataModule
+from movielens_pipeline.evaluate import predict
+from movielens_pipeline.models import load_model
+from movielens_pipeline.preprocess import index_ratings
+from movielens_pipeline.split import split_ratings
+from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, UnknownIdError, load_trained
+from movielens_pipeline.training import train
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A folder with the files the pipeline would leave: prepared users and movies, the split, a checkpoint.
+
+    User and movie ids are not their indices (ids start at 1, movie ids step by 10), so a mapping mistake shows.
+    """
+    root = tmp_path_factory.mktemp("trained")
+    rows = low_rank_rows(n_users=60, n_movies=40, per_user=25)
+    rows = [(user, movie * 10, rating, timestamp) for user, movie, rating, timestamp in rows]
+    ratings, users, movies = index_ratings(ratings_frame(rows))
+    movies = movies.with_columns(
+        title=pl.format("Movie {}", "movieId"), genres=pl.col("movieId").map_elements(lambda m: [f"g{m % 3}"])
+    )
+    parts = split_ratings(ratings, project_params("split"))
+    for path, table in ((USERS, users), (MOVIES, movies), (TRAIN, parts["train"])):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        table.write_parquet(root / path)
+    params = project_params("train", batch_size=128, learning_rate=0.02, max_epochs=4)
+    data = RatingsDataModule(params.batch_size, train=parts["train"], val=parts["val"], users=users, movies=movies)
+    (root / CHECKPOINT).parent.mkdir(parents=True)
+    train(data, params, root / CHECKPOINT, root / "live")
+    return root
+
+
+def test_the_paths_it_reads_are_what_dvc_yaml_makes():
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    outs = {
+        next(iter(out)) if isinstance(out, dict) else out for stage in stages.values() for out in stage.get("outs", [])
+    }
+    for path in (CHECKPOINT, USERS, MOVIES, TRAIN):
+        assert any(path == out or path.startswith(out + "/") for out in outs), path
+
+
+def test_predict_maps_ids_to_the_models_indices_and_keeps_the_order(project):
+    trained = load_trained(project)
+    split_train = pl.read_parquet(project / TRAIN)
+    pairs = split_train.select("userId", "movieId").reverse().head(50)
+    predicted = trained.predict(pairs)
+    assert predicted.select("userId", "movieId").equals(pairs)
+    # The same numbers as the model on the pipeline's own indices (the evaluate stage's path).
+    by_index = predict(
+        load_model(project / CHECKPOINT), RatingsDataModule(4096, predict=split_train.reverse().head(50))
+    )
+    np.testing.assert_array_equal(predicted["predicted_rating"].to_numpy(), by_index)
+
+
+def test_unknown_ids_are_refused_by_name_or_get_the_training_mean_with_cold_start(project):
+    trained = load_trained(project)
+    pairs = pl.DataFrame({"userId": [1, 999, 1], "movieId": [10, 10, 12345]})
+    with pytest.raises(UnknownIdError, match=r"user 999 is not in the trained model \(60 users, ids 1-60\)"):
+        trained.predict(pairs)
+    with pytest.raises(UnknownIdError, match="movie 12345 is not in the trained model"):
+        trained.predict(pairs.filter(pl.col("userId") == 1))
+    predicted = trained.predict(pairs, cold_start=True)["predicted_rating"].to_list()
+    train_mean = pl.read_parquet(project / TRAIN)["rating"].mean()
+    assert predicted[1] == pytest.approx(train_mean) and predicted[2] == pytest.approx(train_mean)
+    assert predicted[0] != pytest.approx(train_mean)
+
+
+def test_an_empty_pairs_table_gives_an_empty_result(project):
+    empty = pl.DataFrame(schema={"userId": pl.Int64, "movieId": pl.Int64})
+    assert load_trained(project).predict(empty).columns == ["userId", "movieId", "predicted_rating"]
+    assert load_trained(project).predict(empty).height == 0
+
+
+def test_recommend_ranks_every_movie_the_user_did_not_rate_in_training(project):
+    trained = load_trained(project)
+    split_train = pl.read_parquet(project / TRAIN)
+    movies = pl.read_parquet(project / MOVIES)
+    top = trained.recommend([7, 3], n=5)
+    assert top["userId"].to_list() == [7] * 5 + [3] * 5
+    assert top["rank"].to_list() == [1, 2, 3, 4, 5] * 2
+    for user in (7, 3):
+        rated = set(split_train.filter(pl.col("userId") == user)["movieId"])
+        candidates = movies.filter(~pl.col("movieId").is_in(sorted(rated)))
+        every = trained.predict(candidates.select(pl.lit(user).alias("userId"), "movieId")).sort(
+            "predicted_rating", descending=True
+        )
+        mine = top.filter(pl.col("userId") == user)
+        assert not set(mine["movieId"]) & rated
+        np.testing.assert_allclose(mine["predicted_rating"], every["predicted_rating"].head(5), rtol=1e-6)
+        titles = dict(zip(movies["movieId"], movies["title"], strict=True))
+        assert mine["title"].to_list() == [titles[movie] for movie in mine["movieId"]]
+
+
+def test_a_user_who_rated_almost_everything_gets_only_what_is_left(project):
+    trained = load_trained(project)
+    n_users = trained.users.height
+    rated = [trained.rated_movies[trained.rated_start[u] : trained.rated_start[u + 1]] for u in range(n_users)]
+    rated[0] = torch.arange(2, trained.n_movies)  # user index 0 has rated all but movie indices 0 and 1
+    trained.rated_start = torch.cat(
+        [torch.zeros(1, dtype=torch.int64), torch.tensor([len(r) for r in rated]).cumsum(0)]
+    )
+    trained.rated_movies = torch.cat(rated)
+    user_id = trained.users.filter(pl.col("userIdMapped") == 0)["userId"][0]
+    top = trained.recommend([user_id], n=10)
+    assert top["rank"].to_list() == [1, 2]
+    assert sorted(top["movieId"]) == sorted(trained.movies.filter(pl.col("movieIdMapped") < 2)["movieId"])
+
+
+def test_recommend_refuses_an_unknown_user_or_offers_popular_movies_with_cold_start(project):
+    trained = load_trained(project)
+    with pytest.raises(UnknownIdError, match="user 999 is not in the trained model"):
+        trained.recommend([999])
+    top = trained.recommend([999, 2], n=3, cold_start=True)
+    assert top["userId"].to_list() == [999] * 3 + [2] * 3
+    popular = pl.read_parquet(project / TRAIN)["movieId"].value_counts(sort=True)
+    assert top.filter(pl.col("userId") == 999)["movieId"].to_list() == popular["movieId"].head(3).to_list()
+    assert top.filter(pl.col("userId") == 999)["predicted_rating"].null_count() == 3
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+        print(stop.code, file=__import__("sys").stderr)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_predicts_pairs_from_arguments_and_files(project, capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "predict", "--repo", str(project), "1:10", "2:20")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0] == "userId,movieId,predicted_rating" and [line.split(",")[:2] for line in lines[1:]] == [
+        ["1", "10"],
+        ["2", "20"],
+    ]
+    (tmp_path / "pairs.csv").write_text("userId,movieId\n3,30\n")
+    code, _, _ = run_cli(
+        capsys,
+        "predict",
+        "--repo",
+        str(project),
+        "--pairs",
+        str(tmp_path / "pairs.csv"),
+        "--out",
+        str(tmp_path / "p.parquet"),
+    )
+    assert code == 0 and pl.read_parquet(tmp_path / "p.parquet")["movieId"].to_list() == [30]
+    (tmp_path / "empty.csv").write_text("userId,movieId\n")
+    code, out, _ = run_cli(capsys, "predict", "--repo", str(project), "--pairs", str(tmp_path / "empty.csv"))
+    assert code == 0 and out.strip() == "userId,movieId,predicted_rating"
+
+
+def test_cli_recommends_with_titles_and_genres(project, capsys, tmp_path):
+    (tmp_path / "users.csv").write_text("userId\n4\n")
+    code, out, _ = run_cli(
+        capsys, "recommend", "--repo", str(project), "5", "--users", str(tmp_path / "users.csv"), "-n", "2"
+    )
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0] == "userId,rank,movieId,title,genres,predicted_rating"
+    assert [line.split(",")[:2] for line in lines[1:]] == [["5", "1"], ["5", "2"], ["4", "1"], ["4", "2"]]
+    movie = lines[1].split(",")[2]
+    assert lines[1].split(",")[3:5] == [f"Movie {movie}", f"g{int(movie) % 3}"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["recommend", "999"], "error: user 999 is not in the trained model"),
+        (["predict", "1:x"], "error: predict: '1:x' is not a pair of ids USER:MOVIE"),
+        (["predict"], "error: predict: give USER:MOVIE pairs"),
+        (["recommend", "1", "--out", "top.txt"], "error: top.txt: expected a .csv or .parquet file to write"),
+        (["predict", "--pairs", "missing.csv"], "error: missing.csv: no such file"),
+        (["recommend", "1", "-n", "0"], "error: recommend: n must be at least 1"),
+    ],
+)
+def test_cli_errors_are_one_line(project, capsys, args, message):
+    code, out, err = run_cli(capsys, *args[:1], "--repo", str(project), *args[1:])
+    assert code == 1 and out == ""
+    assert err.strip().startswith(message) and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_a_pairs_file_without_the_id_columns(project, capsys, tmp_path):
+    (tmp_path / "pairs.csv").write_text("user,movie\n1,10\n")
+    code, _, err = run_cli(capsys, "predict", "--repo", str(project), "--pairs", str(tmp_path / "pairs.csv"))
+    assert code == 1 and "expected columns userId, movieId; missing userId, movieId" in err
+
+
+def test_cli_without_a_trained_model_says_what_to_run(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "recommend", "--repo", str(tmp_path), "1")
+    assert code == 1 and "models/model.ckpt not found: run `dvc repro`" in err
