@@ -18,16 +18,23 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="the trained model")
     parser.add_argument("--train", type=Path, required=True, help="training ratings: the baseline and user activity")
     parser.add_argument("--test", type=Path, required=True, help="the ratings to score")
+    parser.add_argument("--users", type=Path, required=True, help="preprocess's users table (the index space)")
+    parser.add_argument("--movies", type=Path, required=True, help="preprocess's movies table (the index space)")
     parser.add_argument("--dataset", type=Path, required=True, help="preprocess's dataset.json (the noise floor)")
     parser.add_argument("--out", type=Path, required=True, help="metrics.json and plots/ go here")
     args = parser.parse_args()
     params = load_section("evaluate")
     dataset = json.loads(args.dataset.read_text(encoding="utf-8"))
-    data = RatingsDataModule.from_parquet(params.batch_size, train=args.train, predict=args.test)
+    data = RatingsDataModule.from_parquet(
+        params.batch_size, train=args.train, predict=args.test, users=args.users, movies=args.movies
+    )
     with atomic_dir(args.out) as staging:
         metrics = evaluate(args.checkpoint, data, params, staging, noise_floor_rmse=dataset["noise_floor_rmse"])
     floor = f", noise floor {metrics['noise_floor/rmse']:.4f}" if "noise_floor/rmse" in metrics else ""
     print(f"test rmse {metrics['test/rmse']:.4f} (training-mean baseline {metrics['baseline/rmse']:.4f}{floor})")
+    k = params.ranking_k
+    if metrics["ranking/users"]:
+        print(f"test ndcg@{k} {metrics[f'test/ndcg@{k}']:.4f} (popularity {metrics[f'popularity/ndcg@{k}']:.4f})")
 
 
 if __name__ == "__main__":

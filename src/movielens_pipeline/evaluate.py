@@ -10,12 +10,14 @@ import polars as pl
 import pytorch_lightning as lightning
 import torch
 from dvclive import Live
+from torch import Tensor
 
 from .atomic import write_json
 from .data import RatingsDataModule, rating_tensors
 from .models import RatingModel, load_model, quiet_lightning
 from .params import EvaluateParams
-from .schema import RATING_MAX, RATING_MIN
+from .schema import MOVIE_INDEX, RATING_MAX, RATING_MIN, USER_INDEX
+from .trained import TrainedModel, trained_model
 
 
 def predict(model: RatingModel, data: RatingsDataModule, accelerator: str = "cpu") -> np.ndarray:
@@ -108,6 +110,65 @@ def rmse_by_user_activity(
     return rows
 
 
+def ranking(
+    trained: TrainedModel, test: pl.DataFrame, train: pl.DataFrame, params: EvaluateParams
+) -> tuple[dict, list]:
+    """Top-k quality of the model and of the popularity baseline, and the model's NDCG by user activity.
+
+    Over test users with at least one liked test movie (rated `ranking_relevant_rating` or more;
+    at most `ranking_max_users` of them, drawn with `ranking_seed`): each user's top k among
+    the movies they did not rate in training, against the movies they liked in test.
+    """
+    k = params.ranking_k
+    liked = test.filter(pl.col("rating") >= params.ranking_relevant_rating)
+    users = liked.select(USER_INDEX).unique().sort(USER_INDEX)
+    if params.ranking_max_users is not None and users.height > params.ranking_max_users:
+        users = users.sample(params.ranking_max_users, seed=params.ranking_seed).sort(USER_INDEX)
+    users = users.with_row_index("row")
+    liked = liked.join(users, on=USER_INDEX).select("row", MOVIE_INDEX)
+    user_indices = torch.from_numpy(users[USER_INDEX].to_numpy().astype(np.int64))
+    metrics: dict[str, float] = {"ranking/users": users.height}
+    ndcg_of = {}
+    for group, by_popularity in (("test", False), ("popularity", True)):
+        scores, top = trained.top_movies(user_indices, k, by_popularity=by_popularity)
+        precision, recall, ndcg_of[group] = top_k_quality(top, scores.isfinite(), liked, trained.n_movies, k)
+        if users.height:
+            metrics |= {
+                f"{group}/precision@{k}": float(precision.mean()),
+                f"{group}/recall@{k}": float(recall.mean()),
+                f"{group}/ndcg@{k}": float(ndcg_of[group].mean()),
+                # Share of the catalogue that appears in at least one top-k list.
+                f"{group}/coverage@{k}": top[scores.isfinite()].unique().numel() / trained.n_movies,
+            }
+    activity = users.join(train.group_by(USER_INDEX).agg(pl.len().alias("activity")), on=USER_INDEX, how="left")
+    activity = activity.sort("row")["activity"].fill_null(0).to_numpy()
+    rows = []
+    for label, lowest, highest in activity_buckets(params):
+        chosen = torch.from_numpy((activity >= lowest) & (activity < highest))
+        value = float(ndcg_of["test"][chosen].mean()) if chosen.any() else None
+        rows.append({"user_activity": label, "ndcg": value, "users": int(chosen.sum())})
+    return metrics, rows
+
+
+def top_k_quality(
+    top: Tensor, filled: Tensor, liked: pl.DataFrame, n_movies: int, k: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per user (row of `top`): precision@k, recall@k and NDCG@k (binary relevance) of its top-k movie indices.
+
+    `filled` marks real entries of `top` (False where the user had fewer than k movies left);
+    `liked` holds (row, movieIdMapped) of each relevant movie.
+    """
+    rows = torch.from_numpy(liked["row"].to_numpy().astype(np.int64))
+    relevant_keys = rows * n_movies + torch.from_numpy(liked[MOVIE_INDEX].to_numpy().astype(np.int64))
+    top_keys = torch.arange(len(top)).unsqueeze(1) * n_movies + top
+    hits = (torch.isin(top_keys, relevant_keys) & filled).double()
+    n_relevant = torch.bincount(rows, minlength=len(top)).double()
+    discounts = 1 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
+    best_possible = torch.cumsum(discounts, 0)[(n_relevant.clamp(max=k) - 1).long()]
+    ndcg = (hits[:, : discounts.numel()] * discounts[: hits.shape[1]]).sum(dim=1) / best_possible
+    return hits.sum(dim=1) / k, hits.sum(dim=1) / n_relevant, ndcg
+
+
 def test_metrics(predicted: np.ndarray, test: pl.DataFrame, train: pl.DataFrame, model: RatingModel) -> dict:
     """The metrics `dvc exp show` and `dvc metrics diff` compare, each named by group: test/..., baseline/..."""
     actual = test["rating"].to_numpy()
@@ -129,7 +190,8 @@ def evaluate(
     out_dir: Path,
     noise_floor_rmse: float | None = None,
 ) -> dict:
-    """Score `data`'s predict part (the test ratings) against the training-mean baseline of its train part.
+    """Score `data`'s predict part (the test ratings) against the training-mean baseline of its train part,
+    and rank movies for its users against the popularity baseline (`data` needs its users and movies tables).
 
     Writes the metrics and the plot data (eval/plots/custom/*.json) with dvclive into `out_dir`.
     `noise_floor_rmse`, known for generated data only, is logged as `noise_floor/rmse` beside `test/rmse`.
@@ -142,11 +204,16 @@ def evaluate(
     metrics = test_metrics(predicted, test, train, model)
     if noise_floor_rmse is not None:
         metrics["noise_floor/rmse"] = noise_floor_rmse
+    ranking_metrics, ndcg_by_activity = ranking(
+        trained_model(model, data.users, data.movies, train), test, train, params
+    )
+    metrics |= ranking_metrics
     # The plots are declared (titles, axes, templates) at the top of dvc.yaml; here only their data.
     plots = {
         "rating_histogram": rating_histogram(predicted, actual, params.histogram_bins),
         "error_by_rating": error_by_rating(predicted, actual),
         "rmse_by_user_activity": rmse_by_user_activity(predicted, test, train, params),
+        "ndcg_by_user_activity": ndcg_by_activity,
     }
     with Live(str(out_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         for name, value in metrics.items():

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 
 from .errors import PipelineError
 from .releases import DATASETS, SYNTHETIC
+from .schema import RATING_MAX, RATING_MIN
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -122,14 +123,17 @@ class PreprocessParams(Section):
 
 
 class SplitParams(Section):
-    """Split stage: random train/val/test fractions; test gets the rest."""
+    """Split stage: train/val/test fractions, of all ratings at random or of each user's ratings in time order."""
 
     name: ClassVar[str] = "split"
+    strategy: Literal["random", "temporal"] = Field(
+        description="random: the seed's shuffle; temporal: each user's latest ratings go to val, then test"
+    )
     train_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(description="share of ratings for training")
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
         description="share of ratings for validation (early stopping); test gets the rest"
     )
-    seed: Seed = Field(description="seed of the shuffle")
+    seed: Seed = Field(description="seed of the shuffle (random only)")
 
     @model_validator(mode="after")
     def _test_not_empty(self) -> SplitParams:
@@ -227,6 +231,16 @@ class EvaluateParams(Section):
     light_user_min_ratings: PositiveInt = Field(description="users with fewer training ratings are cold")
     medium_user_min_ratings: PositiveInt = Field(description="light users have fewer training ratings than this")
     heavy_user_min_ratings: PositiveInt = Field(description="heavy users have at least this many training ratings")
+    ranking_k: PositiveInt = Field(
+        description="length of each user's top list in the ranking metrics (the k of NDCG@k)"
+    )
+    ranking_relevant_rating: float = Field(
+        ge=RATING_MIN, le=RATING_MAX, description="a test rating this high or higher marks a movie the user liked"
+    )
+    ranking_max_users: PositiveInt | None = Field(
+        description="rank for at most this many test users (drawn with ranking_seed); null: every one"
+    )
+    ranking_seed: Seed = Field(description="seed of the draw of users when ranking_max_users applies")
 
     @model_validator(mode="after")
     def _buckets_ascend(self) -> EvaluateParams:

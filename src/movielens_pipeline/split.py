@@ -1,4 +1,4 @@
-"""The seed's random train/val/test split: seeded, deterministic, every rating in one part."""
+"""Train/val/test splits: the seed's random one, or by time per user; deterministic, every rating in one part."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import polars as pl
 from .atomic import write_json, write_parquet
 from .errors import PipelineError
 from .params import SplitParams
+from .schema import USER_INDEX
 
 PARTS = ("train", "val", "test")
 
@@ -19,21 +20,50 @@ class SplitError(PipelineError):
 
 
 def split_ratings(ratings: pl.DataFrame, params: SplitParams) -> dict[str, pl.DataFrame]:
+    """The parts `params.strategy` cuts: `random` (the seed's) or `temporal` (each user's latest ratings held out)."""
+    if params.strategy == "temporal":
+        return temporal_split(ratings, params)
+    return random_split(ratings, params)
+
+
+def random_split(ratings: pl.DataFrame, params: SplitParams) -> dict[str, pl.DataFrame]:
     """Shuffle row numbers with the seed and cut them by the fractions; test gets the rest."""
     n_rows = ratings.height
     n_train = round(n_rows * params.train_fraction)
     n_val = round(n_rows * params.val_fraction)
-    sizes = {"train": n_train, "val": n_val, "test": n_rows - n_train - n_val}
+    _refuse_empty_parts({"train": n_train, "val": n_val, "test": n_rows - n_train - n_val}, n_rows, params)
+    order = np.random.default_rng(params.seed).permutation(n_rows)
+    bounds = np.cumsum([0, n_train, n_val, n_rows - n_train - n_val])
+    # Each part keeps the prepared table's row order, so its bytes depend only on its content.
+    return {part: ratings[np.sort(order[bounds[i] : bounds[i + 1]])] for i, part in enumerate(PARTS)}
+
+
+def temporal_split(ratings: pl.DataFrame, params: SplitParams) -> dict[str, pl.DataFrame]:
+    """Per user, in time order: the first `train_fraction` of their ratings train, the next `val_fraction`
+    val, the latest test (rounded per user; ties in time by movieId). No part predicts a user's past from
+    their future, as a random split does; a user with one rating keeps it in train."""
+    position = pl.int_range(pl.len()).over(USER_INDEX, order_by=["timestamp", "movieId"])
+    count = pl.len().over(USER_INDEX)
+    part = (
+        pl.when(position < (count * params.train_fraction).round())
+        .then(0)
+        .when(position < (count * (params.train_fraction + params.val_fraction)).round())
+        .then(1)
+        .otherwise(2)
+    )
+    labels = ratings.select(part.alias("part"))["part"].to_numpy()
+    sizes = {name: int((labels == i).sum()) for i, name in enumerate(PARTS)}
+    _refuse_empty_parts(sizes, ratings.height, params)
+    return {name: ratings.filter(pl.Series(labels == i)) for i, name in enumerate(PARTS)}
+
+
+def _refuse_empty_parts(sizes: dict[str, int], n_rows: int, params: SplitParams) -> None:
     empty = [part for part, size in sizes.items() if size <= 0]
     if empty:
         raise SplitError(
-            f"{n_rows} ratings split by train_fraction={params.train_fraction}, "
+            f"{n_rows} ratings split ({params.strategy}) by train_fraction={params.train_fraction}, "
             f"val_fraction={params.val_fraction} leave the {' and '.join(empty)} part empty"
         )
-    order = np.random.default_rng(params.seed).permutation(n_rows)
-    bounds = np.cumsum([0, n_train, n_val, sizes["test"]])
-    # Each part keeps the prepared table's row order, so its bytes depend only on its content.
-    return {part: ratings[np.sort(order[bounds[i] : bounds[i + 1]])] for i, part in enumerate(PARTS)}
 
 
 def split_stats(parts: dict[str, pl.DataFrame]) -> dict:

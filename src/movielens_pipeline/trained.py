@@ -20,13 +20,14 @@ from torch import Tensor
 
 from .errors import PipelineError
 from .models import RatingModel, load_model
-from .schema import MOVIE_INDEX, USER_INDEX
+from .schema import MOVIE_INDEX, MOVIES_SCHEMA, USER_INDEX
 
 # What load_trained reads, as dvc.yaml names them (tests/unit/test_trained.py checks they are its outs).
 CHECKPOINT = "models/model.ckpt"
 USERS = "data/prepared/users.parquet"
 MOVIES = "data/prepared/movies.parquet"
 TRAIN = "data/split/train.parquet"
+MOVIE_DETAILS = {name: MOVIES_SCHEMA[name] for name in ("title", "genres")}
 # Scores held at once while ranking (users x movies): 16 MiB of float32, whatever the catalogue's size.
 SCORES_PER_CHUNK = 1 << 22
 
@@ -119,25 +120,28 @@ class TrainedModel:
             .select("userId", "rank", "movieId", "title", "genres", "predicted_rating")
         )
 
-    def top_movies(self, user_indices: Tensor, n: int) -> tuple[Tensor, Tensor]:
-        """For each user index: the `n` best (predicted rating, movie index) over the movies it did not rate in
-        training, best first; -inf where fewer than `n` are left. Scored in chunks of users."""
+    def top_movies(self, user_indices: Tensor, n: int, by_popularity: bool = False) -> tuple[Tensor, Tensor]:
+        """For each user index: the `n` best (score, movie index) over the movies it did not rate in training,
+        best first; score -inf where fewer than `n` are left. The score is the predicted rating, or with
+        `by_popularity` the movie's number of training ratings (the popularity baseline). Scored in chunks of users.
+        """
         n = min(n, self.n_movies)
         every_movie = torch.arange(self.n_movies)
         users_per_chunk = max(1, SCORES_PER_CHUNK // self.n_movies)
-        best_scores, best_movies = [], []
+        best_scores, best_movies = [torch.empty(0, n)], [torch.empty(0, n, dtype=torch.int64)]
         with torch.inference_mode():
             for start in range(0, len(user_indices), users_per_chunk):
                 users = user_indices[start : start + users_per_chunk]
-                scores = self.model(users.repeat_interleave(self.n_movies), every_movie.repeat(len(users)))
-                scores = scores.view(len(users), self.n_movies)
+                if by_popularity:
+                    scores = self.popularity().repeat(len(users), 1)
+                else:
+                    scores = self.model(users.repeat_interleave(self.n_movies), every_movie.repeat(len(users)))
+                    scores = scores.view(len(users), self.n_movies)
                 rows, movies = self.rated_pairs(users)
                 scores[rows, movies] = -torch.inf
                 top = torch.topk(scores, n, dim=1)
                 best_scores.append(top.values)
                 best_movies.append(top.indices)
-        if not best_scores:
-            return torch.empty(0, n), torch.empty(0, n, dtype=torch.int64)
         return torch.cat(best_scores), torch.cat(best_movies)
 
     def rated_pairs(self, user_indices: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,10 +152,14 @@ class TrainedModel:
         within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths).repeat_interleave(lengths)
         return rows, self.rated_movies[starts.repeat_interleave(lengths) + within]
 
+    def popularity(self) -> Tensor:
+        """Per movie index, a score that orders movies by training ratings, most first, ties by lower index."""
+        tie_break = torch.arange(self.n_movies - 1, -1, -1, dtype=torch.float64)
+        return self.movie_ratings.double() * self.n_movies + tie_break  # exact: whole numbers far below 2**53
+
     def popular_movies(self, n: int) -> Tensor:
         """The `n` movie indices with the most training ratings (ties: the lower index first)."""
-        order = torch.sort(self.movie_ratings, descending=True, stable=True).indices
-        return order[:n]
+        return torch.topk(self.popularity(), min(n, self.n_movies)).indices
 
     @staticmethod
     def _index(
@@ -176,25 +184,33 @@ def load_trained(repo: str | Path = ".", rev: str | None = None) -> TrainedModel
     At a revision the files come through `dvc.api` (the DVC cache, else the remote): nothing is checked out.
     """
     read = _reader(Path(repo), rev)
-    model = load_model(io.BytesIO(read(CHECKPOINT)))
-    users = pl.read_parquet(io.BytesIO(read(USERS)), columns=["userId", USER_INDEX])
-    movies = pl.read_parquet(io.BytesIO(read(MOVIES)), columns=["movieId", MOVIE_INDEX, "title", "genres"])
-    train = pl.read_parquet(io.BytesIO(read(TRAIN)), columns=[USER_INDEX, MOVIE_INDEX, "rating"])
-    by_user = train.select(USER_INDEX, MOVIE_INDEX).sort(USER_INDEX, MOVIE_INDEX)
-    user_ratings = torch.bincount(
-        torch.from_numpy(by_user[USER_INDEX].to_numpy().astype(np.int64)), minlength=users.height
+    return trained_model(
+        load_model(io.BytesIO(read(CHECKPOINT))),
+        users=pl.read_parquet(io.BytesIO(read(USERS))),
+        movies=pl.read_parquet(io.BytesIO(read(MOVIES))),
+        train=pl.read_parquet(io.BytesIO(read(TRAIN)), columns=[USER_INDEX, MOVIE_INDEX, "rating"]),
     )
+
+
+def trained_model(model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame, train: pl.DataFrame) -> TrainedModel:
+    """A TrainedModel from the tables the pipeline writes: prepared users and movies, the training ratings."""
+    by_user = train.select(USER_INDEX, MOVIE_INDEX).sort(USER_INDEX, MOVIE_INDEX)
+    user_indices = torch.from_numpy(by_user[USER_INDEX].to_numpy().astype(np.int64))
     rated_start = torch.zeros(users.height + 1, dtype=torch.int64)
-    rated_start[1:] = torch.cumsum(user_ratings, 0)
+    rated_start[1:] = torch.cumsum(torch.bincount(user_indices, minlength=users.height), 0)
     rated_movies = torch.from_numpy(by_user[MOVIE_INDEX].to_numpy().astype(np.int64))
-    movie_ratings = torch.bincount(rated_movies, minlength=movies.height)
     return TrainedModel(
         model=model,
-        users=users,
-        movies=movies.sort(MOVIE_INDEX),
+        users=users.select("userId", USER_INDEX),
+        movies=movies.with_columns(
+            # Titles and genres where the data set had a movies file; null otherwise.
+            *[pl.lit(None, dtype).alias(name) for name, dtype in MOVIE_DETAILS.items() if name not in movies.columns]
+        )
+        .select("movieId", MOVIE_INDEX, *MOVIE_DETAILS)
+        .sort(MOVIE_INDEX),
         rated_start=rated_start,
         rated_movies=rated_movies,
-        movie_ratings=movie_ratings,
+        movie_ratings=torch.bincount(rated_movies, minlength=movies.height),
         train_mean=float(train["rating"].mean()) if train.height else float("nan"),
     )
 

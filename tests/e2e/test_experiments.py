@@ -50,7 +50,7 @@ def test_exp_run_shows_both_runs_and_the_report_matches_the_diffs(project_repo, 
         lines = table.strip().splitlines()
         assert "\n".join(lines[:2] + sorted(lines[2:])) in report
     images = sorted(out.glob("plots/*.png"))
-    assert len(images) == 4 and all(image.read_bytes().startswith(b"\x89PNG") for image in images)
+    assert len(images) == 5 and all(image.read_bytes().startswith(b"\x89PNG") for image in images)
     assert "![Loss per epoch (MSE)](plots/loss-per-epoch-mse.png)" in report
 
 

@@ -12,7 +12,7 @@ import yaml
 from harness import dvc
 from images import png_pixels
 
-WINDOW = (1400, 1400)  # wide enough for two plots side by side, tall enough for all four
+WINDOW = (1400, 1800)  # wide enough for two plots side by side, tall enough for all five
 RENDER_BUDGET_MS = 20_000  # Chromium's virtual time for scripts to run before the screenshot
 
 
@@ -53,7 +53,7 @@ def test_plots_show_page_draws_every_declared_plot_offline(project_repo, plots_t
     page = repo / "dvc_plots/index.html"
     html = page.read_text()
     titles = declared_titles(repo)
-    assert len(titles) == 4
+    assert len(titles) == 5
     for title in titles:
         assert f'"text": "{title}"' in html, title
     assert "cdn.jsdelivr" not in html and "<script src=" not in html
@@ -68,4 +68,4 @@ def test_plots_show_page_draws_every_declared_plot_offline(project_repo, plots_t
     pixels = [row[i : i + 3] for row in png_pixels(screenshot.read_bytes()) for i in range(0, len(row), 3)]
     drawn = sum(pixel != b"\xff\xff\xff" for pixel in pixels) / len(pixels)
     assert drawn > 0.02, f"{screenshot}: only {drawn:.1%} of the page is not white"
-    assert len(set(pixels)) > 50, f"{screenshot}: too few colours for four charts"
+    assert len(set(pixels)) > 50, f"{screenshot}: too few colours for five charts"

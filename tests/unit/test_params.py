@@ -42,7 +42,7 @@ def test_deleting_any_key_from_params_yaml_stops_with_one_line_naming_it(section
 
 
 def test_empty_or_null_section_names_its_first_key():
-    with pytest.raises(ParamsError, match=r"^split\.train_fraction: missing"):
+    with pytest.raises(ParamsError, match=r"^split\.strategy: missing"):
         parse_section("split", {})
     with pytest.raises(ParamsError, match=r"^split: expected a mapping of keys, got None"):
         parse_section("split", None)

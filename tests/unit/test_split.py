@@ -85,7 +85,7 @@ def test_an_empty_part_is_refused(n_rows, train, val, empty):
     with pytest.raises(SplitError) as raised:
         split_ratings(prepared(n_rows), project_params("split", train_fraction=train, val_fraction=val))
     message = str(raised.value)
-    assert message.startswith(f"{n_rows} ratings split by train_fraction={train}, val_fraction={val}")
+    assert message.startswith(f"{n_rows} ratings split (random) by train_fraction={train}, val_fraction={val}")
     assert message.endswith(f"leave the {empty} empty")
 
 
@@ -145,3 +145,30 @@ def test_split_stats_of_a_real_split_add_up():
     for name in ("val", "test"):
         unseen = set(parts[name]["userIdMapped"]) - set(parts["train"]["userIdMapped"])
         assert stats[name]["users_unseen_in_train"] == len(unseen)
+
+
+def test_temporal_split_holds_out_each_users_latest_ratings():
+    ratings = prepared(2000)
+    parts = split_ratings(ratings, project_params("split", strategy="temporal"))
+    assert sum(part.height for part in parts.values()) == ratings.height
+    assert set.union(*(pairs(part) for part in parts.values())) == pairs(ratings)
+    for user, own in ratings.group_by("userIdMapped"):
+        in_time_order = own.sort("timestamp", "movieId")
+        n = own.height
+        n_train, n_before_test = round(n * 0.7), round(n * 0.85)
+        expected = {
+            "train": in_time_order.head(n_train),
+            "val": in_time_order.slice(n_train, n_before_test - n_train),
+            "test": in_time_order.slice(n_before_test),
+        }
+        for name, part in parts.items():
+            assert pairs(part.filter(pl.col("userIdMapped") == user[0])) == pairs(expected[name]), (user, name)
+    # Each part keeps the prepared table's row order (its bytes depend on its content only).
+    for part in parts.values():
+        rows = ratings.with_row_index("row").join(part, on=["userId", "movieId"], how="semi")["row"]
+        assert rows.is_sorted()
+
+
+def test_temporal_split_refuses_an_empty_part_naming_the_strategy():
+    with pytest.raises(SplitError, match=r"^4 ratings split \(temporal\) .* leave the val and test part empty"):
+        split_ratings(prepared(4), project_params("split", strategy="temporal"))

@@ -12,11 +12,12 @@ from fakes import low_rank_rows, ratings_frame
 from harness import project_params
 
 from movielens_pipeline.data import RatingsDataModule, TrainingData
-from movielens_pipeline.evaluate import error_metrics, evaluate, predict, rating_histogram
+from movielens_pipeline.evaluate import error_metrics, evaluate, predict, ranking, rating_histogram, top_k_quality
 from movielens_pipeline.models import MODELS, build_model, load_model
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
+from movielens_pipeline.trained import trained_model
 from movielens_pipeline.training import EarlyStop, train
 
 GENRES = ("Action", "Comedy", "Drama", "Horror")
@@ -199,7 +200,8 @@ def test_rating_histogram_counts_every_rating_in_its_bin():
 def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, parts, tmp_path):
     _, checkpoint = fit(prepared, parts, tmp_path, max_epochs=2)
     params = project_params("evaluate", histogram_bins=9)
-    data = RatingsDataModule(params.batch_size, train=parts["train"], predict=parts["test"])
+    _, users, movies = prepared
+    data = RatingsDataModule(params.batch_size, train=parts["train"], predict=parts["test"], users=users, movies=movies)
     metrics = evaluate(checkpoint, data, params, tmp_path / "eval")
     written = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert written["test"]["rmse"] == pytest.approx(metrics["test/rmse"])
@@ -214,6 +216,58 @@ def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, p
     assert "noise_floor" not in written  # a real data set has none
     evaluate(checkpoint, data, params, tmp_path / "eval2", noise_floor_rmse=0.5)
     assert json.loads((tmp_path / "eval2/metrics.json").read_text())["noise_floor"] == {"rmse": 0.5}
+
+
+def test_top_k_quality_on_a_worked_example():
+    top = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    filled = torch.tensor([[True, True, True], [True, True, False]])  # user 1 had only two movies left
+    liked = pl.DataFrame({"row": [0, 0, 1], "movieIdMapped": [2, 9, 6]})
+    precision, recall, ndcg = top_k_quality(top, filled, liked, n_movies=10, k=3)
+    assert precision.tolist() == pytest.approx([1 / 3, 0])
+    assert recall.tolist() == pytest.approx([1 / 2, 0])
+    # One hit at rank 2 out of two liked movies: (1 / log2 3) / (1 + 1 / log2 3).
+    assert ndcg.tolist() == pytest.approx([(1 / np.log2(3)) / (1 + 1 / np.log2(3)), 0])
+
+
+def test_ranking_matches_a_brute_force_top_k_for_the_model_and_popularity(prepared, parts, tmp_path):
+    _, checkpoint = fit(prepared, parts, tmp_path, max_epochs=2)
+    _, users, movies = prepared
+    params = project_params("evaluate", ranking_k=5, ranking_relevant_rating=4.0, ranking_max_users=None)
+    model = load_model(checkpoint)
+    train_part, test_part = parts["train"], parts["test"]
+    metrics, by_activity = ranking(trained_model(model, users, movies, train_part), test_part, train_part, params)
+
+    liked = test_part.filter(pl.col("rating") >= 4)
+    ranked_users = sorted(set(liked["userIdMapped"]))
+    counts = np.bincount(train_part["movieIdMapped"].to_numpy(), minlength=movies.height)
+    expected = {"test": [], "popularity": []}
+    for user in ranked_users:
+        rated = set(train_part.filter(pl.col("userIdMapped") == user)["movieIdMapped"])
+        relevant = set(liked.filter(pl.col("userIdMapped") == user)["movieIdMapped"])
+        candidates = [movie for movie in range(movies.height) if movie not in rated]
+        with torch.inference_mode():
+            predicted = model(torch.full((len(candidates),), user), torch.tensor(candidates)).numpy()
+        for group, score in (("test", predicted), ("popularity", counts[candidates].astype(float))):
+            # Ties (popularity) go to the lower movie index, as a stable descending sort gives.
+            top = [candidates[i] for i in np.argsort(-score, kind="stable")[:5]]
+            gains = [1 / np.log2(rank + 2) for rank, movie in enumerate(top) if movie in relevant]
+            ideal = sum(1 / np.log2(rank + 2) for rank in range(min(5, len(relevant))))
+            expected[group].append(sum(gains) / ideal)
+    assert metrics["ranking/users"] == len(ranked_users)
+    assert metrics["test/ndcg@5"] == pytest.approx(np.mean(expected["test"]), rel=1e-6)
+    assert metrics["popularity/ndcg@5"] == pytest.approx(np.mean(expected["popularity"]), rel=1e-6)
+    assert 0 < metrics["test/coverage@5"] <= 1 and 0 <= metrics["test/precision@5"] <= 1
+    assert sum(row["users"] for row in by_activity) == len(ranked_users)
+
+
+def test_ranking_draws_at_most_ranking_max_users_the_same_way_each_time(prepared, parts, tmp_path):
+    _, checkpoint = fit(prepared, parts, tmp_path, max_epochs=1)
+    _, users, movies = prepared
+    trained = trained_model(load_model(checkpoint), users, movies, parts["train"])
+    params = project_params("evaluate", ranking_max_users=17)
+    first, _ = ranking(trained, parts["test"], parts["train"], params)
+    second, _ = ranking(trained, parts["test"], parts["train"], params)
+    assert first["ranking/users"] == 17 and first == second
 
 
 # --- the accelerator's path (dense tables, one fused Adam, the L2 penalty in the loss), on the CPU ---
