@@ -19,6 +19,8 @@ from .params import EvaluateParams
 from .schema import MOVIE_INDEX, RATING_MAX, RATING_MIN, USER_INDEX
 from .trained import TrainedModel, trained_model
 
+HALF_STAR = 0.5  # MovieLens's step; ML-100K and ML-1M use whole stars only
+
 
 def predict(model: RatingModel, data: RatingsDataModule, accelerator: str = "cpu") -> np.ndarray:
     """The model's predicted rating for every row of `data`'s predict part, in row order.
@@ -41,16 +43,20 @@ def error_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]
     return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(np.mean(np.abs(errors)))}
 
 
-def rating_histogram(predicted: np.ndarray, actual: np.ndarray, bins: int) -> list[dict[str, float]]:
-    """Counts of true and predicted ratings in equal bins over the rating scale (the seed's histogram)."""
-    edges = np.linspace(RATING_MIN, RATING_MAX, bins + 1)
-    true_counts, _ = np.histogram(actual, bins=edges)
-    predicted_counts, _ = np.histogram(predicted, bins=edges)
-    centers = (edges[:-1] + edges[1:]) / 2
-    return [
-        {"rating": round(float(center), 4), "actual": int(true), "predicted": int(pred)}
-        for center, true, pred in zip(centers, true_counts, predicted_counts, strict=True)
-    ]
+def rating_histogram(predicted: np.ndarray, actual: np.ndarray) -> list[dict[str, float | str]]:
+    """Share of test ratings per half star, true and predicted (rounded to the nearest half star), long form:
+    one row per (rating, series), so the plot draws the two series side by side, for any number of ratings."""
+    stars = np.arange(RATING_MIN, RATING_MAX + HALF_STAR / 2, HALF_STAR)
+    rows = []
+    for series, values in (("actual", actual), ("predicted", predicted)):
+        nearest = np.clip(np.round(values.astype(np.float64) / HALF_STAR) * HALF_STAR, RATING_MIN, RATING_MAX)
+        counts = np.array([np.sum(np.isclose(nearest, star)) for star in stars])
+        shares = counts / max(len(values), 1)
+        rows += [
+            {"rating": float(star), "series": series, "share": float(share)}
+            for star, share in zip(stars, shares, strict=True)
+        ]
+    return rows
 
 
 def error_by_rating(predicted: np.ndarray, actual: np.ndarray) -> list[dict[str, float]]:
@@ -210,7 +216,7 @@ def evaluate(
     metrics |= ranking_metrics
     # The plots are declared (titles, axes, templates) at the top of dvc.yaml; here only their data.
     plots = {
-        "rating_histogram": rating_histogram(predicted, actual, params.histogram_bins),
+        "rating_histogram": rating_histogram(predicted, actual),
         "error_by_rating": error_by_rating(predicted, actual),
         "rmse_by_user_activity": rmse_by_user_activity(predicted, test, train, params),
         "ndcg_by_user_activity": ndcg_by_activity,

@@ -63,27 +63,35 @@ class RatingModel(pl.LightningModule):
         """Per rating: the bias logit and the interaction logit."""
         raise NotImplementedError
 
-    def forward(self, users: Tensor, movies: Tensor) -> Tensor:
+    def ranking_score(self, users: Tensor, movies: Tensor) -> Tensor:
+        """Per rating, the logit before the rating-scale sigmoid: bias + interaction, the interaction only where
+        training saw both the user and the movie. It orders movies as the predictions do."""
         bias, interaction = self.score(users, movies)
         known = self.user_seen[users] & self.movie_seen[movies]
-        logit = bias + torch.where(known, interaction, torch.zeros_like(interaction))
-        return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(logit)
+        return bias + torch.where(known, interaction, torch.zeros_like(interaction))
+
+    def forward(self, users: Tensor, movies: Tensor) -> Tensor:
+        return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(self.ranking_score(users, movies))
+
+    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor) -> Tensor:
+        """What training minimises and validation reports: the squared error of the predicted ratings."""
+        return F.mse_loss(self(users, movies), ratings)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         users, movies, ratings = batch
         self.lookups.clear()
-        mse = F.mse_loss(self(users, movies), ratings)
+        loss = self.loss(users, movies, ratings)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
             optimizer.zero_grad()
         # Sparse tables: RowAdam applies the L2 penalty. Dense tables: it is part of the loss.
-        self.manual_backward(mse if self.hparams.sparse_tables else mse + self.l2_penalty())
+        self.manual_backward(loss if self.hparams.sparse_tables else loss + self.l2_penalty())
         for optimizer in optimizers:
             optimizer.step()
         # Logged as a tensor, summed on the device: no host sync per step.
-        self.log("train_loss", mse.detach(), on_step=False, on_epoch=True, batch_size=len(ratings))
-        return mse
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(ratings))
+        return loss
 
     def l2_penalty(self) -> Tensor:
         """weight_decay x the mean squared norm of the rows each table looked up (RowAdam's penalty as a loss).
@@ -111,8 +119,7 @@ class RatingModel(pl.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         users, movies, ratings = batch
-        mse = F.mse_loss(self(users, movies), ratings)
-        self.log("val_loss", mse, on_step=False, on_epoch=True, batch_size=len(ratings))
+        self.log("val_loss", self.loss(users, movies, ratings), on_step=False, on_epoch=True, batch_size=len(ratings))
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         users, movies, _ = batch
@@ -281,9 +288,41 @@ class GenreMLP(BiasedMF):
         return self.bias(users, movies), interaction
 
 
+class BPR(RatingModel):
+    """Ranking by implicit feedback: a movie bias + user . movie factors, trained with the BPR loss.
+
+    Every training rating is a positive; each is paired with a movie drawn at random (a negative:
+    usually one the user never rated) and the loss, -log sigmoid(score(pos) - score(neg)), asks
+    the rated one to rank higher. Scores order movies for a user; the predicted "ratings" (the
+    scores through the rating-scale sigmoid) are not calibrated, so its RMSE means nothing.
+    """
+
+    def __init__(self, **hyperparameters):
+        super().__init__(**hyperparameters)
+        hp = self.hparams
+        self.movie_bias = self.table(hp.n_movies, 1)
+        self.user_factors = self.table(hp.n_users, hp.embedding_dim, 0.1 / math.sqrt(hp.embedding_dim))
+        self.movie_factors = self.table(hp.n_movies, hp.embedding_dim, 0.1 / math.sqrt(hp.embedding_dim))
+
+    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+        return self.movie_bias(movies)[:, 0], (self.user_factors(users) * self.movie_factors(movies)).sum(dim=1)
+
+    def on_validation_epoch_start(self) -> None:
+        # The same negatives at every validation: the val loss then moves only with the model.
+        self.validation_negatives = torch.Generator(device=self.device).manual_seed(0)
+
+    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor) -> Tensor:
+        """The BPR loss of each rated movie against one random movie (in training from Lightning's seeded RNG)."""
+        generator = None if self.training else self.validation_negatives
+        negatives = torch.randint(0, self.hparams.n_movies, movies.shape, device=movies.device, generator=generator)
+        both = self.ranking_score(users.repeat(2), torch.cat([movies, negatives]))
+        positive, negative = both.split(len(movies))
+        return -F.logsigmoid(positive - negative).mean()
+
+
 # params.MODEL_NAMES is the one list of names (params.py does not import torch); this gives each its class.
 MODELS: dict[str, type[RatingModel]] = dict(
-    zip(MODEL_NAMES, (GlobalMean, Biases, BiasedMF, SVDpp, GenreMLP), strict=True)
+    zip(MODEL_NAMES, (GlobalMean, Biases, BiasedMF, SVDpp, GenreMLP, BPR), strict=True)
 )
 
 

@@ -24,7 +24,7 @@ from .schema import RATING_MAX, RATING_MIN
 PARAMS_FILE = Path("params.yaml")
 
 # The one list of model names; models.MODELS maps each to its class, in this order.
-MODEL_NAMES = ("global_mean", "biases", "biased_mf", "svdpp", "genre_mlp")
+MODEL_NAMES = ("global_mean", "biases", "biased_mf", "svdpp", "genre_mlp", "bpr")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 MAX_SYNTHETIC_RATINGS = 32_000_000  # the size of the largest release, ml-32m
 # Distinct (user, movie) pairs are drawn by rejection: beyond this share of the grid it stalls.
@@ -227,7 +227,6 @@ class EvaluateParams(Section):
     name: ClassVar[str] = "evaluate"
     batch_size: PositiveInt = Field(description="ratings scored per forward pass")
     accelerator: Accelerator = Field(description="Lightning's accelerator for the predictions")
-    histogram_bins: PositiveInt = Field(description="bins of the actual-vs-predicted histogram over the rating scale")
     light_user_min_ratings: PositiveInt = Field(description="users with fewer training ratings are cold")
     medium_user_min_ratings: PositiveInt = Field(description="light users have fewer training ratings than this")
     heavy_user_min_ratings: PositiveInt = Field(description="heavy users have at least this many training ratings")

@@ -31,6 +31,9 @@ def test_exp_run_shows_both_runs_and_the_report_matches_the_diffs(project_repo, 
         metrics = metrics_of(run)
         assert {"rmse", "mae"} <= set(metrics["eval/metrics.json"]["test"])
         assert "rmse" in metrics["eval/metrics.json"]["baseline"]
+        # Ranking: the model's top 10 and the popularity baseline's, side by side in `dvc exp show`.
+        assert {"ndcg@10", "precision@10", "recall@10", "coverage@10"} <= set(metrics["eval/metrics.json"]["test"])
+        assert {"ndcg@10", "precision@10"} <= set(metrics["eval/metrics.json"]["popularity"])
         assert {"best_epoch", "train_seconds"} <= set(metrics["dvclive/train/metrics.json"])
     assert metrics_of(runs[8])["eval/metrics.json"] != metrics_of(runs[64])["eval/metrics.json"]
 

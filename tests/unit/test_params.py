@@ -166,7 +166,8 @@ def test_min_epochs_above_max_epochs_is_rejected():
         ("train", "patience", 0),
         ("preprocess", "sample_size", 0),
         ("preprocess", "min_ratings_per_user", 0),
-        ("evaluate", "histogram_bins", 0),
+        ("evaluate", "ranking_k", 0),
+        ("evaluate", "ranking_relevant_rating", 5.5),
         ("data", "timeout_seconds", 0),
     ],
 )

@@ -157,7 +157,7 @@ def test_every_model_beats_the_mean_baseline_on_test(name, prepared, parts, tmp_
     assert model_rmse < 0.95 * mean_rmse, (name, model_rmse, mean_rmse)
 
 
-@pytest.mark.parametrize("name", ["biased_mf", "svdpp", "genre_mlp"])
+@pytest.mark.parametrize("name", ["biased_mf", "svdpp", "genre_mlp", "bpr"])
 def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
     params = project_params("train", model=name, embedding_dim=4)
     # User 2 and movie 2 have no training ratings.
@@ -172,6 +172,33 @@ def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
         expected = RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(bias + known * interaction)
         assert torch.allclose(model(users, movies), expected)
         assert interaction[3] != 0 and torch.isfinite(model(users, movies)).all()
+
+
+def test_bpr_loss_ranks_each_rated_movie_against_a_random_one():
+    params = project_params("train", model="bpr", embedding_dim=4)
+    data = TrainingData(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), torch.zeros(5, 0))
+    model = build_model(params, data, n_users=2, n_movies=5, train_mean=3.5)
+    users, movies, ratings = torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), torch.tensor([4.0, 1.0, 3.0])
+    torch.manual_seed(7)
+    loss = model.loss(users, movies, ratings)
+    torch.manual_seed(7)
+    negatives = torch.randint(0, 5, (3,))
+    expected = -torch.nn.functional.logsigmoid(
+        model.ranking_score(users, movies) - model.ranking_score(users, negatives)
+    ).mean()
+    assert torch.allclose(loss, expected)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    assert float(model.loss(users, movies, ratings).detach()) == pytest.approx(np.log(2))  # every score ties
+
+
+def test_bpr_ranks_better_than_popularity(prepared, parts, tmp_path):
+    _, checkpoint = fit(prepared, parts, tmp_path, model="bpr", embedding_dim=16, max_epochs=12)
+    _, users, movies = prepared
+    trained = trained_model(load_model(checkpoint), users, movies, parts["train"])
+    metrics, _ = ranking(trained, parts["test"], parts["train"], project_params("evaluate", ranking_k=5))
+    assert metrics["test/ndcg@5"] > 1.2 * metrics["popularity/ndcg@5"], metrics
 
 
 def test_svdpp_implicit_term_sums_the_factors_of_each_users_training_movies():
@@ -190,16 +217,20 @@ def test_error_metrics_on_known_values():
     assert metrics == pytest.approx({"mse": 5 / 3, "rmse": (5 / 3) ** 0.5, "mae": 1.0})
 
 
-def test_rating_histogram_counts_every_rating_in_its_bin():
-    rows = rating_histogram(np.array([0.5, 2.6, 5.0, 5.0]), np.array([1.0, 1.0, 4.0, 5.0]), bins=9)
-    assert [row["rating"] for row in rows] == pytest.approx(np.arange(0.75, 5.0, 0.5).tolist())
-    assert sum(row["actual"] for row in rows) == sum(row["predicted"] for row in rows) == 4
-    assert rows[-1]["predicted"] == 2 and rows[0]["predicted"] == 1 and rows[4]["predicted"] == 1
+def test_rating_histogram_gives_the_share_of_ratings_per_half_star():
+    rows = rating_histogram(np.array([0.5, 2.6, 4.8, 5.3]), np.array([1.0, 1.0, 4.0, 5.0]))
+    assert [row["rating"] for row in rows[:10]] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0]
+    shares = {(row["series"], row["rating"]): row["share"] for row in rows}
+    assert len(rows) == 20 and shares[("actual", 1.0)] == 0.5 and shares[("actual", 4.0)] == 0.25
+    # Predictions go to the nearest half star, within the scale: 2.6 -> 2.5, 4.8 and 5.3 -> 5.0.
+    assert shares[("predicted", 2.5)] == 0.25 and shares[("predicted", 5.0)] == 0.5
+    for series in ("actual", "predicted"):
+        assert sum(share for (name, _), share in shares.items() if name == series) == pytest.approx(1)
 
 
 def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, parts, tmp_path):
     _, checkpoint = fit(prepared, parts, tmp_path, max_epochs=2)
-    params = project_params("evaluate", histogram_bins=9)
+    params = project_params("evaluate")
     _, users, movies = prepared
     data = RatingsDataModule(params.batch_size, train=parts["train"], predict=parts["test"], users=users, movies=movies)
     metrics = evaluate(checkpoint, data, params, tmp_path / "eval")
@@ -212,7 +243,7 @@ def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, p
     baseline_error = parts["test"]["rating"].to_numpy() - parts["train"]["rating"].mean()
     assert written["baseline"]["mse"] == pytest.approx(float(np.mean(baseline_error**2)), rel=1e-6)
     histogram = json.loads((tmp_path / "eval/plots/custom/rating_histogram.json").read_text())
-    assert len(histogram) == 9 and sum(row["actual"] for row in histogram) == parts["test"].height
+    assert len(histogram) == 20 and sum(row["share"] for row in histogram) == pytest.approx(2)
     assert "noise_floor" not in written  # a real data set has none
     evaluate(checkpoint, data, params, tmp_path / "eval2", noise_floor_rmse=0.5)
     assert json.loads((tmp_path / "eval2/metrics.json").read_text())["noise_floor"] == {"rmse": 0.5}
@@ -292,7 +323,7 @@ def gradients_with_the_penalty(model, users, movies, ratings) -> dict[str, torch
     return found
 
 
-@pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp"])
+@pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp", "bpr"])
 def test_the_dense_path_has_the_same_loss_gradient_as_rowadams(name, prepared, parts):
     params = project_params("train", model=name, embedding_dim=8, weight_decay=0.3, dropout=0.0)
     data = RatingsDataModule(256, train=parts["train"], users=prepared[1], movies=prepared[2])
