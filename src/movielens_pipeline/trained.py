@@ -36,13 +36,49 @@ class UnknownIdError(PipelineError):
     """A user or movie id the trained model has no index for."""
 
 
+@dataclass(frozen=True)
+class IdIndex:
+    """MovieLens ids -> the pipeline's contiguous indices, by binary search over the sorted ids."""
+
+    kind: str  # "user" or "movie", for messages
+    sorted_ids: np.ndarray  # int64, ascending
+    index_of_sorted: np.ndarray  # int64: the index of sorted_ids[i]
+
+    @classmethod
+    def of(cls, table: pl.DataFrame, id_column: str, index_column: str, kind: str) -> IdIndex:
+        """The index of a prepared users or movies table."""
+        ordered = table.select(id_column, index_column).sort(id_column)
+        return cls(
+            kind, ordered[id_column].to_numpy().astype(np.int64), ordered[index_column].to_numpy().astype(np.int64)
+        )
+
+    def indices(self, ids: np.ndarray, cold_start: bool) -> np.ndarray:
+        """The index of each id, -1 where unknown; an unknown id raises UnknownIdError unless `cold_start`."""
+        if not len(self.sorted_ids):
+            found = np.zeros(len(ids), dtype=bool)
+            position = np.zeros(len(ids), dtype=np.int64)
+        else:
+            position = np.searchsorted(self.sorted_ids, ids).clip(max=len(self.sorted_ids) - 1)
+            found = self.sorted_ids[position] == ids
+        if not cold_start and not found.all():
+            unknown = list(dict.fromkeys(ids[~found].tolist()))  # distinct, in order of appearance
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            span = f"ids {self.sorted_ids[0]}-{self.sorted_ids[-1]}" if len(self.sorted_ids) else "none"
+            raise UnknownIdError(
+                f"{self.kind} {unknown[0]}{more} is not in the trained model ({len(self.sorted_ids):,} "
+                f"{self.kind}s, {span}); --cold-start predicts for it anyway"
+            )
+        return np.where(found, self.index_of_sorted[position], -1)
+
+
 @dataclass
 class TrainedModel:
     """A model in eval mode, the id mappings, and each user's training movies (CSR, by user index)."""
 
     model: RatingModel
-    users: pl.DataFrame  # userId, userIdMapped
-    movies: pl.DataFrame  # movieId, movieIdMapped, title, genres; sorted by movieIdMapped
+    user_index: IdIndex
+    movie_index: IdIndex
+    movies: pl.DataFrame  # movieId, title, genres; row i is movie index i
     rated_start: Tensor  # user index u rated rated_movies[rated_start[u]:rated_start[u + 1]] in training
     rated_movies: Tensor
     movie_ratings: Tensor  # training ratings per movie index: popularity
@@ -59,17 +95,16 @@ class TrainedModel:
         training-mean rating (the baseline's prediction) instead.
         """
         pairs = pairs.select(pl.col("userId").cast(pl.Int64), pl.col("movieId").cast(pl.Int64))
-        indexed = self._index(pairs, "userId", self.users, USER_INDEX, cold_start)
-        indexed = self._index(indexed, "movieId", self.movies, MOVIE_INDEX, cold_start)
-        known = indexed[USER_INDEX].is_not_null() & indexed[MOVIE_INDEX].is_not_null()
-        users = torch.from_numpy(indexed[USER_INDEX].fill_null(0).to_numpy().astype(np.int64))
-        movies = torch.from_numpy(indexed[MOVIE_INDEX].fill_null(0).to_numpy().astype(np.int64))
+        users = self.user_index.indices(pairs["userId"].to_numpy(), cold_start)
+        movies = self.movie_index.indices(pairs["movieId"].to_numpy(), cold_start)
+        known = (users >= 0) & (movies >= 0)
+        users, movies = torch.from_numpy(users.clip(min=0)), torch.from_numpy(movies.clip(min=0))
         predicted = np.empty(len(users), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(users), SCORES_PER_CHUNK):
                 chunk = slice(start, start + SCORES_PER_CHUNK)
                 predicted[chunk] = self.model(users[chunk], movies[chunk]).numpy()
-        predicted[~known.to_numpy()] = self.train_mean
+        predicted[~known] = self.train_mean
         return pairs.with_columns(predicted_rating=pl.Series(predicted, dtype=pl.Float32))
 
     def recommend(self, user_ids: list[int], n: int = 10, cold_start: bool = False) -> pl.DataFrame:
@@ -77,47 +112,30 @@ class TrainedModel:
 
         Rows: userId, rank (1 = best), movieId, title, genres, predicted_rating. An unknown user
         raises UnknownIdError; with `cold_start` it gets the movies with the most training ratings
-        (predicted_rating null: popularity, not the model, chose them).
+        (predicted_rating null: popularity, not the model, chose them). Each user once, in the order asked.
         """
         if n < 1:
             raise PipelineError(f"recommend: n must be at least 1, got {n}")
-        asked = pl.DataFrame({"userId": pl.Series(user_ids, dtype=pl.Int64)})
-        indexed = self._index(asked, "userId", self.users, USER_INDEX, cold_start)
-        known = indexed.filter(pl.col(USER_INDEX).is_not_null())
-        user_indices = torch.from_numpy(known[USER_INDEX].to_numpy().astype(np.int64))
-        scores, movie_indices = self.top_movies(user_indices, n)
-        tables = [
-            pl.DataFrame(
-                {
-                    "userId": np.repeat(known["userId"].to_numpy(), movie_indices.shape[1]),
-                    "rank": np.tile(np.arange(1, movie_indices.shape[1] + 1), len(known)),
-                    MOVIE_INDEX: movie_indices.reshape(-1).numpy().astype(np.uint32),
-                    "predicted_rating": scores.reshape(-1).numpy(),
-                },
-                schema_overrides={"rank": pl.Int64, "predicted_rating": pl.Float32},
-            ).filter(pl.col("predicted_rating").is_finite())  # a user who rated nearly everything has fewer
-        ]
-        unknown = indexed.filter(pl.col(USER_INDEX).is_null())["userId"].unique(maintain_order=True)
-        if len(unknown):
-            popular = self.popular_movies(n)
-            tables.append(
+        asked = np.array(list(dict.fromkeys(user_ids)), dtype=np.int64)
+        user_indices = self.user_index.indices(asked, cold_start)
+        scores, movie_indices = self.top_movies(torch.from_numpy(user_indices.clip(min=0)), n)
+        scores[torch.from_numpy(user_indices < 0)] = torch.nan  # unknown users: popularity's choice, no score
+        movie_indices[torch.from_numpy(user_indices < 0)] = self.popular_movies(n)[: movie_indices.shape[1]]
+        kept = ~torch.isneginf(scores)  # a user who rated nearly everything has fewer than n left
+        movie_rows = movie_indices[kept].numpy()
+        return pl.concat(
+            [
                 pl.DataFrame(
                     {
-                        "userId": np.repeat(unknown.to_numpy(), len(popular)),
-                        "rank": np.tile(np.arange(1, len(popular) + 1), len(unknown)),
-                        MOVIE_INDEX: np.tile(popular.numpy().astype(np.uint32), len(unknown)),
-                        "predicted_rating": None,
+                        "userId": np.repeat(asked, kept.sum(dim=1).numpy()),
+                        "rank": torch.nonzero(kept)[:, 1].numpy() + 1,
                     },
-                    schema_overrides={"rank": pl.Int64, "predicted_rating": pl.Float32},
-                )
-            )
-        recommended = pl.concat(tables)
-        order = asked.unique(maintain_order=True).with_row_index("asked")
-        return (
-            recommended.join(order, on="userId")
-            .sort("asked", "rank")
-            .join(self.movies.select(MOVIE_INDEX, "movieId", "title", "genres"), on=MOVIE_INDEX, how="left")
-            .select("userId", "rank", "movieId", "title", "genres", "predicted_rating")
+                    schema={"userId": pl.Int64, "rank": pl.Int64},
+                ),
+                self.movies[movie_rows],
+                pl.DataFrame({"predicted_rating": scores[kept].float().numpy()}).fill_nan(None),
+            ],
+            how="horizontal",
         )
 
     def top_movies(self, user_indices: Tensor, n: int, by_popularity: bool = False) -> tuple[Tensor, Tensor]:
@@ -161,22 +179,6 @@ class TrainedModel:
         """The `n` movie indices with the most training ratings (ties: the lower index first)."""
         return torch.topk(self.popularity(), min(n, self.n_movies)).indices
 
-    @staticmethod
-    def _index(
-        table: pl.DataFrame, id_column: str, mapping: pl.DataFrame, index: str, cold_start: bool
-    ) -> pl.DataFrame:
-        """`table` with the index of each id (null where unknown); unknown ids raise unless `cold_start`."""
-        indexed = table.join(mapping.select(id_column, index), on=id_column, how="left", maintain_order="left")
-        unknown = indexed.filter(pl.col(index).is_null())[id_column].unique(maintain_order=True)
-        if len(unknown) and not cold_start:
-            kind = "user" if id_column == "userId" else "movie"
-            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-            raise UnknownIdError(
-                f"{kind} {unknown[0]}{more} is not in the trained model ({mapping.height:,} {kind}s, "
-                f"ids {mapping[id_column].min()}-{mapping[id_column].max()}); --cold-start predicts for it anyway"
-            )
-        return indexed
-
 
 def load_trained(repo: str | Path = ".", rev: str | None = None) -> TrainedModel:
     """The model trained in `repo`'s workspace, or at git revision, branch, tag or experiment name `rev`.
@@ -194,20 +196,23 @@ def load_trained(repo: str | Path = ".", rev: str | None = None) -> TrainedModel
 
 def trained_model(model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame, train: pl.DataFrame) -> TrainedModel:
     """A TrainedModel from the tables the pipeline writes: prepared users and movies, the training ratings."""
-    by_user = train.select(USER_INDEX, MOVIE_INDEX).sort(USER_INDEX, MOVIE_INDEX)
+    by_user = train.select(USER_INDEX, MOVIE_INDEX)
+    if not by_user[USER_INDEX].is_sorted():  # the split's parts are: they keep preprocess's order, by user and time
+        by_user = by_user.sort(USER_INDEX)  # a second at 17.5 M ratings, most of loading's time
     user_indices = torch.from_numpy(by_user[USER_INDEX].to_numpy().astype(np.int64))
     rated_start = torch.zeros(users.height + 1, dtype=torch.int64)
     rated_start[1:] = torch.cumsum(torch.bincount(user_indices, minlength=users.height), 0)
     rated_movies = torch.from_numpy(by_user[MOVIE_INDEX].to_numpy().astype(np.int64))
     return TrainedModel(
         model=model,
-        users=users.select("userId", USER_INDEX),
+        user_index=IdIndex.of(users, "userId", USER_INDEX, "user"),
+        movie_index=IdIndex.of(movies, "movieId", MOVIE_INDEX, "movie"),
         movies=movies.with_columns(
             # Titles and genres where the data set had a movies file; null otherwise.
             *[pl.lit(None, dtype).alias(name) for name, dtype in MOVIE_DETAILS.items() if name not in movies.columns]
         )
-        .select("movieId", MOVIE_INDEX, *MOVIE_DETAILS)
-        .sort(MOVIE_INDEX),
+        .sort(MOVIE_INDEX)
+        .select("movieId", *MOVIE_DETAILS),
         rated_start=rated_start,
         rated_movies=rated_movies,
         movie_ratings=torch.bincount(rated_movies, minlength=movies.height),

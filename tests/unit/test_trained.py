@@ -108,17 +108,19 @@ def test_recommend_ranks_every_movie_the_user_did_not_rate_in_training(project):
 
 def test_a_user_who_rated_almost_everything_gets_only_what_is_left(project):
     trained = load_trained(project)
-    n_users = trained.users.height
+    n_users = len(trained.user_index.sorted_ids)
     rated = [trained.rated_movies[trained.rated_start[u] : trained.rated_start[u + 1]] for u in range(n_users)]
     rated[0] = torch.arange(2, trained.n_movies)  # user index 0 has rated all but movie indices 0 and 1
     trained.rated_start = torch.cat(
         [torch.zeros(1, dtype=torch.int64), torch.tensor([len(r) for r in rated]).cumsum(0)]
     )
     trained.rated_movies = torch.cat(rated)
-    user_id = trained.users.filter(pl.col("userIdMapped") == 0)["userId"][0]
+    users = pl.read_parquet(project / USERS)
+    user_id = users.filter(pl.col("userIdMapped") == 0)["userId"][0]
     top = trained.recommend([user_id], n=10)
     assert top["rank"].to_list() == [1, 2]
-    assert sorted(top["movieId"]) == sorted(trained.movies.filter(pl.col("movieIdMapped") < 2)["movieId"])
+    movies = pl.read_parquet(project / MOVIES)
+    assert sorted(top["movieId"]) == sorted(movies.filter(pl.col("movieIdMapped") < 2)["movieId"])
 
 
 def test_recommend_refuses_an_unknown_user_or_offers_popular_movies_with_cold_start(project):

@@ -1,0 +1,135 @@
+"""Using a trained model at ML-25M's size: load time, `recommend` for one user, `predict` throughput.
+
+    .venv/bin/python bench/serving.py                     # biased_mf, 162,541 users x 59,047 movies, dim 64
+    .venv/bin/python bench/serving.py --model svdpp --train-ratings 1000000
+
+Writes, in a scratch folder laid out as the pipeline leaves a project (models/, data/prepared/,
+data/split/), a checkpoint of an untrained model of that size (its weights drawn at random:
+speed does not depend on what was learned) and random training ratings, then times
+`load_trained()` (reading the checkpoint, the users and movies tables and the training ratings,
+and indexing each user's rated movies), `recommend()` for single users (scoring every movie)
+and `predict()` on a million random pairs. Medians over repeats, after one warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from movielens_pipeline.data import TrainingData
+from movielens_pipeline.models import build_model
+from movielens_pipeline.params import parse_section, read_params_file
+from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, load_trained
+from movielens_pipeline.training import CHECKPOINT_KEYS
+
+# ML-25M: 162,541 users, 59,047 rated movies, 25,000,095 ratings (70 % of them in training).
+ML_25M_USERS, ML_25M_MOVIES, ML_25M_TRAIN_RATINGS = 162_541, 59_047, 17_500_066
+
+
+def write_project(root: Path, args: argparse.Namespace) -> None:
+    """The files load_trained reads, at the requested size, with MovieLens-like ids (not the indices)."""
+    rng = np.random.default_rng(0)
+    users = pl.DataFrame(
+        {"userId": np.arange(1, args.users + 1), "userIdMapped": np.arange(args.users, dtype=np.uint32)}
+    )
+    movies = pl.DataFrame(
+        {
+            "movieId": np.arange(args.movies) * 3 + 1,
+            "movieIdMapped": np.arange(args.movies, dtype=np.uint32),
+            "title": [f"Movie {index}" for index in range(args.movies)],
+            "genres": [["Drama"]] * args.movies,
+        }
+    )
+    # Sorted by user, as the split stage leaves training ratings (preprocess orders them by user and time).
+    user_index = np.sort(rng.integers(0, args.users, args.train_ratings).astype(np.uint32))
+    movie_index = rng.integers(0, args.movies, args.train_ratings).astype(np.uint32)
+    train = pl.DataFrame(
+        {
+            "userId": user_index.astype(np.int64) + 1,
+            "movieId": movie_index.astype(np.int64) * 3 + 1,
+            "rating": rng.integers(1, 11, args.train_ratings).astype(np.float32) / 2,
+            "timestamp": np.zeros(args.train_ratings, dtype=np.int64),
+            "userIdMapped": user_index,
+            "movieIdMapped": movie_index,
+        }
+    )
+    for path, table in ((USERS, users), (MOVIES, movies), (TRAIN, train)):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        table.write_parquet(root / path)
+    params = parse_section("train", {**read_params_file()["train"], "model": args.model, "embedding_dim": args.dim})
+    data = TrainingData(
+        torch.from_numpy(user_index.astype(np.int64)),
+        torch.from_numpy(movie_index.astype(np.int64)),
+        torch.zeros(args.movies, 0),
+    )
+    model = build_model(params, data, args.users, args.movies, train_mean=3.5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.1)
+    checkpoint = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": "", "state_dict": model.state_dict()}
+    checkpoint |= {"hyper_parameters": dict(model.hparams), "model_name": args.model}
+    assert set(checkpoint) == set(CHECKPOINT_KEYS)
+    (root / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    (root / CHECKPOINT).write_bytes(buffer.getvalue())
+
+
+def timed(function, repeats: int) -> tuple[float, object]:
+    """Median seconds of `repeats` calls after a warm-up call, and the last result."""
+    result = function()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="biased_mf")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--users", type=int, default=ML_25M_USERS)
+    parser.add_argument("--movies", type=int, default=ML_25M_MOVIES)
+    parser.add_argument("--train-ratings", type=int, default=ML_25M_TRAIN_RATINGS)
+    parser.add_argument("--pairs", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    print(
+        f"{args.model}, dim {args.dim}: {args.users:,} users, {args.movies:,} movies, "
+        f"{args.train_ratings:,} training ratings, {torch.get_num_threads()} threads"
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        write_project(root, args)
+        load_seconds, trained = timed(lambda: load_trained(root), max(1, args.repeats // 2))
+        rng = np.random.default_rng(1)
+        one_user = iter(rng.integers(1, args.users + 1, args.repeats + 1).tolist())
+        recommend_seconds, top = timed(lambda: trained.recommend([next(one_user)], n=10), args.repeats)
+        pairs = pl.DataFrame(
+            {
+                "userId": rng.integers(1, args.users + 1, args.pairs),
+                "movieId": rng.integers(0, args.movies, args.pairs) * 3 + 1,
+            }
+        )
+        predict_seconds, predicted = timed(lambda: trained.predict(pairs), args.repeats)
+    assert top.height == 10 and predicted.height == args.pairs
+    print(f"load_trained:          {load_seconds:6.2f} s")
+    print(f"recommend, one user:   {recommend_seconds * 1000:6.1f} ms (scoring {args.movies:,} movies)")
+    print(f"predict:               {args.pairs / predict_seconds / 1e6:6.2f} M pairs/s ({args.pairs:,} pairs)")
+
+
+if __name__ == "__main__":
+    main()
