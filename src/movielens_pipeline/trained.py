@@ -28,8 +28,9 @@ USERS = "data/prepared/users.parquet"
 MOVIES = "data/prepared/movies.parquet"
 TRAIN = "data/split/train.parquet"
 MOVIE_DETAILS = {name: MOVIES_SCHEMA[name] for name in ("title", "genres")}
-# Scores held at once while ranking (users x movies): 16 MiB of float32, whatever the catalogue's size.
-SCORES_PER_CHUNK = 1 << 22
+# (user, movie) pairs scored at once: the models gather a row per pair and table, 256 MiB of
+# float32 each at dimension 64, so memory stays bounded whatever the number of users or movies.
+SCORES_PER_CHUNK = 1 << 20
 
 
 class UnknownIdError(PipelineError):

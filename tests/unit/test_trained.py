@@ -129,9 +129,14 @@ def test_recommend_refuses_an_unknown_user_or_offers_popular_movies_with_cold_st
         trained.recommend([999])
     top = trained.recommend([999, 2], n=3, cold_start=True)
     assert top["userId"].to_list() == [999] * 3 + [2] * 3
-    popular = pl.read_parquet(project / TRAIN)["movieId"].value_counts(sort=True)
-    assert top.filter(pl.col("userId") == 999)["movieId"].to_list() == popular["movieId"].head(3).to_list()
+    assert top.filter(pl.col("userId") == 999)["movieId"].to_list() == most_rated(project, 3)
     assert top.filter(pl.col("userId") == 999)["predicted_rating"].null_count() == 3
+
+
+def most_rated(project, n: int) -> list[int]:
+    """The n movie ids with the most training ratings, ties by the lower id (ids ascend with the index)."""
+    counts = pl.read_parquet(project / TRAIN)["movieId"].value_counts()
+    return counts.sort(["count", "movieId"], descending=[True, False])["movieId"].head(n).to_list()
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -209,3 +214,14 @@ def test_cli_refuses_a_pairs_file_without_the_id_columns(project, capsys, tmp_pa
 def test_cli_without_a_trained_model_says_what_to_run(capsys, tmp_path):
     code, _, err = run_cli(capsys, "recommend", "--repo", str(tmp_path), "1")
     assert code == 1 and "models/model.ckpt not found: run `dvc repro`" in err
+
+
+def test_cli_cold_start_answers_for_unknown_ids(project, capsys):
+    code, out, _ = run_cli(capsys, "recommend", "--repo", str(project), "999", "-n", "2", "--cold-start")
+    assert code == 0
+    popular = most_rated(project, 2)
+    assert [line.split(",")[2] for line in out.strip().splitlines()[1:]] == [str(movie) for movie in popular]
+    assert all(line.endswith(",") for line in out.strip().splitlines()[1:])  # no predicted rating: popularity chose
+    code, out, _ = run_cli(capsys, "predict", "--repo", str(project), "999:10", "--cold-start")
+    train_mean = pl.read_parquet(project / TRAIN)["rating"].mean()
+    assert code == 0 and float(out.strip().splitlines()[1].split(",")[2]) == pytest.approx(train_mean)
