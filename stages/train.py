@@ -5,7 +5,6 @@ from pathlib import Path
 
 import _checkout  # noqa: F401  (first: the library from this checkout)
 
-from movielens_pipeline.atomic import atomic_dir, atomic_path
 from movielens_pipeline.data import RatingsDataModule
 from movielens_pipeline.errors import run_stage
 from movielens_pipeline.params import load_section
@@ -25,9 +24,11 @@ def main() -> None:
     data = RatingsDataModule.from_parquet(
         seed=params.seed, train=args.train, val=args.val, users=args.users, movies=args.movies
     )
-    with atomic_path(args.checkpoint) as checkpoint, atomic_dir(args.live) as live_dir:
-        summary = train(data, params, checkpoint, live_dir)
-    print(f"best epoch {summary['best_epoch']}: val mse {summary['best_val_mse']:.4f}, {summary['train_seconds']} s")
+    summary = train(data, params, args.checkpoint, args.live)  # writes both atomically
+    if summary:  # under DDP, the first process's
+        print(
+            f"best epoch {summary['best_epoch']}: val mse {summary['best_val_mse']:.4f}, {summary['train_seconds']} s"
+        )
 
 
 if __name__ == "__main__":

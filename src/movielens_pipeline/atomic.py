@@ -138,6 +138,14 @@ def clear_stale(target: Path) -> None:
 
 
 @contextlib.contextmanager
+def scratch_dir(target: Path) -> Iterator[Path]:
+    """A temporary folder beside `target` for work towards it, removed after; if a killed run leaves it,
+    the next atomic write of `target` clears it."""
+    with tempfile.TemporaryDirectory(prefix=_staging_prefix(target), dir=Path(target).parent) as folder:
+        yield Path(folder)
+
+
+@contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary file path; on success it replaces `target` in one rename."""
     target = Path(target)

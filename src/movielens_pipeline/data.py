@@ -8,7 +8,6 @@ per-sample `__getitem__` and no collate, which is what makes an epoch fast.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,24 +31,50 @@ class TrainingData:
 
 
 class RatingBatches:
-    """Batches of (user index, movie index, rating) tensors, each a slice of the whole part."""
+    """Batches of (user index, movie index, rating) tensors, each a slice of the whole part.
 
-    def __init__(self, part: tuple[Tensor, Tensor, Tensor], batch_size: int, generator: torch.Generator | None = None):
+    Under data-parallel training each of `world_size` processes iterates its own RatingBatches
+    with the same generator seed, so all draw the same permutation; from each global batch
+    of `batch_size` rows, process `rank` takes every `world_size`-th row from `rank` on. Every
+    rating is then used once per epoch across processes, the global batch size is unchanged,
+    shards differ by at most one row, and every process takes the same number of steps.
+    """
+
+    def __init__(
+        self,
+        part: tuple[Tensor, Tensor, Tensor],
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         # The generator lives on the tensors' device, so the permutation is drawn where the slices are taken.
         self.users, self.movies, self.ratings = part
         self.batch_size = batch_size
         self.generator = generator  # None: in row order; else a new permutation per pass
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return math.ceil(len(self.ratings) / self.batch_size)
+        return len(self.batch_starts()) - 1
+
+    def batch_starts(self) -> list[int]:
+        """Where each batch starts, then the end; a last batch with fewer rows than processes joins the one before."""
+        n_rows = len(self.ratings)
+        starts = list(range(0, n_rows, self.batch_size)) + [n_rows]
+        if len(starts) > 2 and starts[-1] - starts[-2] < self.world_size:
+            del starts[-2]
+        return starts
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         n_rows = len(self.ratings)
         order = None
         if self.generator is not None:
             order = torch.randperm(n_rows, generator=self.generator, device=self.generator.device)
-        for start in range(0, n_rows, self.batch_size):
-            rows = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+        elif self.world_size > 1:
+            order = torch.arange(n_rows, device=self.ratings.device)
+        starts = self.batch_starts()
+        for start, end in zip(starts[:-1], starts[1:], strict=True):
+            rows = slice(start, end) if order is None else order[start:end][self.rank :: self.world_size]
             yield self.users[rows], self.movies[rows], self.ratings[rows]
 
 
@@ -150,12 +175,18 @@ class RatingsDataModule(lightning.LightningDataModule):
         return TrainingData(users.cpu(), movies.cpu(), genre_matrix(self.movies))
 
     def train_dataloader(self) -> RatingBatches:
-        # One generator for the whole fit: each epoch draws the next permutation from it.
+        # One generator for the whole fit: each epoch draws the next permutation from it (the same on every process).
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        return RatingBatches(self.tensors["train"], self.batch_size, generator)
+        return RatingBatches(self.tensors["train"], self.batch_size, generator, *self._shard())
 
     def val_dataloader(self) -> RatingBatches:
-        return RatingBatches(self.tensors["val"], self.batch_size)
+        return RatingBatches(self.tensors["val"], self.batch_size, None, *self._shard())
+
+    def _shard(self) -> tuple[int, int]:
+        """(rank, world size) of this process when a Trainer runs it; one process otherwise."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
 
     def predict_dataloader(self) -> RatingBatches:
         return RatingBatches(self.tensors["predict"], self.batch_size)

@@ -90,7 +90,7 @@ class RatingModel(pl.LightningModule):
         for optimizer in optimizers:
             optimizer.step()
         # Logged as a tensor, summed on the device: no host sync per step.
-        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(ratings))
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
         return loss
 
     def l2_penalty(self) -> Tensor:
@@ -119,7 +119,9 @@ class RatingModel(pl.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         users, movies, ratings = batch
-        self.log("val_loss", self.loss(users, movies, ratings), on_step=False, on_epoch=True, batch_size=len(ratings))
+        # Under DDP each process validates its shard; the mean over processes decides early stopping.
+        loss = self.loss(users, movies, ratings)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         users, movies, _ = batch

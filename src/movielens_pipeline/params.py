@@ -202,7 +202,16 @@ class TrainParams(Section):
     accelerator: Accelerator = Field(
         description="Lightning's accelerator; metrics are reproducible to the bit on the CPU"
     )
-    threads: Annotated[int, Field(ge=0)] = Field(description="torch CPU threads; 0: every CPU the process may use")
+    threads: Annotated[int, Field(ge=0)] = Field(
+        description="torch CPU threads per process; 0: the CPUs the process may use, shared among `devices` processes"
+    )
+    devices: PositiveInt = Field(
+        description="Lightning's devices per node: processes (CPU) or GPUs that train together"
+    )
+    num_nodes: PositiveInt = Field(description="machines that train together (each runs `devices` processes)")
+    strategy: Literal["auto", "ddp"] = Field(
+        description="Lightning's strategy: auto (one process), or ddp (data-parallel over devices x num_nodes)"
+    )
 
     def resolved(self, n_train: int) -> TrainParams:
         """These params with `auto` batch size and learning rate replaced by the rules' values for `n_train` ratings."""
@@ -214,6 +223,17 @@ class TrainParams(Section):
     def _epochs(self) -> TrainParams:
         if self.min_epochs > self.max_epochs:
             raise self.fail("min_epochs", f"an integer from 1 to max_epochs ({self.max_epochs})")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """Processes training together: devices x num_nodes."""
+        return self.devices * self.num_nodes
+
+    @model_validator(mode="after")
+    def _parallel(self) -> TrainParams:
+        if self.world_size > 1 and self.strategy != "ddp":
+            raise self.fail("strategy", f"ddp, to train on {self.world_size} processes (devices x num_nodes)")
         return self
 
 

@@ -7,7 +7,6 @@ import io
 import math
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from dvclive import Live
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from .atomic import writing
+from .atomic import atomic_dir, atomic_path, scratch_dir, writing
 from .data import RatingsDataModule
 from .models import RatingModel, build_model, quiet_lightning
 from .params import TrainParams
@@ -31,8 +30,8 @@ CHECKPOINT_KEYS = ("epoch", "global_step", "pytorch-lightning_version", "hyper_p
 class EpochLog(Callback):
     """Log each epoch's train and val MSE to dvclive (step = epoch) and to the console."""
 
-    def __init__(self, live: Live):
-        self.live = live
+    def __init__(self, live: Live | None = None):
+        self.live = live  # None: log to the console only (a DDP process other than the first)
         self.best_epoch = -1
         self.best_val_loss = math.inf
         self.epoch_seconds: list[float] = []  # training time of each epoch, validation excluded
@@ -55,6 +54,8 @@ class EpochLog(Callback):
         self.val_losses.append(val_loss)
         if val_loss < self.best_val_loss:
             self.best_epoch, self.best_val_loss = trainer.current_epoch, val_loss
+        if self.live is None:
+            return
         self.live.step = trainer.current_epoch
         self.live.log_metric("train/loss", train_loss)
         self.live.log_metric("val/loss", val_loss)
@@ -136,6 +137,9 @@ def train(
 ) -> dict:
     """Fit `params.model` on `data`, keep the best-val-loss checkpoint at `checkpoint_path`, log to `live_dir`.
 
+    Both outputs are written atomically. Under DDP (`train.strategy`) every process calls this;
+    the first writes the outputs and returns the summary, the others write nothing and return {}.
+
     `sparse_tables` None: sparse rows and RowAdam on the CPU, dense tables and fused Adam on an
     accelerator; True or False forces one (the tests run the accelerator's path on the CPU).
     `auto` batch size and learning rate are resolved here, from the number of training ratings,
@@ -144,51 +148,63 @@ def train(
     quiet_lightning()
     params = params.resolved(data.tables["train"].height)
     data.batch_size = params.batch_size
-    torch.set_num_threads(params.threads or len(os.sched_getaffinity(0)))
-    if sparse_tables is None:  # sparse rows and RowAdam win on the CPU; dense and fused Adam elsewhere
-        sparse_tables = not on_accelerator(params.accelerator)
+    # threads 0: this machine's CPUs, shared among the processes DDP starts on it.
+    torch.set_num_threads(params.threads or max(1, len(os.sched_getaffinity(0)) // params.devices))
+    if sparse_tables is None:
+        # Sparse rows and RowAdam win on one CPU process; dense tables and fused Adam on an accelerator,
+        # and under DDP, whose gradient reduction wants dense gradients (NCCL takes no sparse ones).
+        sparse_tables = not on_accelerator(params.accelerator) and params.strategy != "ddp"
     lightning.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(
         params, data.training_data(), data.n_users, data.n_movies, data.train_mean(), sparse_tables=sparse_tables
     )
-    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
-    # Lightning's own checkpoints go beside the output, on its disk, named so that the next
-    # run clears them if this one is killed (atomic.clear_stale).
-    scratch_dir = tempfile.TemporaryDirectory(dir=checkpoint_path.parent, prefix=f"{checkpoint_path.name}.")
-    with live, scratch_dir as scratch:
-        live.log_params({"model": params.model, **dict(model.hparams)} | params.model_dump())
-        epoch_log = EpochLog(live)
-        checkpoint = ModelCheckpoint(dirpath=scratch, filename="best", monitor="val_loss", mode="min", save_top_k=1)
-        trainer = lightning.Trainer(
-            max_epochs=params.max_epochs,
-            # Early stopping is ignored before min_epochs, as the seed's wrapper did.
-            min_epochs=params.min_epochs,
-            callbacks=[EarlyStop(params.patience, params.min_improvement), checkpoint, epoch_log],
-            accelerator=params.accelerator,
-            devices=1,
-            deterministic=True,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            default_root_dir=scratch,
-        )
+    epoch_log = EpochLog()
+    checkpoint = ModelCheckpoint(filename="best", monitor="val_loss", mode="min", save_top_k=1)
+    trainer = lightning.Trainer(
+        max_epochs=params.max_epochs,
+        # Early stopping is ignored before min_epochs, as the seed's wrapper did.
+        min_epochs=params.min_epochs,
+        callbacks=[EarlyStop(params.patience, params.min_improvement), checkpoint, epoch_log],
+        accelerator=params.accelerator,
+        devices=params.devices,
+        num_nodes=params.num_nodes,
+        strategy=params.strategy,
+        deterministic=True,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    # Under DDP every process runs this function; only the first writes the outputs, each atomically.
+    with contextlib.ExitStack() as outputs:
+        if trainer.is_global_zero:
+            checkpoint_staging = outputs.enter_context(atomic_path(checkpoint_path))
+            live = outputs.enter_context(
+                Live(str(outputs.enter_context(atomic_dir(live_dir))), dvcyaml=None, save_dvc_exp=False, report=None)
+            )
+            live.log_params({"model": params.model, **dict(model.hparams)} | params.model_dump())
+            epoch_log.live = live
+        # Lightning's own checkpoints go beside the output, on its disk, where the next run clears them
+        # if this one is killed. Lightning saves into the first process's folder, from that process alone.
+        checkpoint.dirpath = str(outputs.enter_context(scratch_dir(checkpoint_path)))
         started = time.perf_counter()
-        # Lightning writes each new best checkpoint into the scratch folder beside the output.
         with writing(checkpoint_path, "a checkpoint (Lightning's, in a scratch folder beside it)"), unfilled_memory():
             trainer.fit(model, datamodule=data)
         train_seconds = time.perf_counter() - started
-        with writing(checkpoint_path, "the best checkpoint"):
-            checkpoint_path.write_bytes(portable_checkpoint(Path(checkpoint.best_model_path)))
+        if not trainer.is_global_zero:
+            return {}
         summary = {
             "best_epoch": epoch_log.best_epoch,
             "best_val_mse": epoch_log.best_val_loss,
             "epochs": trainer.current_epoch,
             "train_seconds": round(train_seconds, 3),
+            # Under DDP each process trains on its shard; the epoch is the whole training part.
             "ratings_per_second": round(data.tables["train"].height / statistics.median(epoch_log.epoch_seconds)),
             # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
             "seconds_to_1pct_of_best_val_rmse": round(epoch_log.seconds_to_accuracy(), 3),
         }
+        with writing(checkpoint_path, "the best checkpoint"):
+            checkpoint_staging.write_bytes(portable_checkpoint(Path(checkpoint.best_model_path)))
         for name, value in summary.items():
             live.summary[name] = value
     return summary

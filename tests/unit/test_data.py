@@ -109,3 +109,41 @@ def test_tensors_and_the_permutation_live_on_the_device_given(indexed):
 def test_without_a_device_or_trainer_the_tensors_stay_on_the_cpu(indexed):
     data = module(indexed)
     assert data.trainer is None and data.device == torch.device("cpu")
+
+
+def rows_of(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], part: tuple) -> set[int]:
+    """The row numbers of `part` a batch holds (users and movies together identify a row here)."""
+    users, movies, _ = part
+    row_of = {(int(u), int(m)): row for row, (u, m) in enumerate(zip(users, movies, strict=True))}
+    return {row_of[int(u), int(m)] for u, m in zip(batch[0], batch[1], strict=True)}
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "batch_size", "world_size"), [(400, 64, 2), (400, 64, 3), (401, 100, 4), (130, 64, 3)]
+)
+def test_data_parallel_shards_use_every_rating_once_per_epoch(n_rows, batch_size, world_size):
+    ratings = index_ratings(ratings_frame(make_rows(n_rows, n_users=60, n_movies=50, seed=2)))[0]
+    part = rating_tensors(ratings)
+    assert len(set(zip(part[0].tolist(), part[1].tolist(), strict=True))) == n_rows  # rows are told apart
+    shards = [
+        RatingBatches(part, batch_size, torch.Generator().manual_seed(5), rank=rank, world_size=world_size)
+        for rank in range(world_size)
+    ]
+    for _ in range(2):  # two epochs: a new permutation, the same on every process
+        per_rank = [[rows_of(batch, part) for batch in shard] for shard in shards]
+        assert len({len(batches) for batches in per_rank}) == 1  # every process takes the same number of steps
+        for step in zip(*per_rank, strict=True):
+            sizes = [len(rows) for rows in step]
+            assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1  # shards within one row, none empty
+            assert sum(sizes) == len(set().union(*step))  # no row in two shards
+        used = [row for batches in per_rank for rows in batches for row in rows]
+        assert sorted(used) == list(range(n_rows))  # every rating once per epoch, across processes
+        # The global batch size is unchanged: each step's shards together are one batch of the single-process run.
+        assert sum(len(rows) for rows in next(zip(*per_rank, strict=True))) == batch_size
+
+
+def test_a_last_batch_too_small_to_shard_joins_the_one_before():
+    part = (torch.arange(10), torch.arange(10), torch.zeros(10))
+    assert RatingBatches(part, 4, world_size=3).batch_starts() == [0, 4, 10]  # 2 rows left for 3 processes
+    assert RatingBatches(part, 4, world_size=2).batch_starts() == [0, 4, 8, 10]
+    assert RatingBatches(part, 4).batch_starts() == [0, 4, 8, 10]

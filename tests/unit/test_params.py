@@ -336,3 +336,9 @@ def test_values_set_by_hand_are_kept_and_auto_learning_rate_follows_a_hand_set_b
 def test_the_committed_params_train_ml_100k_with_the_values_tuned_there():
     resolved = load_section("train", PROJECT_PARAMS).resolved(70_000)
     assert (resolved.batch_size, resolved.learning_rate) == (1_024, 0.003)
+
+
+def test_more_than_one_process_needs_the_ddp_strategy():
+    with pytest.raises(ParamsError, match=r"^train\.strategy: got 'auto'; expected ddp, to train on 4 processes"):
+        changed("train", devices=2, num_nodes=2)
+    assert changed("train", devices=2, strategy="ddp").world_size == 2
