@@ -177,6 +177,8 @@ def train(
     )
     # Under DDP every process runs this function; only the first writes the outputs, each atomically.
     with contextlib.ExitStack() as outputs:
+        # A full disk is reported by the staging path it hit, which atomic_path then names by the output's.
+        checkpoint_staging = checkpoint_path
         if trainer.is_global_zero:
             checkpoint_staging = outputs.enter_context(atomic_path(checkpoint_path))
             live = outputs.enter_context(
@@ -188,7 +190,10 @@ def train(
         # if this one is killed. Lightning saves into the first process's folder, from that process alone.
         checkpoint.dirpath = str(outputs.enter_context(scratch_dir(checkpoint_path)))
         started = time.perf_counter()
-        with writing(checkpoint_path, "a checkpoint (Lightning's, in a scratch folder beside it)"), unfilled_memory():
+        with (
+            writing(checkpoint_staging, "a checkpoint (Lightning's, in a scratch folder beside it)"),
+            unfilled_memory(),
+        ):
             trainer.fit(model, datamodule=data)
         train_seconds = time.perf_counter() - started
         if not trainer.is_global_zero:
@@ -203,7 +208,7 @@ def train(
             # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
             "seconds_to_1pct_of_best_val_rmse": round(epoch_log.seconds_to_accuracy(), 3),
         }
-        with writing(checkpoint_path, "the best checkpoint"):
+        with writing(checkpoint_staging, "the best checkpoint"):
             checkpoint_staging.write_bytes(portable_checkpoint(Path(checkpoint.best_model_path)))
         for name, value in summary.items():
             live.summary[name] = value

@@ -57,3 +57,26 @@ def test_publish_script_pushes_images_to_their_branch_twice_without_losing_any(t
     listed = git(origin, "ls-tree", "-r", "--name-only", "dvc-report-assets").split()
     assert listed == ["pr-1/aaa/loss.png", "pr-2/bbb/loss.png"]
     assert git(checkout, "status", "--porcelain") == ""
+
+
+SWEEP = PROJECT / ".github/workflows/dvc-sweep.yml"
+
+
+def test_sweep_is_started_by_hand_and_fans_out_one_job_per_combination():
+    document = yaml.safe_load(SWEEP.read_text())
+    assert "sweep" in document[True]["workflow_dispatch"]["inputs"]
+    plan = "\n".join(step.get("run", "") for step in document["jobs"]["plan"]["steps"])
+    assert 'python -m movielens_pipeline.sweep "$SWEEP"' in plan and "$GITHUB_OUTPUT" in plan
+    run_job = document["jobs"]["run"]
+    assert run_job["needs"] == "plan"
+    assert run_job["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert (
+        run_job["env"]["EXPERIMENT"] == "${{ matrix.name }}" and run_job["env"]["SET_ARGS"] == "${{ matrix.set_args }}"
+    )
+    run = "\n".join(step.get("run", "") for step in run_job["steps"])
+    assert 'dvc exp run $SET_ARGS --name "$EXPERIMENT" --pull --allow-missing' in run
+    assert "dvc push" in run and 'dvc exp push origin "$EXPERIMENT"' in run
+    assert document["permissions"]["contents"] == "write"  # experiments are pushed as git refs
+    text = SWEEP.read_text()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING"):
+        assert f"{name}: ${{{{ secrets.{name} }}}}" in text
