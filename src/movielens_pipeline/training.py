@@ -140,8 +140,8 @@ def train(
     Both outputs are written atomically. Under DDP (`train.strategy`) every process calls this;
     the first writes the outputs and returns the summary, the others write nothing and return {}.
 
-    `sparse_tables` None: sparse rows and RowAdam on the CPU, dense tables and fused Adam on an
-    accelerator; True or False forces one (the tests run the accelerator's path on the CPU).
+    `sparse_tables` None: sparse rows and RowAdam on one CPU process, dense tables and fused Adam on
+    an accelerator or under DDP; True or False forces one (the tests run the dense path on the CPU).
     `auto` batch size and learning rate are resolved here, from the number of training ratings,
     and the data module batches by the resolved size; dvclive logs the values used.
     """
