@@ -179,7 +179,9 @@ class RatingsDataModule(lightning.LightningDataModule):
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
         return RatingBatches(self.tensors["train"], self.batch_size, generator, *self._shard())
 
-    def val_dataloader(self) -> RatingBatches:
+    def val_dataloader(self) -> RatingBatches | list:
+        if "val" not in self.tensors:  # a fit without validation (train's refit on train + val)
+            return []
         return RatingBatches(self.tensors["val"], self.batch_size, None, *self._shard())
 
     def _shard(self) -> tuple[int, int]:

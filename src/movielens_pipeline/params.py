@@ -198,6 +198,10 @@ class TrainParams(Section):
         description="early stopping counts an epoch as progress when it lowers the best val RMSE so far by this "
         "much (relative; 0.001: 0.1 %); 0 counts any drop. The checkpoint is the best epoch's either way"
     )
+    refit: bool = Field(
+        description="after early stopping chose the best epoch, train a new model on train + val for that many "
+        "epochs and keep it (val then only chose the epochs); false keeps the best-val checkpoint"
+    )
     seed: Seed = Field(description="seed of initialisation and shuffling")
     accelerator: Accelerator = Field(
         description="Lightning's accelerator; metrics are reproducible to the bit on the CPU"
@@ -356,6 +360,8 @@ def _describe(option: Any, metadata: list) -> str:
     if get_origin(option) is Annotated:
         option, *extra = get_args(option)
         metadata = [*metadata, *(item for entry in extra for item in getattr(entry, "metadata", [entry]))]
+    if option is bool:
+        return "true or false"
     if option is str:
         pattern = next((item.pattern for item in metadata if getattr(item, "pattern", None)), None)
         return PATTERN_WORDS.get(pattern, "a string")

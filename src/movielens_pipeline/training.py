@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytorch_lightning as lightning
 import torch
 from dvclive import Live
@@ -136,6 +137,7 @@ def train(
     sparse_tables: bool | None = None,
 ) -> dict:
     """Fit `params.model` on `data`, keep the best-val-loss checkpoint at `checkpoint_path`, log to `live_dir`.
+    With `params.refit`, the checkpoint is instead a new model trained on train + val for the best epoch's count.
 
     Both outputs are written atomically. Under DDP (`train.strategy`) every process calls this;
     the first writes the outputs and returns the summary, the others write nothing and return {}.
@@ -165,15 +167,7 @@ def train(
         # Early stopping is ignored before min_epochs, as the seed's wrapper did.
         min_epochs=params.min_epochs,
         callbacks=[EarlyStop(params.patience, params.min_improvement), checkpoint, epoch_log],
-        accelerator=params.accelerator,
-        devices=params.devices,
-        num_nodes=params.num_nodes,
-        strategy=params.strategy,
-        deterministic=True,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **trainer_options(params),
     )
     # Under DDP every process runs this function; only the first writes the outputs, each atomically.
     with contextlib.ExitStack() as outputs:
@@ -195,6 +189,9 @@ def train(
             unfilled_memory(),
         ):
             trainer.fit(model, datamodule=data)
+            best = Path(checkpoint.best_model_path)
+            if params.refit:
+                best = refit(data, params, epoch_log.best_epoch + 1, sparse_tables, Path(checkpoint.dirpath))
         train_seconds = time.perf_counter() - started
         if not trainer.is_global_zero:
             return {}
@@ -208,8 +205,50 @@ def train(
             # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
             "seconds_to_1pct_of_best_val_rmse": round(epoch_log.seconds_to_accuracy(), 3),
         }
+        if params.refit:
+            summary["refit_epochs"] = epoch_log.best_epoch + 1
         with writing(checkpoint_staging, "the best checkpoint"):
-            checkpoint_staging.write_bytes(portable_checkpoint(Path(checkpoint.best_model_path)))
+            checkpoint_staging.write_bytes(portable_checkpoint(best))
         for name, value in summary.items():
             live.summary[name] = value
     return summary
+
+
+def refit(data: RatingsDataModule, params: TrainParams, epochs: int, sparse_tables: bool, folder: Path) -> Path:
+    """A new model, trained on `data`'s train and val parts together for `epochs` epochs; its checkpoint in `folder`.
+
+    The same seed, batch size and learning rate as the fit that chose `epochs`; no validation.
+    """
+    both = RatingsDataModule(
+        params.batch_size,
+        train=pl.concat([data.tables["train"], data.tables["val"]]),
+        users=data.users,
+        movies=data.movies,
+        seed=data.seed,
+    )
+    lightning.seed_everything(params.seed, workers=True, verbose=False)
+    model = build_model(
+        params, both.training_data(), both.n_users, both.n_movies, both.train_mean(), sparse_tables=sparse_tables
+    )
+    trainer = lightning.Trainer(
+        max_epochs=epochs, min_epochs=epochs, limit_val_batches=0, enable_checkpointing=False, **trainer_options(params)
+    )
+    trainer.fit(model, datamodule=both)
+    path = folder / "refit.ckpt"
+    trainer.save_checkpoint(path)  # from the first process alone, under DDP
+    return path
+
+
+def trainer_options(params: TrainParams) -> dict:
+    """The Trainer settings every fit shares: devices and strategy, determinism, and no logger or bars."""
+    return {
+        "accelerator": params.accelerator,
+        "devices": params.devices,
+        "num_nodes": params.num_nodes,
+        "strategy": params.strategy,
+        "deterministic": True,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }

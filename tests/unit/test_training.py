@@ -108,6 +108,20 @@ def test_training_is_deterministic_on_cpu(prepared, parts, tmp_path):
     assert torch.utils.deterministic.fill_uninitialized_memory
 
 
+def test_refit_trains_a_new_model_on_train_and_val_for_the_chosen_number_of_epochs(prepared, parts, tmp_path):
+    summary, checkpoint = fit(prepared, parts, tmp_path / "refit", refit=True, max_epochs=6)
+    plain_summary, plain_checkpoint = fit(prepared, parts, tmp_path / "plain", max_epochs=6)
+    # The first fit is the same; it only chooses how many epochs the refit trains.
+    assert summary["best_epoch"] == plain_summary["best_epoch"] and "refit_epochs" not in plain_summary
+    assert summary["refit_epochs"] == summary["best_epoch"] + 1
+    refitted = torch.load(checkpoint, weights_only=True)
+    assert refitted["epoch"] == summary["refit_epochs"]  # Lightning's count of finished epochs
+    model = load_model(checkpoint)
+    assert model.hparams.n_train_ratings == parts["train"].height + parts["val"].height
+    assert model.user_seen[torch.from_numpy(parts["val"]["userIdMapped"].to_numpy().astype(np.int64))].all()
+    assert checkpoint.read_bytes() != plain_checkpoint.read_bytes()
+
+
 def test_min_epochs_holds_back_early_stopping(prepared, parts, tmp_path):
     # A learning rate this high makes val loss worse at once; patience 1 would stop at epoch 2.
     summary, _ = fit(prepared, parts, tmp_path, learning_rate=1.0, patience=1, min_epochs=6, max_epochs=10)
