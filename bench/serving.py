@@ -69,6 +69,8 @@ def write_project(root: Path, args: argparse.Namespace) -> None:
     data = TrainingData(
         torch.from_numpy(user_index.astype(np.int64)),
         torch.from_numpy(movie_index.astype(np.int64)),
+        torch.from_numpy(train["rating"].to_numpy()),
+        torch.zeros(args.train_ratings),
         torch.zeros(args.movies, 0),
     )
     model = build_model(params, data, args.users, args.movies, train_mean=3.5)

@@ -1,9 +1,14 @@
 """The one home of the ratings a model sees: a LightningDataModule over the split's tables.
 
-Each part (train, val, predict) becomes three tensors once, in `setup`, on the device the
+Each part (train, val, predict) becomes four tensors once, in `setup`, on the device the
 model trains on (moved there once per fit, not once per batch); an epoch is one
 permutation of the row numbers, drawn on that device, and each batch a slice of it: no
 per-sample `__getitem__` and no collate, which is what makes an epoch fast.
+
+Batches come in two shapes, as the model asks (`RatingModel.batches`): "ratings", any
+ratings in random order, or "movies", the ratings of movies in random order, grouped by
+movie, so that a batch holds few movies, each (but at a batch's two ends) with all its
+ratings: what a movie-based autoencoder trains on.
 """
 
 from __future__ import annotations
@@ -27,63 +32,86 @@ class TrainingData:
 
     users: Tensor  # int64 user index of each training rating
     movies: Tensor  # int64 movie index of each training rating
+    ratings: Tensor  # float32 rating of each training rating
+    days: Tensor  # float32 day (timestamp / 86,400) of each training rating
     movie_genres: Tensor  # float32 (n_movies, n_genres) multi-hot; n_genres may be 0
 
 
+Part = tuple[Tensor, Tensor, Tensor, Tensor]  # user index, movie index, rating, day: one row per rating
+SECONDS_PER_DAY = 86_400
+
+
 class RatingBatches:
-    """Batches of (user index, movie index, rating) tensors, each a slice of the whole part.
+    """Batches of (user index, movie index, rating, day) tensors, each a slice of the whole part.
 
     Under data-parallel training each of `world_size` processes iterates its own RatingBatches
     with the same generator seed, so all draw the same permutation; from each global batch
     of `batch_size` rows, process `rank` takes every `world_size`-th row from `rank` on. Every
     rating is then used once per epoch across processes, the global batch size is unchanged,
     shards differ by at most one row, and every process takes the same number of steps.
+
+    `group_by_movie`: each pass permutes the movies, not the ratings, and takes the rows movie by
+    movie in that order (a movie's own ratings in their row order), then slices as before.
     """
 
     def __init__(
         self,
-        part: tuple[Tensor, Tensor, Tensor],
+        part: Part,
         batch_size: int,
         generator: torch.Generator | None = None,
         rank: int = 0,
         world_size: int = 1,
+        group_by_movie: bool = False,
     ):
         # The generator lives on the tensors' device, so the permutation is drawn where the slices are taken.
-        self.users, self.movies, self.ratings = part
+        self.part = part
+        self.n_rows = len(part[0])
         self.batch_size = batch_size
         self.generator = generator  # None: in row order; else a new permutation per pass
         self.rank, self.world_size = rank, world_size
+        self.group_by_movie = group_by_movie
 
     def __len__(self) -> int:
         return len(self.batch_starts()) - 1
 
     def batch_starts(self) -> list[int]:
         """Where each batch starts, then the end; a last batch with fewer rows than processes joins the one before."""
-        n_rows = len(self.ratings)
+        n_rows = self.n_rows
         starts = list(range(0, n_rows, self.batch_size)) + [n_rows]
         if len(starts) > 2 and starts[-1] - starts[-2] < self.world_size:
             del starts[-2]
         return starts
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        n_rows = len(self.ratings)
+    def __iter__(self) -> Iterator[Part]:
         order = None
         if self.generator is not None:
-            order = torch.randperm(n_rows, generator=self.generator, device=self.generator.device)
+            order = self.movie_order() if self.group_by_movie else self.rating_order()
         elif self.world_size > 1:
-            order = torch.arange(n_rows, device=self.ratings.device)
+            order = torch.arange(self.n_rows, device=self.part[0].device)
         starts = self.batch_starts()
         for start, end in zip(starts[:-1], starts[1:], strict=True):
             rows = slice(start, end) if order is None else order[start:end][self.rank :: self.world_size]
-            yield self.users[rows], self.movies[rows], self.ratings[rows]
+            yield tuple(column[rows] for column in self.part)
+
+    def rating_order(self) -> Tensor:
+        """A random order of the rows."""
+        return torch.randperm(self.n_rows, generator=self.generator, device=self.generator.device)
+
+    def movie_order(self) -> Tensor:
+        """The rows grouped by movie, the movies in a random order."""
+        movies = self.part[1]
+        movie_rank = torch.randperm(int(movies.max()) + 1, generator=self.generator, device=self.generator.device)
+        return torch.argsort(movie_rank[movies], stable=True)
 
 
-def rating_tensors(ratings: pl.DataFrame) -> tuple[Tensor, Tensor, Tensor]:
-    """A ratings table's user indices, movie indices (int64) and ratings (float32)."""
+def rating_tensors(ratings: pl.DataFrame) -> Part:
+    """A ratings table's user indices, movie indices (int64), ratings and days since 1970 (float32)."""
     return (
         torch.from_numpy(ratings[USER_INDEX].to_numpy().astype(np.int64)),
         torch.from_numpy(ratings[MOVIE_INDEX].to_numpy().astype(np.int64)),
         torch.from_numpy(ratings["rating"].to_numpy().astype(np.float32)),
+        # float32 days are exact to a few minutes until 2060: ample for time bins and drifts measured in days.
+        torch.from_numpy((ratings["timestamp"].to_numpy() / SECONDS_PER_DAY).astype(np.float32)),
     )
 
 
@@ -104,7 +132,8 @@ class RatingsDataModule(lightning.LightningDataModule):
     """Train, val and predict ratings as tensors, batched by slicing; the index space from the users and movies tables.
 
     Any part may be left out: evaluate gives only `train` (for its statistics) and `predict`.
-    `batch_size` may be set later, before the loaders are asked for (train() does, from `train.batch_size`).
+    `batch_size` and `group_by_movie` may be set later, before the loaders are asked for (train() sets them
+    from `train.batch_size` and the model's `batches`).
     """
 
     def __init__(
@@ -125,7 +154,8 @@ class RatingsDataModule(lightning.LightningDataModule):
         self.users, self.movies = users, movies
         self.seed = seed
         self.fixed_device = None if device is None else torch.device(device)
-        self.tensors: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        self.tensors: dict[str, Part] = {}
+        self.group_by_movie = False  # training batches: "ratings" (False) or "movies" (True)
 
     @classmethod
     def from_parquet(cls, batch_size: int | None = None, seed: int = 0, **paths: Path | None) -> RatingsDataModule:
@@ -160,7 +190,7 @@ class RatingsDataModule(lightning.LightningDataModule):
         """The mean training rating: the baseline's prediction and where the biases start."""
         return float(self.tables["train"]["rating"].mean())
 
-    def _part(self, part: str) -> tuple[Tensor, Tensor, Tensor]:
+    def _part(self, part: str) -> Part:
         """The tensors of `part`, made from its table the first time they are asked for."""
         if part not in self.tensors:
             self.tensors[part] = rating_tensors(self.tables[part])
@@ -171,13 +201,13 @@ class RatingsDataModule(lightning.LightningDataModule):
 
         The training tensors themselves, not a copy, unless setup has already put them on an accelerator.
         """
-        users, movies, _ = self._part("train")
-        return TrainingData(users.cpu(), movies.cpu(), genre_matrix(self.movies))
+        users, movies, ratings, days = (column.cpu() for column in self._part("train"))
+        return TrainingData(users, movies, ratings, days, genre_matrix(self.movies))
 
     def train_dataloader(self) -> RatingBatches:
         # One generator for the whole fit: each epoch draws the next permutation from it (the same on every process).
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        return RatingBatches(self.tensors["train"], self.batch_size, generator, *self._shard())
+        return RatingBatches(self.tensors["train"], self.batch_size, generator, *self._shard(), self.group_by_movie)
 
     def val_dataloader(self) -> RatingBatches | list:
         if "val" not in self.tensors:  # a fit without validation (train's refit on train + val)

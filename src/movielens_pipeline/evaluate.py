@@ -182,7 +182,7 @@ def test_metrics(predicted: np.ndarray, test: pl.DataFrame, train: pl.DataFrame,
     metrics = {f"test/{name}": value for name, value in error_metrics(predicted, actual).items()}
     metrics |= {f"baseline/{name}": value for name, value in error_metrics(baseline, actual).items()}
     metrics["test/rows"] = len(actual)
-    users, movies, _ = rating_tensors(test)
+    users, movies, _, _ = rating_tensors(test)
     known = model.user_seen[users] & model.movie_seen[movies]
     # Ratings whose user or movie had no training rating: predicted from the biases alone.
     metrics["test/cold_start_rows"] = int((~known).sum())

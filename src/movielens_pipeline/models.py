@@ -4,7 +4,8 @@
 scale (the seed's parametrisation), the cold-start rule, the MSE loss, per-epoch logging
 and the optimisers, with the L2 penalty on the per-user and per-movie rows each batch
 uses (in `RowAdam`). A model adds its parameters and `score`, which returns, per rating,
-a bias logit and an interaction logit.
+a bias logit and an interaction logit. A rating comes with its day (days since 1970); only
+`timesvd` looks at it, and without one (serving) it predicts as of the user's last training day.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from typing import ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -27,6 +29,9 @@ from .schema import RATING_MAX, RATING_MIN
 class RatingModel(pl.LightningModule):
     """Shared training contract; subclasses create parameters and define `score`."""
 
+    # The training batches the model wants from the data module: any ratings, or ratings grouped by movie.
+    batches: ClassVar[Literal["ratings", "movies"]] = "ratings"
+
     def __init__(
         self,
         n_users: int,
@@ -40,6 +45,7 @@ class RatingModel(pl.LightningModule):
         learning_rate: float,
         weight_decay: float,
         sparse_tables: bool = True,
+        time_bins: int | None = None,  # None in checkpoints written before `train.time_bins` existed
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -59,28 +65,28 @@ class RatingModel(pl.LightningModule):
         self.user_seen[data.users] = True
         self.movie_seen[data.movies] = True
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Per rating: the bias logit and the interaction logit."""
         raise NotImplementedError
 
-    def ranking_score(self, users: Tensor, movies: Tensor) -> Tensor:
+    def ranking_score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> Tensor:
         """Per rating, the logit before the rating-scale sigmoid: bias + interaction, the interaction only where
         training saw both the user and the movie. It orders movies as the predictions do."""
-        bias, interaction = self.score(users, movies)
+        bias, interaction = self.score(users, movies, days)
         known = self.user_seen[users] & self.movie_seen[movies]
         return bias + torch.where(known, interaction, torch.zeros_like(interaction))
 
-    def forward(self, users: Tensor, movies: Tensor) -> Tensor:
-        return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(self.ranking_score(users, movies))
+    def forward(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> Tensor:
+        return rating_of_logit(self.ranking_score(users, movies, days))
 
-    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor) -> Tensor:
+    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
         """What training minimises and validation reports: the squared error of the predicted ratings."""
-        return F.mse_loss(self(users, movies), ratings)
+        return F.mse_loss(self(users, movies, days), ratings)
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        users, movies, ratings = batch
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        users, movies, ratings, days = batch
         self.lookups.clear()
-        loss = self.loss(users, movies, ratings)
+        loss = self.loss(users, movies, ratings, days)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
@@ -117,15 +123,15 @@ class RatingModel(pl.LightningModule):
         """Forward hook of dense tables (but `SVDpp`'s bag, which records its own): the indices each step looks up."""
         self.record_lookup(table, inputs[0])
 
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        users, movies, ratings = batch
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        users, movies, ratings, days = batch
         # Under DDP each process validates its shard; the mean over processes decides early stopping.
-        loss = self.loss(users, movies, ratings)
+        loss = self.loss(users, movies, ratings, days)
         self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
 
-    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        users, movies, _ = batch
-        return self(users, movies)
+    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        users, movies, _, days = batch
+        return self(users, movies, days)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
@@ -165,7 +171,7 @@ class GlobalMean(RatingModel):
         # Starts at logit 0 (a prediction of 2.75) and learns the mean, as in the seed.
         self.logit = nn.Parameter(torch.zeros(1))
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.logit.expand(users.shape), torch.zeros(users.shape, device=users.device)
 
 
@@ -183,7 +189,7 @@ class Biases(RatingModel):
         """Global + user + movie bias logit per rating."""
         return self.global_logit + self.user_bias(users)[:, 0] + self.movie_bias(movies)[:, 0]
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         bias = self.bias(users, movies)
         return bias, torch.zeros_like(bias)
 
@@ -202,7 +208,7 @@ class BiasedMF(Biases):
         """Starting spread of each factor: every embedding starts with a norm near 0.1, whatever its dimension."""
         return 0.1 / math.sqrt(self.hparams.embedding_dim)
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         user, movie = self.user_factors(users), self.movie_factors(movies)
         return self.bias(users, movies), (user * movie).sum(dim=1)
 
@@ -255,7 +261,7 @@ class SVDpp(BiasedMF):
         self.record_lookup(self.implicit_factors, self.rated_movies, in_batch[owners])
         return every_user[users]
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         user, movie = self.user_factors(users) + self.implicit(users), self.movie_factors(movies)
         return self.bias(users, movies), (user * movie).sum(dim=1)
 
@@ -283,11 +289,119 @@ class GenreMLP(BiasedMF):
         # Each movie's genres weigh 1 in all, so a movie with many genres is not louder.
         self.movie_genres[:] = data.movie_genres / data.movie_genres.sum(dim=1, keepdim=True).clamp(min=1)
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         genres = self.movie_genres[movies]
         user, movie = self.user_factors(users), self.movie_factors(movies) + self.genre_factors(genres)
         interaction = (user * movie).sum(dim=1) + self.mlp(torch.cat([user, movie, genres], dim=1))[:, 0]
         return self.bias(users, movies), interaction
+
+
+class TimeSVD(BiasedMF):
+    """Biased MF whose biases move with time (Koren's timeSVD, KDD 2009): a movie bias per time bin,
+    and a user bias that drifts linearly in dev_u(t) = sign(t - t_u) |t - t_u|^0.4, t_u the user's mean rating day.
+
+    The `train.time_bins` bins split the training ratings' days evenly. A rating without a day (serving)
+    is predicted as of its user's last training day.
+    """
+
+    DRIFT_EXPONENT = 0.4  # Koren's beta: the drift grows slower than the days apart
+
+    def __init__(self, **hyperparameters):
+        super().__init__(**hyperparameters)
+        hp = self.hparams
+        self.movie_bin_bias = self.table(hp.n_movies * hp.time_bins, 1)
+        self.user_drift = self.table(hp.n_users, 1)
+        self.register_buffer("day_range", torch.zeros(2))  # first and last training day
+        self.register_buffer("user_mean_day", torch.zeros(hp.n_users))
+        self.register_buffer("user_last_day", torch.zeros(hp.n_users))
+
+    def remember(self, data: TrainingData) -> None:
+        super().remember(data)
+        days = data.days.double()  # sums of millions of days lose whole days in float32
+        self.day_range[:] = torch.stack([days.min(), days.max()])
+        counts = torch.bincount(data.users, minlength=self.hparams.n_users).clamp(min=1)
+        self.user_mean_day[:] = (
+            torch.zeros(self.hparams.n_users, dtype=torch.float64).index_add_(0, data.users, days) / counts
+        )
+        self.user_last_day[:] = torch.zeros(self.hparams.n_users).scatter_reduce_(
+            0, data.users, data.days, "amax", include_self=False
+        )
+
+    def time_bias(self, users: Tensor, movies: Tensor, days: Tensor | None) -> Tensor:
+        """Per rating: the movie's bias in the rating's time bin + the user's drift by then."""
+        if days is None:
+            days = self.user_last_day[users]
+        bins = self.hparams.time_bins
+        first, last = self.day_range
+        bin_of_day = ((days - first) * (bins / (last - first).clamp(min=1))).long().clamp(0, bins - 1)
+        apart = days - self.user_mean_day[users]
+        deviation = apart.sign() * apart.abs().pow(self.DRIFT_EXPONENT)
+        return self.movie_bin_bias(movies * bins + bin_of_day)[:, 0] + self.user_drift(users)[:, 0] * deviation
+
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        bias, interaction = super().score(users, movies)
+        return bias + self.time_bias(users, movies, days), interaction
+
+
+class AutoRec(RatingModel):
+    """Item-based AutoRec (Sedhain et al., WWW 2015): each movie's training ratings by every user (centred on
+    the training mean, 0 where missing) pass through one sigmoid layer of `hidden_dim` units, and are
+    decoded into a logit for every user: a user bias + the user's decoder row . the movie's code.
+
+    Trained on batches of movies, so a step encodes few movies. In training, each rating is predicted
+    from its movie's other ratings: left in, the rating itself would be the easiest thing to
+    reconstruct, and a test rating is never in the input.
+    """
+
+    batches = "movies"
+
+    def __init__(self, **hyperparameters):
+        super().__init__(**hyperparameters)
+        hp = self.hparams
+        std = 0.1 / math.sqrt(hp.hidden_dim)
+        self.global_logit = nn.Parameter(torch.tensor([_logit_of_rating(hp.train_mean)]))
+        self.user_bias = self.table(hp.n_users, 1)
+        self.encoder = self.table(hp.n_users, hp.hidden_dim, std, bag=True)  # a column of weights per user's rating
+        self.code_bias = nn.Parameter(torch.zeros(hp.hidden_dim))
+        self.decoder = self.table(hp.n_users, hp.hidden_dim, std)
+        # Each movie's training ratings as CSR: raters[rated_start[m]:rated_start[m + 1]] and their centred ratings.
+        self.register_buffer("rated_start", torch.zeros(hp.n_movies + 1, dtype=torch.int64))
+        self.register_buffer("raters", torch.zeros(hp.n_train_ratings, dtype=torch.int64))
+        self.register_buffer("rater_ratings", torch.zeros(hp.n_train_ratings))
+
+    def remember(self, data: TrainingData) -> None:
+        super().remember(data)
+        order = torch.argsort(data.movies, stable=True)
+        self.rated_start[1:] = torch.cumsum(torch.bincount(data.movies, minlength=self.hparams.n_movies), dim=0)
+        self.raters[:] = data.users[order]
+        self.rater_ratings[:] = data.ratings[order] - self.hparams.train_mean
+
+    def encoded(self, movies: Tensor) -> Tensor:
+        """The code's input (before the sigmoid) of each rating's movie, computed once per distinct movie."""
+        distinct, position = torch.unique(movies, return_inverse=True)
+        starts, lengths = self.rated_start[distinct], self.rated_start[distinct + 1] - self.rated_start[distinct]
+        offsets = torch.cumsum(lengths, dim=0) - lengths
+        within = torch.arange(int(lengths.sum()), device=movies.device) - offsets.repeat_interleave(lengths)
+        rows = starts.repeat_interleave(lengths) + within
+        self.record_lookup(self.encoder, self.raters[rows])
+        encoded = self.encoder(self.raters[rows], offsets, per_sample_weights=self.rater_ratings[rows])
+        return encoded[position] + self.code_bias
+
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        bias = self.global_logit + self.user_bias(users)[:, 0]
+        return bias, (self.decoder(users) * torch.sigmoid(self.encoded(movies))).sum(dim=1)
+
+    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
+        """The squared error; in training, of each rating predicted with itself left out of its movie's input."""
+        if not self.training:
+            return super().loss(users, movies, ratings, days)
+        own = self.encoder(
+            users, torch.arange(len(users), device=users.device), per_sample_weights=ratings - self.hparams.train_mean
+        )
+        self.record_lookup(self.encoder, users)
+        code = torch.sigmoid(self.encoded(movies) - own)
+        logit = self.global_logit + self.user_bias(users)[:, 0] + (self.decoder(users) * code).sum(dim=1)
+        return F.mse_loss(rating_of_logit(logit), ratings)
 
 
 class BPR(RatingModel):
@@ -306,14 +420,14 @@ class BPR(RatingModel):
         self.user_factors = self.table(hp.n_users, hp.embedding_dim, 0.1 / math.sqrt(hp.embedding_dim))
         self.movie_factors = self.table(hp.n_movies, hp.embedding_dim, 0.1 / math.sqrt(hp.embedding_dim))
 
-    def score(self, users: Tensor, movies: Tensor) -> tuple[Tensor, Tensor]:
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.movie_bias(movies)[:, 0], (self.user_factors(users) * self.movie_factors(movies)).sum(dim=1)
 
     def on_validation_epoch_start(self) -> None:
         # The same negatives at every validation: the val loss then moves only with the model.
         self.validation_negatives = torch.Generator(device=self.device).manual_seed(0)
 
-    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor) -> Tensor:
+    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
         """The BPR loss of each rated movie against one random movie (in training from Lightning's seeded RNG)."""
         generator = None if self.training else self.validation_negatives
         negatives = torch.randint(0, self.hparams.n_movies, movies.shape, device=movies.device, generator=generator)
@@ -324,7 +438,7 @@ class BPR(RatingModel):
 
 # params.MODEL_NAMES is the one list of names (params.py does not import torch); this gives each its class.
 MODELS: dict[str, type[RatingModel]] = dict(
-    zip(MODEL_NAMES, (GlobalMean, Biases, BiasedMF, SVDpp, GenreMLP, BPR), strict=True)
+    zip(MODEL_NAMES, (GlobalMean, Biases, BiasedMF, SVDpp, GenreMLP, BPR, TimeSVD, AutoRec), strict=True)
 )
 
 
@@ -340,6 +454,11 @@ def quiet_lightning() -> None:
     """
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
+
+
+def rating_of_logit(logit: Tensor) -> Tensor:
+    """The rating-scale sigmoid: a logit to a rating between RATING_MIN and RATING_MAX (the seed's parametrisation)."""
+    return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(logit)
 
 
 def _logit_of_rating(rating: float) -> float:
@@ -373,6 +492,7 @@ def build_model(
         learning_rate=params.learning_rate,
         weight_decay=params.weight_decay,
         sparse_tables=sparse_tables,
+        time_bins=params.time_bins,
     )
     model.remember(data)
     return model

@@ -24,7 +24,7 @@ from .schema import RATING_MAX, RATING_MIN
 PARAMS_FILE = Path("params.yaml")
 
 # The one list of model names; models.MODELS maps each to its class, in this order.
-MODEL_NAMES = ("global_mean", "biases", "biased_mf", "svdpp", "genre_mlp", "bpr")
+MODEL_NAMES = ("global_mean", "biases", "biased_mf", "svdpp", "genre_mlp", "bpr", "timesvd", "autorec")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 MAX_SYNTHETIC_RATINGS = 32_000_000  # the size of the largest release, ml-32m
 # Distinct (user, movie) pairs are drawn by rejection: beyond this share of the grid it stalls.
@@ -174,10 +174,11 @@ class TrainParams(Section):
     name: ClassVar[str] = "train"
     model: Literal[MODEL_NAMES] = Field(description="the model to train (docs/models.md)")
     embedding_dim: PositiveInt = Field(description="size of the user and movie embeddings")
-    hidden_dim: PositiveInt = Field(description="width of `genre_mlp`'s hidden layer")
+    hidden_dim: PositiveInt = Field(description="width of the hidden layer: `genre_mlp`'s MLP, `autorec`'s code")
     dropout: Annotated[float, Field(ge=0, lt=1)] = Field(
         description="dropout before and after `genre_mlp`'s hidden layer"
     )
+    time_bins: PositiveInt = Field(description="`timesvd`: time bins of the movie biases, over the training days")
     learning_rate: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
         description=f"Adam's learning rate; `auto`: {AUTO_LEARNING_RATE_RANGE[0]} at a batch of "
         f"{AUTO_BATCH_SIZE_RANGE[0]:,}, {AUTO_LEARNING_RATE_RANGE[1]} at {AUTO_BATCH_SIZE_RANGE[1]:,}, log-linear "

@@ -160,6 +160,7 @@ def train(
     model = build_model(
         params, data.training_data(), data.n_users, data.n_movies, data.train_mean(), sparse_tables=sparse_tables
     )
+    data.group_by_movie = model.batches == "movies"
     epoch_log = EpochLog()
     checkpoint = ModelCheckpoint(filename="best", monitor="val_loss", mode="min", save_top_k=1)
     trainer = lightning.Trainer(
@@ -230,6 +231,7 @@ def refit(data: RatingsDataModule, params: TrainParams, epochs: int, sparse_tabl
     model = build_model(
         params, both.training_data(), both.n_users, both.n_movies, both.train_mean(), sparse_tables=sparse_tables
     )
+    both.group_by_movie = model.batches == "movies"
     trainer = lightning.Trainer(
         max_epochs=epochs, min_epochs=epochs, limit_val_batches=0, enable_checkpointing=False, **trainer_options(params)
     )

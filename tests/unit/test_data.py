@@ -24,7 +24,7 @@ def module(indexed, **changes) -> RatingsDataModule:
 
 
 def epoch(batches: RatingBatches) -> torch.Tensor:
-    return torch.cat([ratings for _, _, ratings in batches])
+    return torch.cat([ratings for _, _, ratings, _ in batches])
 
 
 def test_each_epoch_covers_every_training_row_once_in_a_new_seeded_order(indexed):
@@ -36,7 +36,7 @@ def test_each_epoch_covers_every_training_row_once_in_a_new_seeded_order(indexed
     for ratings in (first, second):
         assert np.array_equal(np.sort(ratings.numpy()), expected)
     assert not torch.equal(first, second)  # a new permutation each epoch
-    sizes = [len(users) for users, _, _ in batches]
+    sizes = [len(users) for users, _, _, _ in batches]
     assert len(batches) == len(sizes) == 7 and sizes[:-1] == [64] * 6 and sizes[-1] == 400 - 6 * 64
     again = module(indexed)
     again.setup("fit")
@@ -51,11 +51,12 @@ def test_val_and_predict_keep_row_order_and_pair_the_columns(indexed, part):
     data = module(indexed)
     data.setup("predict")
     batches = getattr(data, f"{part}_dataloader")()
-    users, movies, ratings = (torch.cat(column) for column in zip(*batches, strict=True))
+    users, movies, ratings, days = (torch.cat(column) for column in zip(*batches, strict=True))
     table = data.tables[part]
     assert users.tolist() == table["userIdMapped"].to_list()
     assert movies.tolist() == table["movieIdMapped"].to_list()
-    assert ratings.dtype == torch.float32 and users.dtype == movies.dtype == torch.int64
+    assert torch.allclose(days.double(), torch.from_numpy(table["timestamp"].to_numpy() / 86_400), rtol=0, atol=0.01)
+    assert ratings.dtype == days.dtype == torch.float32 and users.dtype == movies.dtype == torch.int64
     assert epoch(batches).tolist() == ratings.tolist()  # the same order on every pass
 
 
@@ -65,7 +66,7 @@ def test_batches_are_views_of_tensors_made_once(indexed):
     tensors = data.tensors["val"]
     data.setup("validate")  # Lightning may call setup again: nothing is rebuilt or copied
     assert all(again is first for again, first in zip(data.tensors["val"], tensors, strict=True))
-    users, _, _ = next(iter(data.val_dataloader()))
+    users, _, _, _ = next(iter(data.val_dataloader()))
     assert users.data_ptr() == tensors[0].data_ptr()  # a slice, not a copy
 
 
@@ -102,8 +103,7 @@ def test_tensors_and_the_permutation_live_on_the_device_given(indexed):
     assert all(tensor.device.type == "cpu" for part in data.tensors.values() for tensor in part)
     batches = data.train_dataloader()
     assert batches.generator.device.type == "cpu"
-    users, movies, ratings = next(iter(batches))
-    assert users.device == movies.device == ratings.device == data.device
+    assert all(column.device == data.device for column in next(iter(batches)))
 
 
 def test_without_a_device_or_trainer_the_tensors_stay_on_the_cpu(indexed):
@@ -111,9 +111,9 @@ def test_without_a_device_or_trainer_the_tensors_stay_on_the_cpu(indexed):
     assert data.trainer is None and data.device == torch.device("cpu")
 
 
-def rows_of(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], part: tuple) -> set[int]:
+def rows_of(batch: tuple[torch.Tensor, ...], part: tuple) -> set[int]:
     """The row numbers of `part` a batch holds (users and movies together identify a row here)."""
-    users, movies, _ = part
+    users, movies = part[:2]
     row_of = {(int(u), int(m)): row for row, (u, m) in enumerate(zip(users, movies, strict=True))}
     return {row_of[int(u), int(m)] for u, m in zip(batch[0], batch[1], strict=True)}
 
@@ -147,3 +147,24 @@ def test_a_last_batch_too_small_to_shard_joins_the_one_before():
     assert RatingBatches(part, 4, world_size=3).batch_starts() == [0, 4, 10]  # 2 rows left for 3 processes
     assert RatingBatches(part, 4, world_size=2).batch_starts() == [0, 4, 8, 10]
     assert RatingBatches(part, 4).batch_starts() == [0, 4, 8, 10]
+
+
+def test_movie_batches_take_the_movies_in_a_new_seeded_order_each_with_its_ratings_together(indexed):
+    data = module(indexed, batch_size=32)
+    data.group_by_movie = True
+    data.setup("fit")
+    train = data.tensors["train"]
+    batches = data.train_dataloader()
+    first, second = (list(batches) for _ in range(2))
+    for batch_list in (first, second):
+        assert [len(users) for users, _, _, _ in batch_list] == [32] * 12 + [16]  # the rating batches' sizes
+        assert sorted(row for batch in batch_list for row in rows_of(batch, train)) == list(range(400))
+        # Each movie's ratings are consecutive in the epoch: a movie spans at most two batches.
+        movies_in_order = torch.cat([movies for _, movies, _, _ in batch_list]).tolist()
+        runs = [movie for i, movie in enumerate(movies_in_order) if i == 0 or movie != movies_in_order[i - 1]]
+        assert len(runs) == len(set(movies_in_order))
+    assert not torch.equal(first[0][1], second[0][1])  # a new order of the movies each epoch
+    again = module(indexed, batch_size=32)
+    again.group_by_movie = True
+    again.setup("fit")
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(again.train_dataloader(), first, strict=True))  # same seed

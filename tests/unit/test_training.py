@@ -13,7 +13,7 @@ from harness import project_params
 
 from movielens_pipeline.data import RatingsDataModule, TrainingData
 from movielens_pipeline.evaluate import error_metrics, evaluate, predict, ranking, rating_histogram, top_k_quality
-from movielens_pipeline.models import MODELS, build_model, load_model
+from movielens_pipeline.models import MODELS, build_model, load_model, rating_of_logit
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
@@ -55,7 +55,12 @@ def tiny_data(n_users: int, n_movies: int, n_genres: int = 0) -> TrainingData:
     """Training data in which every user and movie has a rating."""
     users = torch.arange(max(n_users, n_movies)) % n_users
     movies = torch.arange(max(n_users, n_movies)) % n_movies
-    return TrainingData(users, movies, torch.ones(n_movies, n_genres))
+    return training_data(users, movies, torch.ones(n_movies, n_genres))
+
+
+def training_data(users: torch.Tensor, movies: torch.Tensor, movie_genres: torch.Tensor) -> TrainingData:
+    """Training data of these users and movies, each rating a 4 given on a day of its own."""
+    return TrainingData(users, movies, torch.full(users.shape, 4.0), torch.arange(len(users)) + 10_000.0, movie_genres)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -162,7 +167,7 @@ def test_global_mean_learns_the_training_mean(prepared, parts, tmp_path):
     assert learned == pytest.approx(parts["train"]["rating"].mean(), abs=0.05)
 
 
-@pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp"])
+@pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp", "timesvd", "autorec"])
 def test_every_model_beats_the_mean_baseline_on_test(name, prepared, parts, tmp_path):
     _, checkpoint = fit(prepared, parts, tmp_path, model=name, embedding_dim=16, max_epochs=8)
     actual = parts["test"]["rating"].to_numpy()
@@ -171,11 +176,11 @@ def test_every_model_beats_the_mean_baseline_on_test(name, prepared, parts, tmp_
     assert model_rmse < 0.95 * mean_rmse, (name, model_rmse, mean_rmse)
 
 
-@pytest.mark.parametrize("name", ["biased_mf", "svdpp", "genre_mlp", "bpr"])
+@pytest.mark.parametrize("name", ["biased_mf", "svdpp", "genre_mlp", "bpr", "timesvd", "autorec"])
 def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
     params = project_params("train", model=name, embedding_dim=4)
     # User 2 and movie 2 have no training ratings.
-    data = TrainingData(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]), torch.eye(3))
+    data = training_data(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]), torch.eye(3))
     model = build_model(params, data, n_users=3, n_movies=3, train_mean=3.5).eval()  # eval: no dropout
     with torch.no_grad():
         for parameter in model.parameters():
@@ -190,11 +195,11 @@ def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
 
 def test_bpr_loss_ranks_each_rated_movie_against_a_random_one():
     params = project_params("train", model="bpr", embedding_dim=4)
-    data = TrainingData(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), torch.zeros(5, 0))
+    data = training_data(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), torch.zeros(5, 0))
     model = build_model(params, data, n_users=2, n_movies=5, train_mean=3.5)
     users, movies, ratings = torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), torch.tensor([4.0, 1.0, 3.0])
     torch.manual_seed(7)
-    loss = model.loss(users, movies, ratings)
+    loss = model.loss(users, movies, ratings, torch.zeros(3))
     torch.manual_seed(7)
     negatives = torch.randint(0, 5, (3,))
     expected = -torch.nn.functional.logsigmoid(
@@ -204,7 +209,9 @@ def test_bpr_loss_ranks_each_rated_movie_against_a_random_one():
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.zero_()
-    assert float(model.loss(users, movies, ratings).detach()) == pytest.approx(np.log(2))  # every score ties
+    assert float(model.loss(users, movies, ratings, torch.zeros(3)).detach()) == pytest.approx(
+        np.log(2)
+    )  # every score ties
 
 
 def test_bpr_ranks_better_than_popularity(prepared, parts, tmp_path):
@@ -217,13 +224,70 @@ def test_bpr_ranks_better_than_popularity(prepared, parts, tmp_path):
 
 def test_svdpp_implicit_term_sums_the_factors_of_each_users_training_movies():
     params = project_params("train", model="svdpp", embedding_dim=3)
-    data = TrainingData(torch.tensor([1, 0, 1, 1]), torch.tensor([2, 0, 0, 3]), torch.zeros(4, 0))
+    data = training_data(torch.tensor([1, 0, 1, 1]), torch.tensor([2, 0, 0, 3]), torch.zeros(4, 0))
     model = build_model(params, data, n_users=3, n_movies=4, train_mean=3.5)
     factors = model.implicit_factors.weight.detach()
     implicit = model.implicit(torch.tensor([1, 0, 1, 2])).detach()
     assert torch.allclose(implicit[0], (factors[2] + factors[0] + factors[3]) / 3**0.5)
     assert torch.allclose(implicit[1], factors[0]) and torch.equal(implicit[2], implicit[0])
     assert torch.equal(implicit[3], torch.zeros(3))  # user 2 rated nothing
+
+
+def test_timesvd_gives_each_movie_a_bias_per_time_bin_and_each_user_a_drifting_bias():
+    params = project_params("train", model="timesvd", embedding_dim=2, time_bins=4)
+    # User 0 rates on days 100, 110 and 140 (mean 116.7); user 1 on day 180, the last training day.
+    data = TrainingData(
+        torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1, 0, 1]), torch.full((4,), 4.0),
+        torch.tensor([100.0, 110.0, 140.0, 180.0]), torch.zeros(2, 0),
+    )  # fmt: skip
+    model = build_model(params, data, n_users=2, n_movies=2, train_mean=3.5)
+    with torch.no_grad():
+        model.movie_bin_bias.weight[:, 0] = torch.arange(8.0)  # movie m, bin b: 4 m + b
+        model.user_drift.weight[:, 0] = torch.tensor([0.5, 0.0])
+    users, movies = torch.tensor([0, 0, 0, 1]), torch.tensor([1, 1, 1, 0])
+    days = torch.tensor([90.0, 125.0, 500.0, 180.0])  # before the first day, bin 1, after the last day
+    apart = days[:3] - 350 / 3
+    drift = 0.5 * apart.sign() * apart.abs() ** 0.4
+    expected = torch.cat([torch.tensor([4.0, 5.0, 7.0]) + drift, torch.tensor([3.0])])
+    assert torch.allclose(model.time_bias(users, movies, days), expected)
+    # Without a day (serving), a rating is predicted as of the user's last training day.
+    assert torch.equal(model(users, movies), model(users, movies, torch.tensor([140.0, 140.0, 140.0, 180.0])))
+    assert model(users[:1], movies[:1], days[:1]) != model(users[:1], movies[:1], days[1:2])
+
+
+def test_autorec_encodes_each_movies_training_ratings_and_leaves_a_training_rating_out_of_its_own_input():
+    params = project_params("train", model="autorec", hidden_dim=3)
+    ratings = torch.tensor([5.0, 1.0, 4.0, 2.0])
+    data = TrainingData(
+        torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 1, 0]), ratings, torch.zeros(4), torch.zeros(3, 0)
+    )
+    model = build_model(params, data, n_users=3, n_movies=3, train_mean=3.0)
+    encoder = model.encoder.weight.detach()
+    with torch.no_grad():
+        code = model.encoded(torch.tensor([1, 0, 2, 1]))
+    movie_1 = 2 * encoder[0] - 2 * encoder[1] + 1 * encoder[2] + model.code_bias
+    assert torch.allclose(code[0], movie_1) and torch.equal(code[3], code[0])
+    assert torch.allclose(code[1], -1 * encoder[0] + model.code_bias)
+    assert torch.equal(code[2], model.code_bias.detach())  # movie 2 has no training rating
+    # In training, user 1's rating of movie 1 is predicted from the others' ratings of it (users 0 and 2).
+    model.train()
+    with torch.no_grad():
+        loss = model.loss(torch.tensor([1]), torch.tensor([1]), torch.tensor([1.0]), torch.zeros(1))
+        code_without = torch.sigmoid(2 * encoder[0] + 1 * encoder[2] + model.code_bias)
+        logit = model.global_logit + model.user_bias.weight[1] + model.decoder.weight[1] @ code_without
+        assert torch.allclose(loss, (rating_of_logit(logit) - 1.0) ** 2)
+
+
+@pytest.mark.parametrize("name", ["timesvd", "autorec"])
+def test_the_new_models_checkpoints_give_back_the_predictions_they_were_chosen_on(name, prepared, parts, tmp_path):
+    params = project_params("train", model=name, batch_size=256, learning_rate=0.01, max_epochs=4)
+    _, users, movies = prepared
+    data = RatingsDataModule(train=parts["train"], val=parts["val"], users=users, movies=movies)
+    summary = train(data, params, tmp_path / "model.ckpt", tmp_path / "live")
+    assert data.group_by_movie == (name == "autorec")  # autorec trains on movie batches
+    # The buffers (each movie's ratings, the users' days) travel in the checkpoint with the weights.
+    val_mse = error_metrics(predicted(tmp_path / "model.ckpt", parts["val"]), parts["val"]["rating"].to_numpy())["mse"]
+    assert val_mse == pytest.approx(summary["best_val_mse"], rel=1e-5)
 
 
 def test_error_metrics_on_known_values():
@@ -337,7 +401,7 @@ def gradients_with_the_penalty(model, users, movies, ratings) -> dict[str, torch
     return found
 
 
-@pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp", "bpr"])
+@pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp", "bpr", "timesvd", "autorec"])
 def test_the_dense_path_has_the_same_loss_gradient_as_rowadams(name, prepared, parts):
     params = project_params("train", model=name, embedding_dim=8, weight_decay=0.3, dropout=0.0)
     data = RatingsDataModule(256, train=parts["train"], users=prepared[1], movies=prepared[2])
