@@ -1,20 +1,25 @@
-"""Results tables from `dvc exp show --json`: test RMSE and MAE per model, one table per data set and split.
+"""Results tables from `dvc exp show --json`: test RMSE and MAE per model, and the sweeps that chose the defaults.
 
     dvc exp show --json | .venv/bin/python bench/experiment_table.py                 # print the tables
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record       # keep the runs, update the docs
+    dvc exp show --json | .venv/bin/python bench/experiment_table.py --record-sweep # the same for a sweep
     .venv/bin/python bench/experiment_table.py --update                             # update the docs from the kept runs
 
-Runs are grouped by (data set, split fractions, model); each cell is the mean over the
+Runs are grouped by (data set, split fractions, model, refit); each cell is the mean over the
 seeds in the group (a run repeated with the same seeds counts once) with the standard
-deviation beside it. `--record` writes the runs it read to RUNS_FILE (params and metrics
-only), so the tables in docs/results.md and README.md, between their marker comments, are
-generated from what the pipeline measured and a test can check they still are.
+deviation beside it. A sweep's runs are grouped by model, one row per setting of the train
+params that vary, ordered by validation RMSE: the first row is the model's chosen setting
+(the test part plays no part in it). `--record` and `--record-sweep` write the runs they
+read to RUNS_FILE and SWEEP_FILE (params and metrics only), so the tables in docs/results.md
+and README.md, between their marker comments, are generated from what the pipeline
+measured and a test can check they still are.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -22,24 +27,31 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-runs.json"
+SWEEP_FILE = PROJECT / "bench" / "results" / "ml-100k-sweep.json"
 RESULTS_PAGE = PROJECT / "docs" / "results.md"
 README = PROJECT / "README.md"
 START, END = "<!-- experiment-table:start -->", "<!-- experiment-table:end -->"
+SWEEP_START, SWEEP_END = "<!-- sweep-table:start -->", "<!-- sweep-table:end -->"
 # The README shows ML-100K on the notebook's protocol only; docs/results.md every table.
 README_TABLE = ("ml-100k", "0.7/0.15/0.15")
 
 
-def runs(exp_show: list[dict]) -> list[dict]:
-    """Every run (baselines and experiments) with test metrics: its name, params and eval metrics."""
+def runs(exp_show: list[dict], baselines: bool = True) -> list[dict]:
+    """Every run (baselines, unless told not, and experiments) with test metrics: its name, params, eval and
+    training metrics."""
     found = []
     for baseline in exp_show:
-        for run in [baseline, *(exp for group in baseline.get("experiments") or [] for exp in group["revs"])]:
+        experiments = [exp for group in baseline.get("experiments") or [] for exp in group["revs"]]
+        for run in [baseline, *experiments] if baselines else experiments:
             data = run.get("data") or {}
-            metrics = (data.get("metrics") or {}).get("eval/metrics.json", {}).get("data", {})
+            all_metrics = data.get("metrics") or {}
+            metrics = all_metrics.get("eval/metrics.json", {}).get("data", {})
+            training = all_metrics.get("dvclive/train/metrics.json", {}).get("data", {})
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
             if "test" in metrics and run.get("name") != "workspace" and data.get("rev") != "workspace":
                 kept = {section: params[section] for section in ("data", "split", "train")}
-                found.append({"name": run.get("name") or data.get("rev"), "params": kept, "metrics": metrics})
+                name = run.get("name") or data.get("rev")
+                found.append({"name": name, "params": kept, "metrics": metrics, "training": training})
     return sorted(found, key=lambda run: run["name"])
 
 
@@ -59,7 +71,7 @@ def tables(recorded: list[dict], only: tuple[str, str] | None = None) -> str:
     for run in recorded:
         split, train = run["params"]["split"], run["params"]["train"]
         key = (run["params"]["data"]["dataset"], protocol(split))
-        groups[key][train["model"]][(split["seed"], train["seed"])] = run["metrics"]
+        groups[key][label(train)][(split["seed"], train["seed"])] = run["metrics"]
     parts = []
     for (dataset, split_protocol), models in sorted(groups.items()):
         if only is not None and (dataset, split_protocol) != only:
@@ -75,7 +87,7 @@ def tables(recorded: list[dict], only: tuple[str, str] | None = None) -> str:
         for model, by_seed in sorted(models.items(), key=lambda item: -statistics.mean(_rmse(item[1]))):
             metrics = list(by_seed.values())
             mae = summary([m["test"]["mae"] for m in metrics])
-            lines.append(f"| `{model}` | {len(metrics)} | {summary(_rmse(by_seed))} | {mae} |")
+            lines.append(f"| {model} | {len(metrics)} | {summary(_rmse(by_seed))} | {mae} |")
             baselines.update(by_seed)
         baseline = list(baselines.values())
         rmse, mae = (
@@ -90,44 +102,102 @@ def tables(recorded: list[dict], only: tuple[str, str] | None = None) -> str:
     return "\n\n".join(parts)
 
 
+def label(train: dict) -> str:
+    """A model's name in the tables: `model`, with ", refit" when it was refitted on train + val."""
+    return f"`{train['model']}`" + (", refit" if train.get("refit") else "")
+
+
+def val_rmse(run: dict) -> float:
+    """The best validation RMSE of a run's training (what a sweep chooses on)."""
+    return math.sqrt(run["training"]["best_val_mse"])
+
+
+def swept(recorded: list[dict]) -> dict[str, list[tuple[dict, float]]]:
+    """Per model: each setting of the train params that vary among its runs, with its val RMSE, best first."""
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for run in recorded:
+        by_model[run["params"]["train"]["model"]].append(run)
+    settings = {}
+    for model, model_runs in by_model.items():
+        keys = sorted(
+            key
+            for key in model_runs[0]["params"]["train"]
+            if key not in ("threads",) and len({json.dumps(run["params"]["train"][key]) for run in model_runs}) > 1
+        )
+        rows = [({key: run["params"]["train"][key] for key in keys}, val_rmse(run)) for run in model_runs]
+        settings[model] = sorted(rows, key=lambda row: row[1])
+    return settings
+
+
+def chosen(recorded: list[dict]) -> dict[str, dict]:
+    """Per model, the setting of the swept train params with the lowest val RMSE."""
+    return {model: rows[0][0] for model, rows in swept(recorded).items()}
+
+
+def sweep_tables(recorded: list[dict]) -> str:
+    """Markdown: per model, its swept params and val RMSE, best first (in bold: the setting chosen)."""
+    splits = {protocol(run["params"]["split"]) + f", split seed {run['params']['split']['seed']}" for run in recorded}
+    parts = [f"Split {', '.join(sorted(splits))}; {len(recorded)} runs. Chosen: the lowest val RMSE (bold)."]
+    for model, rows in sorted(swept(recorded).items()):
+        keys = list(rows[0][0])
+        lines = [
+            f"**`{model}`**",
+            "",
+            "| " + " | ".join(keys) + " | val RMSE |",
+            "|" + "---|" * (len(keys) + 1),
+        ]
+        for index, (setting, rmse) in enumerate(rows):
+            cells = [str(setting[key]) for key in keys] + [f"{rmse:.4f}"]
+            lines.append("| " + " | ".join(f"**{cell}**" if index == 0 else cell for cell in cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def _rmse(by_seed: dict) -> list[float]:
     return [metrics["test"]["rmse"] for metrics in by_seed.values()]
 
 
-def with_tables(text: str, table_text: str) -> str:
+def with_tables(text: str, table_text: str, start: str = START, end: str = END) -> str:
     """`text` with the part between the marker comments replaced by `table_text`."""
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table_text}\n{END}{tail}"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table_text}\n{end}{tail}"
 
 
-def pages(recorded: list[dict]) -> dict[Path, str]:
-    """The README and the results page as they should read, tables regenerated from `recorded`."""
+def pages(recorded: list[dict], sweep: list[dict]) -> dict[Path, str]:
+    """The README and the results page as they should read, tables regenerated from `recorded` and `sweep`."""
+    results = with_tables(RESULTS_PAGE.read_text(encoding="utf-8"), tables(recorded))
     return {
-        RESULTS_PAGE: with_tables(RESULTS_PAGE.read_text(encoding="utf-8"), tables(recorded)),
+        RESULTS_PAGE: with_tables(results, sweep_tables(sweep), SWEEP_START, SWEEP_END),
         README: with_tables(README.read_text(encoding="utf-8"), tables(recorded, README_TABLE)),
     }
+
+
+def read_json(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, recorded: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--record", action="store_true", help=f"keep stdin's runs in {RUNS_FILE.name}, update docs")
+    action.add_argument("--record-sweep", action="store_true", help=f"keep stdin's runs in {SWEEP_FILE.name}, too")
     action.add_argument("--update", action="store_true", help="update the docs from the kept runs")
     args = parser.parse_args()
-    if args.update:
-        recorded = json.loads(RUNS_FILE.read_text(encoding="utf-8"))
-    else:
-        recorded = runs(json.load(sys.stdin))
-    if args.record:
-        RUNS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        RUNS_FILE.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    if args.record or args.update:
-        for path, text in pages(recorded).items():
-            path.write_text(text, encoding="utf-8")
-            print(f"updated {path.relative_to(PROJECT)}")
-    else:
-        print(tables(recorded))
+    if not args.update:
+        read = runs(json.load(sys.stdin), baselines=not args.record_sweep)  # a sweep is its experiments
+        if not (args.record or args.record_sweep):
+            print(tables(read))
+            return
+        write_json(SWEEP_FILE if args.record_sweep else RUNS_FILE, read)
+    for path, text in pages(read_json(RUNS_FILE), read_json(SWEEP_FILE)).items():
+        path.write_text(text, encoding="utf-8")
+        print(f"updated {path.relative_to(PROJECT)}")
 
 
 if __name__ == "__main__":
