@@ -28,6 +28,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-runs.json"
 SWEEP_FILE = PROJECT / "bench" / "results" / "ml-100k-sweep.json"
+BLEND_FILE = PROJECT / "bench" / "results" / "ml-100k-blend.json"  # bench/blend.py's runs, in the same format
 RESULTS_PAGE = PROJECT / "docs" / "results.md"
 README = PROJECT / "README.md"
 START, END = "<!-- experiment-table:start -->", "<!-- experiment-table:end -->"
@@ -182,6 +183,19 @@ def write_json(path: Path, recorded: list[dict]) -> None:
     path.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def kept_pages() -> dict[Path, str]:
+    """The docs as the kept runs (pipeline runs, bench/blend.py's blends, the sweep) say they should read."""
+    blends = read_json(BLEND_FILE) if BLEND_FILE.exists() else []
+    return pages(read_json(RUNS_FILE) + blends, read_json(SWEEP_FILE))
+
+
+def update_docs() -> None:
+    """Rewrite the generated tables in the docs from the kept runs."""
+    for path, text in kept_pages().items():
+        path.write_text(text, encoding="utf-8")
+        print(f"updated {path.relative_to(PROJECT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     action = parser.add_mutually_exclusive_group()
@@ -195,9 +209,7 @@ def main() -> None:
             print(tables(read))
             return
         write_json(SWEEP_FILE if args.record_sweep else RUNS_FILE, read)
-    for path, text in pages(read_json(RUNS_FILE), read_json(SWEEP_FILE)).items():
-        path.write_text(text, encoding="utf-8")
-        print(f"updated {path.relative_to(PROJECT)}")
+    update_docs()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def synthetic_ratings(n_ratings: int, n_users: int, n_movies: int, seed: int = 0
             "userIdMapped": users.astype(np.uint32),
             "movieIdMapped": movies.astype(np.uint32),
             "rating": ratings.astype(np.float32),
+            "timestamp": np.zeros(n_ratings, dtype=np.int64),
         }
     )
 
@@ -64,7 +65,7 @@ def ours(ratings: pl.DataFrame, args: argparse.Namespace) -> float:
     movies = pl.DataFrame({"movieIdMapped": np.arange(args.movies, dtype=np.uint32)})
     data = RatingsDataModule(params.batch_size, train=ratings, val=validation, users=users, movies=movies)
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-        summary = train(data, params, Path(scratch) / "m.ckpt", Path(scratch))
+        summary = train(data, params, Path(scratch) / "m.ckpt", Path(scratch) / "live")
     return summary["ratings_per_second"]
 
 

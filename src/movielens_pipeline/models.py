@@ -368,6 +368,7 @@ class AutoRec(RatingModel):
         self.register_buffer("rated_start", torch.zeros(hp.n_movies + 1, dtype=torch.int64))
         self.register_buffer("raters", torch.zeros(hp.n_train_ratings, dtype=torch.int64))
         self.register_buffer("rater_ratings", torch.zeros(hp.n_train_ratings))
+        self.kept_codes: Tensor | None = None  # every movie's code, out of training (see `codes`)
 
     def remember(self, data: TrainingData) -> None:
         super().remember(data)
@@ -387,9 +388,23 @@ class AutoRec(RatingModel):
         encoded = self.encoder(self.raters[rows], offsets, per_sample_weights=self.rater_ratings[rows])
         return encoded[position] + self.code_bias
 
+    def codes(self, movies: Tensor) -> Tensor:
+        """Each rating's movie code. Out of training, every movie's code is computed once and kept, so
+        scoring many pairs (evaluation, `recommend`) does not encode the same movies chunk after chunk."""
+        if self.training:
+            return torch.sigmoid(self.encoded(movies))
+        if self.kept_codes is None:
+            every_movie = torch.arange(self.hparams.n_movies, device=movies.device)
+            self.kept_codes = torch.cat([torch.sigmoid(self.encoded(chunk)) for chunk in every_movie.split(4096)])
+        return self.kept_codes[movies]
+
+    def train(self, mode: bool = True) -> AutoRec:
+        self.kept_codes = None  # the weights are about to change, or just did
+        return super().train(mode)
+
     def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         bias = self.global_logit + self.user_bias(users)[:, 0]
-        return bias, (self.decoder(users) * torch.sigmoid(self.encoded(movies))).sum(dim=1)
+        return bias, (self.decoder(users) * self.codes(movies)).sum(dim=1)
 
     def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
         """The squared error; in training, of each rating predicted with itself left out of its movie's input."""

@@ -6,21 +6,30 @@ import importlib.util
 import json
 
 import pytest
+import yaml
 from harness import PROJECT
+
+from movielens_pipeline.presets import load_preset, preset_path
 
 spec = importlib.util.spec_from_file_location("experiment_table", PROJECT / "bench" / "experiment_table.py")
 experiment_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(experiment_table)
 
 
-def run(name: str, model: str, seed: int, rmse: float, train_fraction: float = 0.7) -> dict:
+def run(
+    name: str, model: str, seed: int, rmse: float, train_fraction: float = 0.7, val_rmse: float = 0.9, **train
+) -> dict:
     params = {
         "data": {"dataset": "ml-100k"},
         "split": {"train_fraction": train_fraction, "val_fraction": 0.15, "seed": seed},
-        "train": {"model": model, "seed": seed},
+        "train": {"model": model, "seed": seed, "threads": 1, "weight_decay": 0.05, "refit": False} | train,
     }
     metrics = {"test": {"rmse": rmse, "mae": rmse / 2}, "baseline": {"rmse": 1.1, "mae": 0.9}}
-    files = {"params": {"params.yaml": {"data": params}}, "metrics": {"eval/metrics.json": {"data": metrics}}}
+    training = {"best_val_mse": val_rmse**2}
+    files = {
+        "params": {"params.yaml": {"data": params}},
+        "metrics": {"eval/metrics.json": {"data": metrics}, "dvclive/train/metrics.json": {"data": training}},
+    }
     return {"name": name, "data": {"rev": name, **files}}
 
 
@@ -42,15 +51,53 @@ def test_tables_group_by_protocol_and_model_with_mean_and_spread_over_seeds():
             run("b", "biases", 2, 0.96),
             run("c", "biases", 2, 0.96),  # the same seeds again count once
             run("d", "biases", 0, 0.92, train_fraction=0.72),
+            run("e", "biases", 1, 0.90, refit=True),
         )
     )
     text = experiment_table.tables(recorded)
     assert "**ml-100k, split 0.7/0.15/0.15 (train/val/test), split seeds 0, 1, 2**" in text
     assert "| `biases` | 2 | 0.9500 ± 0.0141 | 0.4750 ± 0.0071 |" in text
     assert "| `biased_mf` | 1 | 0.9100 | 0.4550 |" in text
+    assert "| `biases`, refit | 1 | 0.9000 | 0.4500 |" in text  # refitted runs are a row of their own
     assert "split 0.72/0.15/0.13" in text
     only = experiment_table.tables(recorded, ("ml-100k", "0.72/0.15/0.13"))
     assert "0.7/0.15/0.15" not in only and "| `biases` | 1 | 0.9200 | 0.4600 |" in only
+
+
+def test_a_sweep_table_shows_the_params_that_vary_best_val_rmse_first_and_the_choice_in_bold():
+    sweep = experiment_table.runs(
+        exp_show(
+            run("a", "svdpp", 0, 0.95, val_rmse=0.93, weight_decay=0.02),
+            run("b", "svdpp", 0, 0.90, val_rmse=0.92, weight_decay=0.1),  # chosen on val, not on test
+            run("c", "svdpp", 0, 0.91, val_rmse=0.94, weight_decay=0.4),
+            run("d", "autorec", 0, 0.90, val_rmse=0.91, hidden_dim=100),
+        ),
+        baselines=False,
+    )
+    assert [entry["name"] for entry in sweep] == ["a", "b", "c", "d"]
+    assert experiment_table.chosen(sweep) == {"svdpp": {"weight_decay": 0.1}, "autorec": {}}
+    text = experiment_table.sweep_tables(sweep)
+    table = text[text.index("**`svdpp`**") :].splitlines()
+    assert table[2:] == [
+        "| weight_decay | val RMSE |",
+        "|---|---|",
+        "| **0.1** | **0.9200** |",
+        "| 0.02 | 0.9300 |",
+        "| 0.4 | 0.9400 |",
+    ]
+
+
+def test_each_models_committed_settings_are_the_recorded_sweeps_choice():
+    sweep = json.loads(experiment_table.SWEEP_FILE.read_text(encoding="utf-8"))
+    committed = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))["train"]
+    choices = experiment_table.chosen(sweep)
+    assert {"biased_mf", "svdpp", "genre_mlp", "timesvd", "autorec"} <= set(choices)
+    for model, setting in choices.items():
+        preset_file = preset_path(model, PROJECT / "presets")
+        preset = load_preset(preset_file, PROJECT / "params.yaml")["train"] if preset_file.exists() else {}
+        settings = committed | preset
+        assert settings["model"] == model, f"no presets/{model}.yaml, and params.yaml trains {committed['model']}"
+        assert {key: settings[key] for key in setting} == setting, model
 
 
 def test_with_tables_replaces_only_the_marked_part():
@@ -62,8 +109,7 @@ def test_with_tables_replaces_only_the_marked_part():
 
 
 def test_the_committed_tables_are_the_ones_the_recorded_runs_give():
-    recorded = json.loads(experiment_table.RUNS_FILE.read_text(encoding="utf-8"))
-    for path, expected in experiment_table.pages(recorded).items():
+    for path, expected in experiment_table.kept_pages().items():
         assert path.read_text(encoding="utf-8") == expected, f"{path.name} is stale: bench/experiment_table.py --update"
 
 

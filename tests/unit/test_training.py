@@ -276,6 +276,14 @@ def test_autorec_encodes_each_movies_training_ratings_and_leaves_a_training_rati
         code_without = torch.sigmoid(2 * encoder[0] + 1 * encoder[2] + model.code_bias)
         logit = model.global_logit + model.user_bias.weight[1] + model.decoder.weight[1] @ code_without
         assert torch.allclose(loss, (rating_of_logit(logit) - 1.0) ** 2)
+    # Out of training every movie's code is computed once and kept, until training changes the weights.
+    model.eval()
+    movies = torch.tensor([2, 1, 1, 0])
+    with torch.no_grad():
+        assert torch.allclose(model.codes(movies), torch.sigmoid(model.encoded(movies)))
+        assert model.kept_codes.shape == (3, 3)
+    model.train()
+    assert model.kept_codes is None
 
 
 @pytest.mark.parametrize("name", ["timesvd", "autorec"])
