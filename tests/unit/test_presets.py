@@ -45,7 +45,9 @@ def test_a_preset_file_given_by_path(tmp_path):
 
 
 def test_unknown_preset_lists_the_available_ones():
-    with pytest.raises(ParamsError, match=r"no such preset \(available in .*presets: autorec, bpr, genre_mlp, seed-ml-25m-top50, svdpp"):
+    with pytest.raises(
+        ParamsError, match=r"no such preset \(available in .*presets: autorec, bpr, genre_mlp, seed-ml-25m-top50, svdpp"
+    ):
         load_preset(preset_path("nope", PRESETS), PROJECT / "params.yaml")
 
 
