@@ -35,6 +35,20 @@ def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None =
     return result
 
 
+def start_queue(repo: Path, jobs: int) -> None:
+    """`dvc queue start -j jobs` in `repo`, its output in a file rather than a pipe.
+
+    The workers it starts inherit its output; one that lingers after the queue empties (seen
+    here now and then) would hold a pipe open, and `subprocess.run` would wait on it for ever.
+    """
+    log = repo / ".dvc" / "tmp" / "queue-start.log"
+    with log.open("w") as output:
+        command = [str(BIN / "dvc"), "queue", "start", "-j", str(jobs)]
+        started = subprocess.run(command, cwd=repo, env=tool_env(repo), stdout=output, stderr=subprocess.STDOUT)
+    if started.returncode != 0:
+        pytest.fail(f"dvc queue start failed ({started.returncode}):\n{log.read_text()}")
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 

@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from harness import dvc, exp_runs, git, python, require
+from harness import dvc, exp_runs, git, python, require, start_queue
 
 QUEUE_TIMEOUT_SECONDS = 600
 
@@ -85,7 +85,7 @@ def test_queued_sweep_of_three_values_finishes(project_repo):
     repo = project_repo
     # Few epochs: this is about the queue, not the models.
     dvc(repo, "exp", "run", "--queue", "-S", "train.embedding_dim=4,8,16", "-S", "train.max_epochs=3")
-    dvc(repo, "queue", "start", "-j", "2")
+    start_queue(repo, jobs=2)
     deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
     while True:
         status = dvc(repo, "queue", "status").stdout
