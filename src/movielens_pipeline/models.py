@@ -241,11 +241,9 @@ class SVDpp(BiasedMF):
         if self.training and not self.hparams.sparse_tables:
             return self.every_users_implicit(users)
         distinct, position = torch.unique(users, return_inverse=True)
-        starts, ends = self.rated_start[distinct], self.rated_start[distinct + 1]
-        lengths = ends - starts
-        offsets = torch.cumsum(lengths, dim=0) - lengths
-        within = torch.arange(int(lengths.sum()), device=users.device) - offsets.repeat_interleave(lengths)
-        movies = self.rated_movies[starts.repeat_interleave(lengths) + within]
+        rows, offsets = csr_rows(self.rated_start, distinct)
+        lengths = self.rated_start[distinct + 1] - self.rated_start[distinct]
+        movies = self.rated_movies[rows]
         weights = lengths.clamp(min=1).float().rsqrt().repeat_interleave(lengths)
         return self.implicit_factors(movies, offsets, per_sample_weights=weights)[position]
 
@@ -380,10 +378,7 @@ class AutoRec(RatingModel):
     def encoded(self, movies: Tensor) -> Tensor:
         """The code's input (before the sigmoid) of each rating's movie, computed once per distinct movie."""
         distinct, position = torch.unique(movies, return_inverse=True)
-        starts, lengths = self.rated_start[distinct], self.rated_start[distinct + 1] - self.rated_start[distinct]
-        offsets = torch.cumsum(lengths, dim=0) - lengths
-        within = torch.arange(int(lengths.sum()), device=movies.device) - offsets.repeat_interleave(lengths)
-        rows = starts.repeat_interleave(lengths) + within
+        rows, offsets = csr_rows(self.rated_start, distinct)
         self.record_lookup(self.encoder, self.raters[rows])
         encoded = self.encoder(self.raters[rows], offsets, per_sample_weights=self.rater_ratings[rows])
         return encoded[position] + self.code_bias
@@ -402,9 +397,12 @@ class AutoRec(RatingModel):
         self.kept_codes = None  # the weights are about to change, or just did
         return super().train(mode)
 
+    def bias(self, users: Tensor) -> Tensor:
+        """Global + user bias logit per rating."""
+        return self.global_logit + self.user_bias(users)[:, 0]
+
     def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        bias = self.global_logit + self.user_bias(users)[:, 0]
-        return bias, (self.decoder(users) * self.codes(movies)).sum(dim=1)
+        return self.bias(users), (self.decoder(users) * self.codes(movies)).sum(dim=1)
 
     def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
         """The squared error; in training, of each rating predicted with itself left out of its movie's input."""
@@ -415,7 +413,7 @@ class AutoRec(RatingModel):
         )
         self.record_lookup(self.encoder, users)
         code = torch.sigmoid(self.encoded(movies) - own)
-        logit = self.global_logit + self.user_bias(users)[:, 0] + (self.decoder(users) * code).sum(dim=1)
+        logit = self.bias(users) + (self.decoder(users) * code).sum(dim=1)
         return F.mse_loss(rating_of_logit(logit), ratings)
 
 
@@ -469,6 +467,15 @@ def quiet_lightning() -> None:
     """
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
+
+
+def csr_rows(starts: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows of each key's segment in a CSR index (`starts[k]:starts[k + 1]`), concatenated, and where
+    each key's rows begin among them: the indices and offsets of an `EmbeddingBag` over those segments."""
+    lengths = starts[keys + 1] - starts[keys]
+    offsets = torch.cumsum(lengths, dim=0) - lengths
+    within = torch.arange(int(lengths.sum()), device=keys.device) - offsets.repeat_interleave(lengths)
+    return starts[keys].repeat_interleave(lengths) + within, offsets
 
 
 def rating_of_logit(logit: Tensor) -> Tensor:
