@@ -12,7 +12,7 @@ from movielens_pipeline.params import load_section
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("raw_dir", type=Path, help="where the files and their manifest go: data/raw/<dataset>")
+    parser.add_argument("raw_dir", type=Path, help="where the files and their manifest go: data/raw")
     args = parser.parse_args()
     fetch_dataset(load_section("data"), args.raw_dir)
 

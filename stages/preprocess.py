@@ -13,7 +13,7 @@ from movielens_pipeline.preprocess import preprocess
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("raw_dir", type=Path, help="the download stage's folder: data/raw/<dataset>")
+    parser.add_argument("raw_dir", type=Path, help="the download stage's folder: data/raw")
     parser.add_argument("out_dir", type=Path, help="ratings, users and movies Parquet files and dataset.json")
     args = parser.parse_args()
     params = load_section("preprocess")

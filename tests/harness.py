@@ -108,17 +108,13 @@ def project_params(section: str, **changes: object):
 
 
 def stage_command(repo: Path, name: str) -> list[str]:
-    """Stage `name`'s command as dvc.yaml gives it, the data set filled in, run by this venv's Python."""
+    """Stage `name`'s command as dvc.yaml gives it, run by this venv's Python."""
     stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]
-    dataset = yaml.safe_load((repo / "params.yaml").read_text())["data"]["dataset"]
-    words = shlex.split(stage["cmd"].replace("${data.dataset}", dataset))
+    words = shlex.split(stage["cmd"])
     return [sys.executable, *words[1:]]
 
 
 def stage_outputs(repo: Path, name: str) -> list[str]:
-    """The `outs` of stage `name` in dvc.yaml, the data set filled in."""
+    """The `outs` of stage `name` in dvc.yaml."""
     stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]
-    dataset = yaml.safe_load((repo / "params.yaml").read_text())["data"]["dataset"]
-    return [
-        (out if isinstance(out, str) else next(iter(out))).replace("${data.dataset}", dataset) for out in stage["outs"]
-    ]
+    return [out if isinstance(out, str) else next(iter(out)) for out in stage["outs"]]

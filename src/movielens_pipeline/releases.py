@@ -54,7 +54,7 @@ class Release:
     # Published MD5 of the archive, pinned where known; None: the `.md5` beside the archive decides.
     archive_md5: str | None
     folder: str  # top folder inside the archive (ml-10m's differs from its name)
-    ratings_file: str  # file name inside `folder`, and the name written to data/raw/<name>/
+    ratings_file: str  # file name inside `folder`, and the name written to data/raw/
     movies_file: str
     movies_format: str
     ratings_sha256: str | None  # pinned content of the ratings file, where known
@@ -154,7 +154,7 @@ class ManifestError(PipelineError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a data/raw/<dataset>/ folder holds, written by the download stage beside the files.
+    """What the data/raw/ folder holds, written by the download stage beside the files.
 
     Preprocess reads the files through it alone, so whether they came from a GroupLens
     release or the synthetic generator is decided once, in the download stage.

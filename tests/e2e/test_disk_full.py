@@ -30,7 +30,7 @@ def snapshot(repo: Path, paths: list[str]) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("name", "limit", "named"),
     [
-        ("download", 4096, "data/raw/ml-100k: cannot write the download of ml-100k"),
+        ("download", 4096, "data/raw: cannot write the download of ml-100k"),
         ("preprocess", 4096, "data/prepared/ratings.parquet: cannot write the prepared ratings"),
         ("split", 4096, "data/split/train.parquet: cannot write the train ratings"),
         ("train", 1_000_000, "models/model.ckpt: cannot write a checkpoint"),

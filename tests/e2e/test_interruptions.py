@@ -88,12 +88,12 @@ def test_killed_during_download(tmp_path):
         for sig in SIGNALS:
             # Half the archive, then silence: the download is in progress when the signal comes.
             server.fail("/ml-100k.zip", "stall")
-            interrupt_when(start_repro(repo), staging(repo / "data/raw", ".ml-100k.fetch-*/*/*"), sig)
-            assert not (repo / "data/raw/ml-100k").exists(), sig
+            interrupt_when(start_repro(repo), staging(repo / "data", ".raw.fetch-*/*/*"), sig)
+            assert not (repo / "data/raw").exists(), sig
         assert_recovers(repo)
     finally:
         server.close()
-    assert (repo / "data/raw/ml-100k/u.data").read_bytes() == tab_bytes(low_rank_rows())
+    assert (repo / "data/raw/u.data").read_bytes() == tab_bytes(low_rank_rows())
 
 
 def test_killed_during_preprocess(tmp_path):

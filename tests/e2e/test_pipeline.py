@@ -21,7 +21,7 @@ def repo(baseline_repo, tmp_path_factory):
 
 
 def test_repro_writes_every_output_and_beats_the_mean(repo):
-    outputs = ("data/raw/ml-100k/u.data", "data/prepared/ratings.parquet", "data/split/stats.json", "models/model.ckpt")
+    outputs = ("data/raw/u.data", "data/prepared/ratings.parquet", "data/split/stats.json", "models/model.ckpt")
     for output in outputs:
         assert (repo / output).is_file(), output
     metrics = json.loads((repo / "eval/metrics.json").read_text())

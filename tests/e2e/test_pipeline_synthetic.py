@@ -22,7 +22,7 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_repro_generates_and_prepares_the_synthetic_data_set(repo):
-    assert sorted(p.name for p in (repo / "data/raw/synthetic").iterdir()) == [
+    assert sorted(p.name for p in (repo / "data/raw").iterdir()) == [
         "manifest.json",
         "model.json",
         "movies.parquet",
@@ -31,7 +31,7 @@ def test_repro_generates_and_prepares_the_synthetic_data_set(repo):
     description = json.loads((repo / "data/prepared/dataset.json").read_text())
     assert description["dataset"] == "synthetic"
     assert description["ratings"] == SIZE["synthetic_ratings"]
-    model = json.loads((repo / "data/raw/synthetic/model.json").read_text())
+    model = json.loads((repo / "data/raw/model.json").read_text())
     # No filter drops anything by default: the floor over kept ratings is the floor over all.
     assert description["noise_floor_rmse"] == pytest.approx(model["noise_floor_rmse_all_generated"], abs=1e-6)
     assert 0.4 < description["noise_floor_rmse"] < 0.6
@@ -50,12 +50,12 @@ def test_evaluation_shows_the_noise_floor_beside_the_test_rmse(repo):
 
 
 def test_a_second_repro_runs_nothing_and_a_new_seed_regenerates(repo):
-    before = (repo / "data/raw/synthetic/ratings.parquet").read_bytes()
+    before = (repo / "data/raw/ratings.parquet").read_bytes()
     assert "Running stage" not in dvc(repo, "repro", "preprocess").stdout
-    assert (repo / "data/raw/synthetic/ratings.parquet").read_bytes() == before
+    assert (repo / "data/raw/ratings.parquet").read_bytes() == before
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["synthetic_seed"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = dvc(repo, "repro", "preprocess")
     assert "Running stage 'download'" in output.stdout and "Running stage 'preprocess'" in output.stdout
-    assert (repo / "data/raw/synthetic/ratings.parquet").read_bytes() != before
+    assert (repo / "data/raw/ratings.parquet").read_bytes() != before

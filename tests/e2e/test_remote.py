@@ -14,7 +14,7 @@ import yaml
 from harness import dvc, git, require, tool_env
 
 BUCKET = "movielens-test"
-OUTPUTS = ("data/raw/ml-100k/u.data", "data/split/train.parquet", "models/model.ckpt")
+OUTPUTS = ("data/raw/u.data", "data/split/train.parquet", "models/model.ckpt")
 
 
 def fresh_clone(repo: Path, target: Path) -> Path:
@@ -53,7 +53,7 @@ def test_repro_pull_allow_missing_fetches_only_what_a_changed_stage_needs(projec
     ran = sorted(line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage"))
     assert ran == ["check_params", "evaluate"], result.stdout
     assert (clone / "models/model.ckpt").is_file()
-    assert not (clone / "data/raw/ml-100k/u.data").exists()  # the download stage was neither run nor pulled
+    assert not (clone / "data/raw/u.data").exists()  # the download stage was neither run nor pulled
     assert "ndcg@5" in json.loads((clone / "eval/metrics.json").read_text())["test"]
     dvc(clone, "push")  # the workflow's next step: outputs of skipped stages are missing here, and that is fine
 

@@ -106,3 +106,13 @@ def test_no_stage_reads_a_data_path_written_into_its_script():
         text = script.read_text(encoding="utf-8")
         for literal in ("data/", "models/", "dvclive/", "eval/"):
             assert f'"{literal}' not in text and f"'{literal}" not in text, f"{script.name} names {literal}..."
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_no_params_value_reaches_a_command_or_a_path(name):
+    # DVC runs `cmd` through a shell and deletes `outs` before a run: an interpolated params value
+    # there is a shell injection and a way to delete any folder. Stages read their values themselves.
+    stage = STAGES[name]
+    for key in ("cmd", "deps", "outs"):
+        text = yaml.safe_dump(stage.get(key, ""))
+        assert "${" not in text, f"stage {name}: its {key} interpolates a value: {text.strip()}"
