@@ -5,7 +5,7 @@
 
 For each split seed (72/8/20 of data/prepared/ratings.parquet: run `dvc repro` first), each
 member model is trained twice by the pipeline's own `train()` with its committed settings
-(params.yaml and presets/<model>.yaml): without refit, whose best-val checkpoint predicts
+(its section of params.yaml's `train`): without refit, whose best-val checkpoint predicts
 the val part, and with refit (train + val), which predicts the test part. The blend's
 weights (and an intercept) are the least-squares fit of the val ratings on the first
 models' val predictions; they are applied to the refitted models' test predictions, so
@@ -26,12 +26,12 @@ import numpy as np
 import polars as pl
 from experiment_table import BLEND_FILE, PROJECT, update_docs, write_json
 
-from movielens_pipeline.data import RatingsDataModule
-from movielens_pipeline.evaluate import error_metrics, predict
-from movielens_pipeline.models import load_model
-from movielens_pipeline.params import parse_section, read_params_file
-from movielens_pipeline.presets import load_preset, preset_path
+from movielens_pipeline.data import rating_tensors
+from movielens_pipeline.evaluate import error_metrics
+from movielens_pipeline.models import TrainParams, load_model
+from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.split import split_ratings
+from movielens_pipeline.trained import predicted_ratings
 
 PREPARED = PROJECT / "data" / "prepared"
 PARAMS_FILE = PROJECT / "params.yaml"
@@ -40,24 +40,28 @@ SPLIT = {"strategy": "random", "train_fraction": 0.72, "val_fraction": 0.08}
 
 
 def member_params(model: str, seed: int, refit: bool) -> dict:
-    """The committed train params of `model`: params.yaml's, with presets/<model>.yaml's changes if it has one."""
-    preset = preset_path(model, PROJECT / "presets")
-    changes = load_preset(preset, PARAMS_FILE).get("train", {}) if preset.exists() else {}
-    return read_params_file(PARAMS_FILE)["train"] | changes | {"model": model, "seed": seed, "refit": refit}
+    """The committed train params, training `model` (with its own settings, train.<model>)."""
+    return read_params_file(PARAMS_FILE)["train"] | {"model": model, "seed": seed, "refit": refit}
 
 
 def predictions(train_values: dict, parts: dict[str, pl.DataFrame], tables: dict, predicted_part: str) -> np.ndarray:
     """Train with `train_values` on `parts` and predict `predicted_part` with the kept checkpoint."""
     from movielens_pipeline.training import train  # Lightning's import takes seconds: only when training
 
-    params = parse_section("train", train_values)
-    data = RatingsDataModule(train=parts["train"], val=parts["val"], seed=params.seed, **tables)
+    params = parse_section("train", train_values, {**SECTIONS, "train": TrainParams})
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-        train(data, params, Path(scratch) / "model.ckpt", Path(scratch) / "live")
+        scratch = Path(scratch)
+        train(
+            params,
+            parts["train"],
+            parts["val"],
+            **tables,
+            checkpoint_path=scratch / "model.ckpt",
+            live_dir=scratch / "live",
+        )
         model = load_model(Path(scratch) / "model.ckpt")
-    scored = RatingsDataModule(65_536, train=parts["train"], predict=parts[predicted_part], **tables)
-    scored.setup("predict")
-    return predict(model, scored)
+    users, movies, _, days = rating_tensors(parts[predicted_part])
+    return predicted_ratings(model, users, movies, days)
 
 
 def blend_run(seed: int, ratings: pl.DataFrame, tables: dict) -> dict:

@@ -113,19 +113,28 @@ def val_rmse(run: dict) -> float:
     return math.sqrt(run["training"]["best_val_mse"])
 
 
+def train_settings(train: dict) -> dict:
+    """A run's train params as one flat mapping: the shared keys and its model's own settings.
+
+    Runs recorded before each model had its own sub-section (`train.<model>`) hold one flat list."""
+    own = train.get(train["model"])
+    shared = {key: value for key, value in train.items() if not isinstance(value, dict)}
+    return shared | own if isinstance(own, dict) else shared
+
+
 def swept(recorded: list[dict]) -> dict[str, list[tuple[dict, float]]]:
     """Per model: each setting of the train params that vary among its runs, with its val RMSE, best first."""
     by_model: dict[str, list[dict]] = defaultdict(list)
     for run in recorded:
-        by_model[run["params"]["train"]["model"]].append(run)
+        by_model[run["params"]["train"]["model"]].append(train_settings(run["params"]["train"]) | {"run": run})
     settings = {}
     for model, model_runs in by_model.items():
         keys = sorted(
             key
-            for key in model_runs[0]["params"]["train"]
-            if key not in ("threads",) and len({json.dumps(run["params"]["train"][key]) for run in model_runs}) > 1
+            for key in model_runs[0]
+            if key not in ("threads", "run") and len({json.dumps(run.get(key)) for run in model_runs}) > 1
         )
-        rows = [({key: run["params"]["train"][key] for key in keys}, val_rmse(run)) for run in model_runs]
+        rows = [({key: run[key] for key in keys}, val_rmse(run["run"])) for run in model_runs]
         settings[model] = sorted(rows, key=lambda row: row[1])
     return settings
 

@@ -26,10 +26,9 @@ import polars as pl
 import torch
 import yaml
 
-from movielens_pipeline.data import RatingsDataModule
 from movielens_pipeline.evaluate import ranking
-from movielens_pipeline.models import load_model
-from movielens_pipeline.params import parse_section, read_params_file
+from movielens_pipeline.models import TrainParams, load_model
+from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.schema import MOVIE_INDEX, USER_INDEX
 from movielens_pipeline.trained import trained_model
 from movielens_pipeline.training import train
@@ -50,13 +49,11 @@ class FactorScorer(torch.nn.Module):
 
 def ours(name: str, tables: dict[str, pl.DataFrame], train_params: dict) -> tuple[torch.nn.Module, float]:
     """`name` trained by the pipeline's train() with `train_params`; returns the model and seconds taken."""
-    params = parse_section("train", {**train_params, "model": name})
-    data = RatingsDataModule(
-        train=tables["train"], val=tables["val"], users=tables["users"], movies=tables["movies"], seed=params.seed
-    )
+    params = parse_section("train", {**train_params, "model": name}, {**SECTIONS, "train": TrainParams})
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
         started = time.perf_counter()
-        train(data, params, Path(scratch) / "model.ckpt", Path(scratch) / "live")
+        parts = {part: tables[part] for part in ("train", "val", "users", "movies")}
+        train(params, **parts, checkpoint_path=Path(scratch) / "model.ckpt", live_dir=Path(scratch) / "live")
         seconds = time.perf_counter() - started
         return load_model(Path(scratch) / "model.ckpt"), seconds
 
@@ -87,7 +84,7 @@ def main() -> None:
     parser.add_argument("--implicit-factors", type=int, default=64)
     parser.add_argument("--implicit-iterations", type=int, default=15)
     parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="train params to change, e.g. weight_decay=0.01"
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="each model's settings to change: weight_decay=0.01"
     )
     args = parser.parse_args()
     changes = {key: yaml.safe_load(value) for key, value in (change.split("=", 1) for change in args.set)}
@@ -100,7 +97,8 @@ def main() -> None:
     dataset = document["data"]["dataset"]
     print(f"{dataset}, split {document['split']['strategy']} (seed {document['split']['seed']}), top {k}")
 
-    scorers = {name: ours(name, tables, document["train"] | changes) for name in args.models}
+    train_values = document["train"]
+    scorers = {name: ours(name, tables, train_values | {name: train_values[name] | changes}) for name in args.models}
     als, als_seconds = implicit_als(tables, args.implicit_factors, args.implicit_iterations)
     if als is not None:
         scorers[f"implicit ALS ({args.implicit_factors} factors, {args.implicit_iterations} it.)"] = (als, als_seconds)

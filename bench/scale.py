@@ -114,7 +114,8 @@ def main() -> None:
         timings = {stage: run_stage(repo, stage) for stage in STAGES}
         metrics = json.loads((repo / "eval" / "metrics.json").read_text())
         training = json.loads((repo / "dvclive" / "train" / "metrics.json").read_text())
-        used = yaml.safe_load((repo / "dvclive" / "train" / "params.yaml").read_text())
+        logged = yaml.safe_load((repo / "dvclive" / "train" / "params.yaml").read_text())
+        used = logged[logged["model"]]  # the model's settings, `auto` resolved
     print(f"\n{args.source}, {args.ratings:,} ratings, {os.cpu_count()} CPUs\n")
     print("| stage | wall time | peak RSS |\n|---|---|---|")
     for stage, (seconds, gib) in timings.items():

@@ -25,11 +25,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from movielens_pipeline.data import TrainingData
-from movielens_pipeline.models import build_model
-from movielens_pipeline.params import parse_section, read_params_file
+from movielens_pipeline.data import DataShape, TrainingData
+from movielens_pipeline.models import TrainParams, build_model
+from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, load_trained
-from movielens_pipeline.training import CHECKPOINT_KEYS
 
 # ML-25M: 162,541 users, 59,047 rated movies, 25,000,095 ratings (70 % of them in training).
 ML_25M_USERS, ML_25M_MOVIES, ML_25M_TRAIN_RATINGS = 162_541, 59_047, 17_500_066
@@ -65,7 +64,9 @@ def write_project(root: Path, args: argparse.Namespace) -> None:
     for path, table in ((USERS, users), (MOVIES, movies), (TRAIN, train)):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         table.write_parquet(root / path)
-    params = parse_section("train", {**read_params_file()["train"], "model": args.model, "embedding_dim": args.dim})
+    values = read_params_file()["train"]
+    values[args.model] = values[args.model] | {"embedding_dim": args.dim}
+    params = parse_section("train", {**values, "model": args.model}, {**SECTIONS, "train": TrainParams})
     data = TrainingData(
         torch.from_numpy(user_index.astype(np.int64)),
         torch.from_numpy(movie_index.astype(np.int64)),
@@ -73,13 +74,12 @@ def write_project(root: Path, args: argparse.Namespace) -> None:
         torch.zeros(args.train_ratings),
         torch.zeros(args.movies, 0),
     )
-    model = build_model(params, data, args.users, args.movies, train_mean=3.5)
+    shape = DataShape(args.users, args.movies, 0, args.train_ratings, 3.5)
+    model = build_model(args.model, params.settings.resolved(args.train_ratings), data, shape)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0, 0.1)
-    checkpoint = {"epoch": 0, "global_step": 0, "pytorch-lightning_version": "", "state_dict": model.state_dict()}
-    checkpoint |= {"hyper_parameters": dict(model.hparams), "model_name": args.model}
-    assert set(checkpoint) == set(CHECKPOINT_KEYS)
+    checkpoint = model.checkpoint() | {"epochs": 0}
     (root / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)

@@ -23,8 +23,8 @@ import pytorch_lightning as lightning
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from movielens_pipeline.data import RatingsDataModule
-from movielens_pipeline.params import parse_section, read_params_file
+from movielens_pipeline.models import TrainParams
+from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.training import train
 
@@ -48,24 +48,17 @@ def synthetic_ratings(n_ratings: int, n_users: int, n_movies: int, seed: int = 0
 
 def ours(ratings: pl.DataFrame, args: argparse.Namespace) -> float:
     """Ratings per second of one epoch of the pipeline's own train() (median over epochs)."""
-    params = parse_section(
-        "train",
-        {
-            **read_params_file()["train"],  # the project's params.yaml, run from the project root
-            "embedding_dim": args.dim,
-            "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "max_epochs": args.epochs,
-            "min_epochs": args.epochs,
-            "threads": args.threads,
-        },
-    )
+    values = read_params_file()["train"]  # the project's params.yaml, run from the project root
+    biased_mf = {"embedding_dim": args.dim, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
+    values |= {"model": "biased_mf", "max_epochs": args.epochs, "min_epochs": args.epochs, "threads": args.threads}
+    values["biased_mf"] = values["biased_mf"] | biased_mf
+    params = parse_section("train", values, {**SECTIONS, "train": TrainParams})
     validation = ratings.head(1000)
     users = pl.DataFrame({"userIdMapped": np.arange(args.users, dtype=np.uint32)})
     movies = pl.DataFrame({"movieIdMapped": np.arange(args.movies, dtype=np.uint32)})
-    data = RatingsDataModule(params.batch_size, train=ratings, val=validation, users=users, movies=movies)
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-        summary = train(data, params, Path(scratch) / "m.ckpt", Path(scratch) / "live")
+        scratch = Path(scratch)
+        summary = train(params, ratings, validation, users, movies, scratch / "m.ckpt", scratch / "live")
     return summary["ratings_per_second"]
 
 

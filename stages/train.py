@@ -4,10 +4,10 @@ import argparse
 from pathlib import Path
 
 import _checkout  # noqa: F401  (first: the library from this checkout)
+import polars as pl
 
-from movielens_pipeline.data import RatingsDataModule
 from movielens_pipeline.errors import run_stage
-from movielens_pipeline.params import load_section
+from movielens_pipeline.models import load_train_params
 from movielens_pipeline.training import train
 
 
@@ -20,11 +20,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="where the best checkpoint goes")
     parser.add_argument("--live", type=Path, required=True, help="dvclive's folder: curves and summary")
     args = parser.parse_args()
-    params = load_section("train")
-    data = RatingsDataModule.from_parquet(
-        seed=params.seed, train=args.train, val=args.val, users=args.users, movies=args.movies
-    )
-    summary = train(data, params, args.checkpoint, args.live)  # writes both atomically
+    params = load_train_params()
+    tables = {name: pl.read_parquet(getattr(args, name)) for name in ("train", "val", "users", "movies")}
+    summary = train(params, **tables, checkpoint_path=args.checkpoint, live_dir=args.live)  # writes both atomically
     if summary:  # under DDP, the first process's
         print(
             f"best epoch {summary['best_epoch']}: val mse {summary['best_val_mse']:.4f}, {summary['train_seconds']} s"

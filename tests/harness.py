@@ -63,9 +63,7 @@ def copy_project(repo: Path, params: dict[str, dict]) -> Path:
         (repo / PLOTS_TEMPLATE).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / PLOTS_TEMPLATE, repo / PLOTS_TEMPLATE)
     document = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in params.items():
-        document[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(merged(document, params), sort_keys=False))
     git(repo, "init", "-q", "-b", "main")
     for key, value in GIT_IDENTITY.items():
         git(repo, "config", key, value)
@@ -99,12 +97,28 @@ def python(repo: Path, *args: str, env: dict[str, str] | None = None) -> subproc
     return subprocess.run([sys.executable, *args], cwd=repo, env=env or tool_env(repo), capture_output=True, text=True)
 
 
-def project_params(section: str, **changes: object):
-    """`section` as the project's params.yaml sets it (every key is required there), with `changes` applied."""
-    from movielens_pipeline.params import parse_section
+def merged(values: dict, changes: dict) -> dict:
+    """`values` with `changes` applied, key by key, into nested mappings too (`{"train": {"biased_mf": {...}}}`)."""
+    result = dict(values)
+    for key, change in changes.items():
+        both_mappings = isinstance(change, dict) and isinstance(values.get(key), dict)
+        result[key] = merged(values[key], change) if both_mappings else change
+    return result
 
+
+def project_params(section: str, **changes: object):
+    """`section` as the project's params.yaml sets it (every key is required there), with `changes` merged in.
+
+    The train section comes with every model's settings typed (`models.TrainParams`)."""
+    from movielens_pipeline.params import SECTIONS, parse_section
+
+    schemas = SECTIONS
+    if section == "train":
+        from movielens_pipeline.models import TrainParams
+
+        schemas = {**SECTIONS, "train": TrainParams}
     document = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
-    return parse_section(section, {**document[section], **changes})
+    return parse_section(section, merged(document[section], changes), schemas)
 
 
 def stage_command(repo: Path, name: str) -> list[str]:

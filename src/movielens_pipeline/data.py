@@ -5,7 +5,7 @@ model trains on (moved there once per fit, not once per batch); an epoch is one
 permutation of the row numbers, drawn on that device, and each batch a slice of it: no
 per-sample `__getitem__` and no collate, which is what makes an epoch fast.
 
-Batches come in two shapes, as the model asks (`RatingModel.batches`): "ratings", any
+Batches come in two layouts, as the model asks (`RatingModel.batches`): "ratings", any
 ratings in random order, or "movies", the ratings of movies in random order, grouped by
 movie, so that a batch holds few movies, each (but at a batch's two ends) with all its
 ratings: what a movie-based autoencoder trains on.
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -37,7 +38,19 @@ class TrainingData:
     movie_genres: Tensor  # float32 (n_movies, n_genres) multi-hot; n_genres may be 0
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What a model is sized by: the index space, the genres and the training ratings it is fitted on."""
+
+    n_users: int
+    n_movies: int
+    n_genres: int
+    n_train_ratings: int
+    train_mean: float
+
+
 Part = tuple[Tensor, Tensor, Tensor, Tensor]  # user index, movie index, rating, day: one row per rating
+Batches = Literal["ratings", "movies"]
 SECONDS_PER_DAY = 86_400
 
 
@@ -115,12 +128,19 @@ def rating_tensors(ratings: pl.DataFrame) -> Part:
     )
 
 
+def genre_names(movies: pl.DataFrame) -> list[str]:
+    """The genres the movies table knows, sorted: the columns of `genre_matrix`."""
+    if "genres" not in movies.columns:
+        return []
+    return sorted(set(movies["genres"].explode().drop_nulls().to_list()))
+
+
 def genre_matrix(movies: pl.DataFrame) -> Tensor:
     """Multi-hot (n_movies, n_genres) float32 genres in movie index order; no columns if none are known."""
-    if "genres" not in movies.columns:
+    names = genre_names(movies)
+    if not names:
         return torch.zeros(movies.height, 0)
     genres = movies.sort(MOVIE_INDEX)["genres"]
-    names = sorted(set(genres.explode().drop_nulls().to_list()))
     matrix = torch.zeros(movies.height, len(names))
     for row, movie_genres in enumerate(genres.to_list()):
         for name in movie_genres or []:
@@ -128,18 +148,39 @@ def genre_matrix(movies: pl.DataFrame) -> Tensor:
     return matrix
 
 
+def csr_index(keys: Tensor, n_keys: int) -> tuple[Tensor, Tensor]:
+    """A CSR index of rows by key (a user or movie index): `starts` (n_keys + 1), where key k's rows begin in
+    `order`, and `order`, the row numbers grouped by key (each key's rows in their row order)."""
+    starts = torch.zeros(n_keys + 1, dtype=torch.int64, device=keys.device)
+    starts[1:] = torch.cumsum(torch.bincount(keys, minlength=n_keys), dim=0)
+    if bool(
+        (keys[1:] >= keys[:-1]).all()
+    ):  # the split's parts are sorted by user: a sort would cost a second at 17.5 M
+        return starts, torch.arange(len(keys), device=keys.device)
+    return starts, torch.argsort(keys, stable=True)
+
+
+def csr_rows(starts: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows of each key's segment in a CSR index (`starts[k]:starts[k + 1]`), concatenated, and where
+    each key's rows begin among them: the indices and offsets of an `EmbeddingBag` over those segments."""
+    lengths = starts[keys + 1] - starts[keys]
+    offsets = torch.cumsum(lengths, dim=0) - lengths
+    within = torch.arange(int(lengths.sum()), device=keys.device) - offsets.repeat_interleave(lengths)
+    return starts[keys].repeat_interleave(lengths) + within, offsets
+
+
 class RatingsDataModule(lightning.LightningDataModule):
     """Train, val and predict ratings as tensors, batched by slicing; the index space from the users and movies tables.
 
     Any part may be left out: evaluate gives only `train` (for its statistics) and `predict`.
-    `batch_size` and `group_by_movie` may be set later, before the loaders are asked for (train() sets them
-    from `train.batch_size` and the model's `batches`).
+    `batches` is the training batches' layout the model asks for (`RatingModel.batches`).
     """
 
     def __init__(
         self,
         batch_size: int | None = None,
         *,
+        batches: Batches = "ratings",
         train: pl.DataFrame | None = None,
         val: pl.DataFrame | None = None,
         predict: pl.DataFrame | None = None,
@@ -155,7 +196,7 @@ class RatingsDataModule(lightning.LightningDataModule):
         self.seed = seed
         self.fixed_device = None if device is None else torch.device(device)
         self.tensors: dict[str, Part] = {}
-        self.group_by_movie = False  # training batches: "ratings" (False) or "movies" (True)
+        self.batches = batches
 
     @classmethod
     def from_parquet(cls, batch_size: int | None = None, seed: int = 0, **paths: Path | None) -> RatingsDataModule:
@@ -190,6 +231,24 @@ class RatingsDataModule(lightning.LightningDataModule):
         """The mean training rating: the baseline's prediction and where the biases start."""
         return float(self.tables["train"]["rating"].mean())
 
+    def shape(self) -> DataShape:
+        """What a model trained on this module is sized by."""
+        return DataShape(
+            self.n_users, self.n_movies, len(genre_names(self.movies)), self.tables["train"].height, self.train_mean()
+        )
+
+    def with_val_in_training(self) -> RatingsDataModule:
+        """A module like this one whose training part is train + val, and without validation (refit's)."""
+        return RatingsDataModule(
+            self.batch_size,
+            batches=self.batches,
+            train=pl.concat([self.tables["train"], self.tables["val"]]),
+            users=self.users,
+            movies=self.movies,
+            seed=self.seed,
+            device=self.fixed_device,
+        )
+
     def _part(self, part: str) -> Part:
         """The tensors of `part`, made from its table the first time they are asked for."""
         if part not in self.tensors:
@@ -207,7 +266,8 @@ class RatingsDataModule(lightning.LightningDataModule):
     def train_dataloader(self) -> RatingBatches:
         # One generator for the whole fit: each epoch draws the next permutation from it (the same on every process).
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        return RatingBatches(self.tensors["train"], self.batch_size, generator, *self._shard(), self.group_by_movie)
+        group_by_movie = self.batches == "movies"
+        return RatingBatches(self.tensors["train"], self.batch_size, generator, *self._shard(), group_by_movie)
 
     def val_dataloader(self) -> RatingBatches | list:
         if "val" not in self.tensors:  # a fit without validation (train's refit on train + val)

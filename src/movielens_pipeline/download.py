@@ -30,9 +30,10 @@ from typing import BinaryIO, Protocol
 from tqdm import tqdm
 
 from .atomic import atomic_dir, disk_full_reason, output_error, writing
+from .datasets import SYNTHETIC
 from .errors import PipelineError
 from .params import DataParams
-from .releases import RELEASES, SYNTHETIC, Manifest, Release, WheelMirror
+from .releases import RELEASES, Manifest, Release, WheelMirror
 from .synthetic import write_synthetic
 
 CHUNK_BYTES = 1 << 20

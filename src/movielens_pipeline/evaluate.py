@@ -7,33 +7,27 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytorch_lightning as lightning
 import torch
 from dvclive import Live
 from torch import Tensor
 
 from .atomic import write_json
 from .data import RatingsDataModule, rating_tensors
-from .models import RatingModel, load_model, quiet_lightning
+from .models import RatingModel, load_model
 from .params import EvaluateParams
 from .schema import MOVIE_INDEX, RATING_MAX, RATING_MIN, USER_INDEX
-from .trained import TrainedModel, trained_model
+from .trained import TrainedModel, predicted_ratings, trained_model
 
 HALF_STAR = 0.5  # MovieLens's step; ML-100K and ML-1M use whole stars only
 
 
-def predict(model: RatingModel, data: RatingsDataModule, accelerator: str = "cpu") -> np.ndarray:
-    """The model's predicted rating for every row of `data`'s predict part, in row order.
-
-    On an accelerator the ratings move there once (the data module's setup) and the
-    predictions come back once, at the end.
-    """
-    if data.tables["predict"].height == 0:
-        return np.empty(0, dtype=np.float32)
-    trainer = lightning.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
-    return torch.cat(trainer.predict(model, datamodule=data)).cpu().numpy()
+def device_of(accelerator: str) -> torch.device:
+    """The device `evaluate.accelerator` names: `auto` takes a GPU (or Apple's MPS) when there is one."""
+    if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    if accelerator == "auto" and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def error_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -183,7 +177,7 @@ def test_metrics(predicted: np.ndarray, test: pl.DataFrame, train: pl.DataFrame,
     metrics |= {f"baseline/{name}": value for name, value in error_metrics(baseline, actual).items()}
     metrics["test/rows"] = len(actual)
     users, movies, _, _ = rating_tensors(test)
-    known = model.user_seen[users] & model.movie_seen[movies]
+    known = model.user_seen.cpu()[users] & model.movie_seen.cpu()[movies]
     # Ratings whose user or movie had no training rating: predicted from the biases alone.
     metrics["test/cold_start_rows"] = int((~known).sum())
     return metrics
@@ -202,11 +196,11 @@ def evaluate(
     Writes the metrics and the plot data (eval/plots/custom/*.json) with dvclive into `out_dir`.
     `noise_floor_rmse`, known for generated data only, is logged as `noise_floor/rmse` beside `test/rmse`.
     """
-    quiet_lightning()
     train, test = data.tables["train"], data.tables["predict"]
-    model = load_model(checkpoint)
+    model = load_model(checkpoint).to(device_of(params.accelerator))
     actual = test["rating"].to_numpy()
-    predicted = predict(model, data, params.accelerator)
+    users, movies, _, days = rating_tensors(test)
+    predicted = predicted_ratings(model, users, movies, days)
     metrics = test_metrics(predicted, test, train, model)
     if noise_floor_rmse is not None:
         metrics["noise_floor/rmse"] = noise_floor_rmse

@@ -1,4 +1,6 @@
-"""RowAdam: lazy Adam with L2 for the sparse row gradients of embedding tables.
+"""How gradient-trained models are optimised: sparse or dense tables, RowAdam, and the L2 penalty on looked-up rows.
+
+RowAdam: lazy Adam with L2 for the sparse row gradients of embedding tables.
 
 `torch.optim.SparseAdam` does the same Adam arithmetic but coalesces each gradient (a sort
 of every (row, column) entry) and goes through sparse-tensor arithmetic; summing duplicate
@@ -10,9 +12,10 @@ the squares of every looked-up row, while here it is one multiply-add on the dis
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
+from torch import nn
 
 
 class RowAdam(torch.optim.Optimizer):
@@ -100,3 +103,66 @@ class DistinctRows:
         found = torch.unique(lookups, return_inverse=True, return_counts=True)
         self.seen.append((lookups, found))
         return found
+
+
+TABLES = (nn.Embedding, nn.EmbeddingBag)
+
+
+def use_sparse_tables(model: nn.Module, sparse: bool) -> None:
+    """Give every per-user and per-movie table of `model` sparse gradients (or dense ones): training's choice.
+
+    Sparse rows and RowAdam win on one CPU process (an epoch costs what its batches touch, not the
+    whole table per step); dense tables and one fused Adam on an accelerator and under DDP, whose
+    gradient reduction takes dense gradients only.
+    """
+    for module in model.modules():
+        if isinstance(module, TABLES):
+            module.sparse = sparse
+
+
+def table_optimizers(
+    model: nn.Module, learning_rate: float, weight_decay: float
+) -> tuple[list[torch.optim.Optimizer], Callable[[], torch.Tensor | float]]:
+    """The optimisers of a gradient-trained model, and the L2 term its loss adds each step.
+
+    Sparse tables: RowAdam (which applies the L2 penalty itself) for the tables, Adam for the rest; the
+    loss adds nothing. Dense tables: one Adam, fused where the device has it, and the loss adds the same
+    penalty from the rows each step looked up (under DDP it must be in the loss, to be averaged with it).
+    """
+    tables = [module for module in model.modules() if isinstance(module, TABLES)]
+    table_weights = {id(module.weight) for module in tables}
+    rest = [parameter for parameter in model.parameters() if id(parameter) not in table_weights]
+    if any(not module.sparse for module in tables):
+        return [torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)], LookupPenalty(tables, weight_decay)
+    optimizers: list[torch.optim.Optimizer] = []
+    if tables:
+        optimizers.append(RowAdam([module.weight for module in tables], lr=learning_rate, weight_decay=weight_decay))
+    if rest:
+        optimizers.append(torch.optim.Adam(rest, lr=learning_rate))
+    return optimizers, lambda: 0.0
+
+
+class LookupPenalty:
+    """RowAdam's L2 penalty as a loss term, for dense tables: weight_decay x the mean squared norm of the rows
+    each table looked up in this training step (a row looked up k times counts k times)."""
+
+    def __init__(self, tables: list[nn.Module], weight_decay: float):
+        self.weight_decay = weight_decay
+        self.lookups: dict[nn.Module, list[torch.Tensor]] = {}
+        for table in tables:
+            table.register_forward_hook(self.record)
+
+    def record(self, table: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        """Forward hook: note the rows a training step looks up (an EmbeddingBag's first input too)."""
+        if table.training and torch.is_grad_enabled():
+            self.lookups.setdefault(table, []).append(inputs[0].reshape(-1))
+
+    def __call__(self) -> torch.Tensor | float:
+        """The penalty of the lookups since the last call, which it forgets."""
+        penalty: torch.Tensor | float = 0.0
+        for table, calls in self.lookups.items():
+            # Each row's squared norm once, then one number per lookup: a bag looks up more rows than a table has.
+            squared_norms = table.weight.square().sum(dim=1).index_select(0, torch.cat(calls))
+            penalty = penalty + squared_norms.mean()
+        self.lookups.clear()
+        return self.weight_decay * penalty

@@ -8,23 +8,23 @@ what is allowed. Each field's description is the reference `docs/params.md` is g
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
+from .datasets import DATASETS, SYNTHETIC
 from .errors import PipelineError
-from .releases import DATASETS, SYNTHETIC
 from .schema import RATING_MAX, RATING_MIN
 
 PARAMS_FILE = Path("params.yaml")
 
-# The one list of model names; models.MODELS maps each to its class, in this order.
-MODEL_NAMES = ("global_mean", "biases", "biased_mf", "svdpp", "genre_mlp", "bpr", "timesvd", "autorec")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 MAX_SYNTHETIC_RATINGS = 32_000_000  # the size of the largest release, ml-32m
 # Distinct (user, movie) pairs are drawn by rejection: beyond this share of the grid it stalls.
@@ -44,9 +44,10 @@ class ParamsError(PipelineError):
 
 
 class Section(BaseModel):
-    """A params.yaml section: every key required, no unknown key, types strict (ints widen to floats only)."""
+    """A params.yaml section: every key required, no unknown key, types strict (ints widen to floats only),
+    floats finite."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
     name: ClassVar[str]
 
     def fail(self, key: str, allowed: str) -> ParamsError:
@@ -168,31 +169,50 @@ def auto_learning_rate(batch_size: int) -> float:
     return float(low * (high / low) ** min(1.0, max(0.0, share)))
 
 
-class TrainParams(Section):
-    """Train stage: the model and its optimisation."""
+class ModelSettings(BaseModel):
+    """A model's own settings, its sub-section of `train` (each model's module defines its own)."""
 
-    name: ClassVar[str] = "train"
-    model: Literal[MODEL_NAMES] = Field(description="the model to train (docs/models.md)")
-    embedding_dim: PositiveInt = Field(description="size of the user and movie embeddings")
-    hidden_dim: PositiveInt = Field(description="width of the hidden layer: `genre_mlp`'s MLP, `autorec`'s code")
-    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(
-        description="dropout before and after `genre_mlp`'s hidden layer"
-    )
-    time_bins: PositiveInt = Field(description="`timesvd`: time bins of the movie biases, over the training days")
-    learning_rate: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class GradientSettings(ModelSettings):
+    """The settings of a model trained by minibatch gradient steps: Adam's step and the batch."""
+
+    learning_rate: Annotated[float, Field(gt=0, le=100)] | Literal["auto"] = Field(
         description=f"Adam's learning rate; `auto`: {AUTO_LEARNING_RATE_RANGE[0]} at a batch of "
         f"{AUTO_BATCH_SIZE_RANGE[0]:,}, {AUTO_LEARNING_RATE_RANGE[1]} at {AUTO_BATCH_SIZE_RANGE[1]:,}, log-linear "
         "between (the values tuned on ML-100K and measured at 25 M ratings)"
     )
-    weight_decay: Annotated[float, Field(ge=0)] = Field(
-        description="L2 penalty on the biases and embeddings each batch looks up"
-    )
-    batch_size: PositiveInt | Literal["auto"] = Field(
+    batch_size: Annotated[int, Field(ge=1, le=2**31)] | Literal["auto"] = Field(
         description=f"ratings per optimiser step; `auto`: about {AUTO_BATCHES_PER_EPOCH} batches per epoch, a power "
         f"of two from {AUTO_BATCH_SIZE_RANGE[0]:,} (ML-100K) to {AUTO_BATCH_SIZE_RANGE[1]:,} (millions of ratings, "
         "where bigger batches stop paying on the CPU)"
     )
-    max_epochs: PositiveInt = Field(description="at most this many epochs")
+
+    def resolved(self, n_train: int) -> Any:
+        """These settings with `auto` batch size and learning rate replaced by the rules' values for `n_train`
+        training ratings."""
+        batch_size = auto_batch_size(n_train) if self.batch_size == AUTO else self.batch_size
+        learning_rate = auto_learning_rate(batch_size) if self.learning_rate == AUTO else self.learning_rate
+        return self.model_copy(update={"batch_size": batch_size, "learning_rate": learning_rate})
+
+
+# Settings several models share, each described once.
+EmbeddingDim = Annotated[int, Field(ge=1, le=4096, description="size of the user and movie embeddings")]
+WeightDecay = Annotated[
+    float, Field(ge=0, le=1000, description="L2 penalty on the per-user and per-movie rows each batch looks up")
+]
+
+
+class TrainParams(Section):
+    """Train stage: which model, how long and where it trains; each model's own settings are the
+    sub-section named after it (`train.biased_mf`, ...), so switching `model` needs nothing else."""
+
+    name: ClassVar[str] = "train"
+    # The sub-sections: here any mapping; `models.TrainParams` (the train stage's view) types each one.
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(description="the model to train, by the name of its sub-section (docs/models.md)")
+    max_epochs: Annotated[int, Field(ge=1, le=100_000)] = Field(description="at most this many epochs")
     min_epochs: PositiveInt = Field(description="early stopping cannot stop before this many epochs")
     patience: PositiveInt = Field(description="epochs without progress (see `min_improvement`) before stopping")
     min_improvement: Annotated[float, Field(ge=0, lt=1)] = Field(
@@ -207,22 +227,36 @@ class TrainParams(Section):
     accelerator: Accelerator = Field(
         description="Lightning's accelerator; metrics are reproducible to the bit on the CPU"
     )
-    threads: Annotated[int, Field(ge=0)] = Field(
+    threads: Annotated[int, Field(ge=0, le=4096)] = Field(
         description="torch CPU threads per process; 0: the CPUs the process may use, shared among `devices` processes"
     )
-    devices: PositiveInt = Field(
+    devices: Annotated[int, Field(ge=1, le=4096)] = Field(
         description="Lightning's devices per node: processes (CPU) or GPUs that train together"
     )
-    num_nodes: PositiveInt = Field(description="machines that train together (each runs `devices` processes)")
+    num_nodes: Annotated[int, Field(ge=1, le=4096)] = Field(
+        description="machines that train together (each runs `devices` processes)"
+    )
     strategy: Literal["auto", "ddp"] = Field(
         description="Lightning's strategy: auto (one process), or ddp (data-parallel over devices x num_nodes)"
     )
 
-    def resolved(self, n_train: int) -> TrainParams:
-        """These params with `auto` batch size and learning rate replaced by the rules' values for `n_train` ratings."""
-        batch_size = auto_batch_size(n_train) if self.batch_size == AUTO else self.batch_size
-        learning_rate = auto_learning_rate(batch_size) if self.learning_rate == AUTO else self.learning_rate
-        return self.model_copy(update={"batch_size": batch_size, "learning_rate": learning_rate})
+    @property
+    def settings(self) -> Any:
+        """The settings of the model `model` names: its sub-section."""
+        return getattr(self, self.model)
+
+    @model_validator(mode="after")
+    def _sub_sections(self) -> TrainParams:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ParamsError(
+                    f"train.{key}: unknown key; valid keys are: {', '.join(sorted(TrainParams.model_fields))}, "
+                    "and one sub-section (a mapping) per model"
+                )
+        if self.model_extra is not None and self.model not in self.model_extra:
+            models = ", ".join(repr(name) for name in self.model_extra)
+            raise self.fail("model", f"one of {models} (a model with a sub-section in train)")
+        return self
 
     @model_validator(mode="after")
     def _epochs(self) -> TrainParams:
@@ -240,6 +274,25 @@ class TrainParams(Section):
         if self.world_size > 1 and self.strategy != "ddp":
             raise self.fail("strategy", f"ddp, to train on {self.world_size} processes (devices x num_nodes)")
         return self
+
+
+def train_params_with(models: dict[str, type[ModelSettings]]) -> type[TrainParams]:
+    """TrainParams whose sub-sections are exactly these models', each typed by its settings: the train stage's view."""
+
+    class StrictTrainParams(TrainParams):
+        model_config = ConfigDict(extra="forbid")
+
+    fields: dict[str, Any] = {
+        name: (settings, Field(description=inspect.cleandoc(settings.__doc__ or "")))
+        for name, settings in models.items()
+    }
+    return create_model(
+        "TrainParams",
+        __base__=StrictTrainParams,
+        __doc__=TrainParams.__doc__,
+        model=(Literal[tuple(models)], Field(description=TrainParams.model_fields["model"].description)),
+        **fields,
+    )
 
 
 class EvaluateParams(Section):
@@ -299,8 +352,10 @@ def read_params_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return document
 
 
-def load_section(section: str, path: Path = PARAMS_FILE) -> Any:
-    """Read `path` and return its `section` as a validated, typed model (the whole file is checked)."""
+def load_section(section: str, path: Path = PARAMS_FILE, schemas: Mapping[str, type[Section]] = SECTIONS) -> Any:
+    """Read `path` and return its `section` as a validated, typed model (the whole file is checked).
+
+    `schemas` may replace a section's schema: the train stage's types every model's settings."""
     document = read_params_file(path)
     # Every section is checked, not only the caller's: a typo anywhere in the file (say from
     # `dvc exp run -S +trian.seed=1`) fails the first stage that runs, before any work.
@@ -310,13 +365,13 @@ def load_section(section: str, path: Path = PARAMS_FILE) -> Any:
     missing = [name for name in SECTIONS if name not in document]
     if missing:
         raise ParamsError(f"{path}: section '{missing[0]}' is missing")
-    parsed = {name: parse_section(name, values) for name, values in document.items()}
+    parsed = {name: parse_section(name, values, schemas) for name, values in document.items()}
     return parsed[section]
 
 
-def parse_section(section: str, values: object) -> Any:
+def parse_section(section: str, values: object, schemas: Mapping[str, type[Section]] = SECTIONS) -> Any:
     """Build and validate the model of `section` from its raw mapping; the first problem is a ParamsError."""
-    model = SECTIONS[section]
+    model = schemas[section]
     if not isinstance(values, dict):
         raise ParamsError(f"{section}: expected a mapping of keys, got {values!r}")
     try:
@@ -326,16 +381,28 @@ def parse_section(section: str, values: object) -> Any:
 
 
 def describe_error(model: type[Section], error: dict) -> str:
-    """One line for pydantic's `error`: the key, the value given and what the schema allows."""
-    key = str(error["loc"][0])
+    """One line for pydantic's `error`: the key (`train.autorec.hidden_dim`), the value given and what is allowed."""
+    owner: type[BaseModel] = model
+    names = [model.name]
+    for part in error["loc"]:  # down through sub-sections, to the key (a union's branch tags follow it)
+        names.append(str(part))
+        field = owner.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        owner = field.annotation
+    name, key = ".".join(names), names[-1]
     if error["type"] == "missing":
-        return f"{model.name}.{key}: missing; every key must be set in params.yaml (see docs/params.md)"
+        return f"{name}: missing; every key must be set in params.yaml (see docs/params.md)"
     if error["type"] == "extra_forbidden":
-        return f"{model.name}.{key}: unknown key; valid keys are: {', '.join(sorted(model.model_fields))}"
+        return f"{name}: unknown key; valid keys are: {', '.join(sorted(owner.model_fields))}"
     value = error["input"]
+    if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{name}: got {value!r}; expected a mapping of keys (see docs/params.md)"
+    if error["type"] == "finite_number":
+        return f"{name}: got {value!r}; expected a finite number"
     # Say the type when the type is the problem, not when the value is out of range.
     kind = "" if error["type"] in RANGE_ERRORS else f" ({type(value).__name__})"
-    return f"{model.name}.{key}: got {value!r}{kind}; expected {allowed(model.model_fields[key])}"
+    return f"{name}: got {value!r}{kind}; expected {allowed(owner.model_fields[key])}"
 
 
 RANGE_ERRORS = frozenset(
@@ -375,6 +442,8 @@ def _describe(option: Any, metadata: list) -> str:
         return f"{noun} strictly between {low.gt} and {high.lt}"
     if isinstance(low, Ge) and isinstance(high, Lt):
         return f"{noun} from {low.ge} up to (not including) {high.lt}"
+    if isinstance(low, Gt) and isinstance(high, Le):
+        return f"{noun} > {low.gt} and at most {high.le}"
     if low is not None:
         return f"{noun} >= {low.ge}" if isinstance(low, Ge) else f"{noun} > {low.gt}"
     return noun

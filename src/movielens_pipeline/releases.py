@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .atomic import write_json
+from .datasets import RELEASE_NAMES
 from .errors import PipelineError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -139,10 +140,8 @@ RELEASES = {
     "ml-latest": _csv_release("ml-latest", None, layout=CSV_GROWING),
 }
 
-# The generated twin (synthetic.py): not a release, but a value of data.dataset like one.
-SYNTHETIC = "synthetic"
-# Every value data.dataset accepts: the one list of data-set names.
-DATASETS = (*RELEASES, SYNTHETIC)
+if tuple(RELEASES) != RELEASE_NAMES:  # datasets.py names them for the params schema
+    raise ImportError(f"releases.RELEASES {tuple(RELEASES)} and datasets.RELEASE_NAMES {RELEASE_NAMES} differ")
 
 
 MANIFEST_FILE = "manifest.json"

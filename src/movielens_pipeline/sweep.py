@@ -1,6 +1,6 @@
 """A sweep written as `dvc exp run --queue -S` takes it, split into one experiment per combination.
 
-    python -m movielens_pipeline.sweep 'train.embedding_dim=16,32,64 train.weight_decay=0.01,0.05'
+    python -m movielens_pipeline.sweep 'train.biased_mf.embedding_dim=16,32,64 train.biased_mf.weight_decay=0.01,0.05'
 
 prints the GitHub Actions matrix (`{"include": [{"name": ..., "set_args": "-S ... -S ..."}, ...]}`) that
 `.github/workflows/dvc-sweep.yml` fans out over runners, one `dvc exp run` each. Every key is
@@ -19,11 +19,13 @@ import shlex
 import yaml
 
 from .errors import PipelineError, run_stage
-from .params import parse_section, read_params_file
+from .models import TrainParams
+from .params import SECTIONS, parse_section, read_params_file
 
-# `section.key=v1,v2,...`: the form `dvc exp run --queue -S` sweeps (values without spaces: the
-# workflow passes them through the shell unquoted).
-ASSIGNMENT = re.compile(r"^(?P<section>\w+)\.(?P<key>\w+)=(?P<values>[^=\s'\"]+)$")
+# `section.key=v1,v2,...` (the key may be a model's: `train.autorec.hidden_dim`): the form `dvc exp run
+# --queue -S` sweeps (values without spaces: the workflow passes them through the shell unquoted).
+ASSIGNMENT = re.compile(r"^(?P<section>\w+)\.(?P<key>\w+(?:\.\w+)?)=(?P<values>[^=\s'\"]+)$")
+SCHEMAS = {**SECTIONS, "train": TrainParams}
 
 
 def combinations(sweep: str) -> list[dict[str, str]]:
@@ -48,17 +50,21 @@ def check(combination: dict[str, str], document: dict) -> None:
     """Refuse a combination params.yaml's schema refuses, naming the key (as each stage would)."""
     changed: dict[str, dict] = {}
     for name, value in combination.items():
-        section, key = name.split(".")
+        section, *keys = name.split(".")
         if section not in document:
             raise PipelineError(f"sweep: unknown section '{section}'; valid sections are: {', '.join(document)}")
-        changed.setdefault(section, dict(document[section]))[key] = yaml.safe_load(value)
+        owner = changed.setdefault(section, dict(document[section]))
+        for key in keys[:-1]:
+            owner[key] = dict(owner.get(key) or {})
+            owner = owner[key]
+        owner[keys[-1]] = yaml.safe_load(value)
     for section, values in changed.items():
-        parse_section(section, values)
+        parse_section(section, values, SCHEMAS)
 
 
 def experiment_name(combination: dict[str, str]) -> str:
     """A git-ref-safe experiment name that says what was set: `embedding_dim-16-weight_decay-0.01`."""
-    words = [f"{name.split('.')[1]}-{value}" for name, value in combination.items()]
+    words = [f"{name.split('.')[-1]}-{value}" for name, value in combination.items()]
     return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(words))
 
 
@@ -75,7 +81,7 @@ def matrix(sweep: str) -> dict[str, list[dict[str, str]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep", help="e.g. 'train.embedding_dim=16,32,64 train.weight_decay=0.01,0.05'")
+    parser.add_argument("sweep", help="e.g. 'train.biased_mf.embedding_dim=16,32,64 train.model=biased_mf,svdpp'")
     args = parser.parse_args()
     run_stage(lambda: print(json.dumps(matrix(args.sweep))))
 

@@ -15,9 +15,10 @@ import numpy as np
 import polars as pl
 
 from .atomic import atomic_dir, write_json, write_parquet
+from .datasets import SYNTHETIC
 from .errors import PipelineError
 from .params import DataParams
-from .releases import PARQUET, SYNTHETIC, Manifest
+from .releases import PARQUET, Manifest
 from .schema import RATING_MAX, RATING_MIN
 
 GLOBAL_MEAN = 3.5  # about ML-25M's mean rating (3.53)

@@ -18,6 +18,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
+from .data import csr_index, csr_rows
 from .errors import PipelineError
 from .models import RatingModel, load_model
 from .schema import MOVIE_INDEX, MOVIES_SCHEMA, USER_INDEX
@@ -31,6 +32,19 @@ MOVIE_DETAILS = {name: MOVIES_SCHEMA[name] for name in ("title", "genres")}
 # (user, movie) pairs scored at once: the models gather a row per pair and table, 256 MiB of
 # float32 each at dimension 64, so memory stays bounded whatever the number of users or movies.
 SCORES_PER_CHUNK = 1 << 20
+
+
+def predicted_ratings(model: RatingModel, users: Tensor, movies: Tensor, days: Tensor | None = None) -> np.ndarray:
+    """The model's rating of each (user index, movie index[, day]), float32, on the model's device, in chunks:
+    the one way ratings are predicted, by the evaluate stage and by serving (`TrainedModel.predict`)."""
+    device = model.user_seen.device
+    predicted = np.empty(len(users), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(users), SCORES_PER_CHUNK):
+            chunk = slice(start, start + SCORES_PER_CHUNK)
+            on_device = [None if column is None else column[chunk].to(device) for column in (users, movies, days)]
+            predicted[chunk] = model(*on_device).cpu().numpy()
+    return predicted
 
 
 class UnknownIdError(PipelineError):
@@ -99,12 +113,9 @@ class TrainedModel:
         users = self.user_index.indices(pairs["userId"].to_numpy(), cold_start)
         movies = self.movie_index.indices(pairs["movieId"].to_numpy(), cold_start)
         known = (users >= 0) & (movies >= 0)
-        users, movies = torch.from_numpy(users.clip(min=0)), torch.from_numpy(movies.clip(min=0))
-        predicted = np.empty(len(users), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(users), SCORES_PER_CHUNK):
-                chunk = slice(start, start + SCORES_PER_CHUNK)
-                predicted[chunk] = self.model(users[chunk], movies[chunk]).numpy()
+        predicted = predicted_ratings(
+            self.model, torch.from_numpy(users.clip(min=0)), torch.from_numpy(movies.clip(min=0))
+        )
         predicted[~known] = self.train_mean
         return pairs.with_columns(predicted_rating=pl.Series(predicted, dtype=pl.Float32))
 
@@ -154,8 +165,8 @@ class TrainedModel:
                 if by_popularity:
                     scores = self.popularity().repeat(len(users), 1)
                 else:
-                    scores = self.model(users.repeat_interleave(self.n_movies), every_movie.repeat(len(users)))
-                    scores = scores.view(len(users), self.n_movies)
+                    pairs = users.repeat_interleave(self.n_movies), every_movie.repeat(len(users))
+                    scores = torch.from_numpy(predicted_ratings(self.model, *pairs)).view(len(users), self.n_movies)
                 rows, movies = self.rated_pairs(users)
                 scores[rows, movies] = -torch.inf
                 top = torch.topk(scores, n, dim=1)
@@ -165,11 +176,9 @@ class TrainedModel:
 
     def rated_pairs(self, user_indices: Tensor) -> tuple[Tensor, Tensor]:
         """(position in `user_indices`, movie index) of every training rating of those users."""
-        starts, ends = self.rated_start[user_indices], self.rated_start[user_indices + 1]
-        lengths = ends - starts
-        rows = torch.repeat_interleave(torch.arange(len(user_indices)), lengths)
-        within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths).repeat_interleave(lengths)
-        return rows, self.rated_movies[starts.repeat_interleave(lengths) + within]
+        rated, _ = csr_rows(self.rated_start, user_indices)
+        lengths = self.rated_start[user_indices + 1] - self.rated_start[user_indices]
+        return torch.repeat_interleave(torch.arange(len(user_indices)), lengths), self.rated_movies[rated]
 
     def popularity(self) -> Tensor:
         """Per movie index, a score that orders movies by training ratings, most first, ties by lower index."""
@@ -197,13 +206,9 @@ def load_trained(repo: str | Path = ".", rev: str | None = None) -> TrainedModel
 
 def trained_model(model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame, train: pl.DataFrame) -> TrainedModel:
     """A TrainedModel from the tables the pipeline writes: prepared users and movies, the training ratings."""
-    by_user = train.select(USER_INDEX, MOVIE_INDEX)
-    if not by_user[USER_INDEX].is_sorted():  # the split's parts are: they keep preprocess's order, by user and time
-        by_user = by_user.sort(USER_INDEX)  # a second at 17.5 M ratings, most of loading's time
-    user_indices = torch.from_numpy(by_user[USER_INDEX].to_numpy().astype(np.int64))
-    rated_start = torch.zeros(users.height + 1, dtype=torch.int64)
-    rated_start[1:] = torch.cumsum(torch.bincount(user_indices, minlength=users.height), 0)
-    rated_movies = torch.from_numpy(by_user[MOVIE_INDEX].to_numpy().astype(np.int64))
+    user_indices = torch.from_numpy(train[USER_INDEX].to_numpy().astype(np.int64))
+    rated_start, order = csr_index(user_indices, users.height)
+    rated_movies = torch.from_numpy(train[MOVIE_INDEX].to_numpy().astype(np.int64))[order]
     return TrainedModel(
         model=model,
         user_index=IdIndex.of(users, "userId", USER_INDEX, "user"),

@@ -1,4 +1,10 @@
-"""Train a rating model with Lightning on a RatingsDataModule: early stopping, best checkpoint, dvclive curves."""
+"""Train a rating model with Lightning: one data module, early stopping on val RMSE, the best epoch's weights, refit.
+
+`train` is the train stage: it resolves the model's `auto` settings once, builds the data
+module with its final batch size and layout, fits (`fit`, which refit calls again on train
++ val), and writes the checkpoint and dvclive's folder. `BestEpoch` is the one place that
+watches validation: it keeps the best epoch and its weights and stops training.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -16,25 +22,50 @@ import pytorch_lightning as lightning
 import torch
 from dvclive import Live
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 
-from .atomic import atomic_dir, atomic_path, scratch_dir, writing
+from .atomic import atomic_dir, atomic_path, writing
 from .data import RatingsDataModule
-from .models import RatingModel, build_model, quiet_lightning
-from .params import TrainParams
+from .models import REGISTRY, RatingModel, TrainParams, build_model, quiet_lightning
+from .optim import use_sparse_tables
+from .params import GradientSettings
 
 TIME_TO_ACCURACY_TOLERANCE = 0.01
-# What the model's checkpoint keeps of Lightning's (models.load_model reads it).
-CHECKPOINT_KEYS = ("epoch", "global_step", "pytorch-lightning_version", "hyper_parameters", "state_dict", "model_name")
+
+
+class BestEpoch(Callback):
+    """The best validation so far: its epoch, loss and weights; and early stopping.
+
+    Training stops once `patience` epochs in a row have each failed to lower the best val RMSE
+    by `min_improvement` (relative). Lightning's EarlyStopping takes an absolute `min_delta`,
+    which means a different thing at every error level, and measures it from the last epoch
+    that passed it, so a slow creep (0.03 % an epoch at 25 M ratings) never stops. Lightning
+    itself trains on to `min_epochs`.
+    """
+
+    def __init__(self, patience: int, min_improvement: float):
+        self.patience, self.min_improvement = patience, min_improvement
+        self.epoch = -1
+        self.val_loss = math.inf
+        self.state: dict[str, torch.Tensor] = {}  # the best epoch's weights and buffers, on the CPU
+        self.epochs_without_progress = 0
+
+    def on_validation_end(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+        val_loss = float(trainer.callback_metrics["val_loss"])
+        progress = math.sqrt(val_loss) < math.sqrt(self.val_loss) * (1 - self.min_improvement)
+        self.epochs_without_progress = 0 if progress else self.epochs_without_progress + 1
+        if val_loss < self.val_loss:
+            self.epoch, self.val_loss = trainer.current_epoch, val_loss
+            self.state = {key: value.detach().to("cpu", copy=True) for key, value in module.state_dict().items()}
+        if self.epochs_without_progress >= self.patience:
+            trainer.should_stop = True
 
 
 class EpochLog(Callback):
-    """Log each epoch's train and val MSE to dvclive (step = epoch) and to the console."""
+    """Each epoch's train and val loss to dvclive (step = epoch) and the console, and how long it took."""
 
     def __init__(self, live: Live | None = None):
         self.live = live  # None: log to the console only (a DDP process other than the first)
-        self.best_epoch = -1
-        self.best_val_loss = math.inf
         self.epoch_seconds: list[float] = []  # training time of each epoch, validation excluded
         self.elapsed: list[float] = []  # seconds from the start of fitting to the end of each epoch's validation
         self.val_losses: list[float] = []
@@ -53,8 +84,6 @@ class EpochLog(Callback):
         val_loss = float(trainer.callback_metrics["val_loss"])
         self.elapsed.append(time.perf_counter() - self.fit_started)
         self.val_losses.append(val_loss)
-        if val_loss < self.best_val_loss:
-            self.best_epoch, self.best_val_loss = trainer.current_epoch, val_loss
         if self.live is None:
             return
         self.live.step = trainer.current_epoch
@@ -63,46 +92,124 @@ class EpochLog(Callback):
         self.live.next_step()
         print(f"epoch {trainer.current_epoch:3d}  train mse {train_loss:.4f}  val mse {val_loss:.4f}", flush=True)
 
-    def seconds_to_accuracy(self, tolerance: float = TIME_TO_ACCURACY_TOLERANCE) -> float:
+    def seconds_to_accuracy(self, best_val_loss: float, tolerance: float = TIME_TO_ACCURACY_TOLERANCE) -> float:
         """Seconds of fitting until the val RMSE first came within `tolerance` of the best val RMSE."""
-        target = math.sqrt(self.best_val_loss) * (1 + tolerance)
+        target = math.sqrt(best_val_loss) * (1 + tolerance)
         return next(s for s, loss in zip(self.elapsed, self.val_losses, strict=True) if math.sqrt(loss) <= target)
 
 
-class EarlyStop(Callback):
-    """Stop once `patience` epochs in a row have each failed to lower the best val RMSE by `min_improvement` (relative).
+def train(
+    params: TrainParams,
+    train: pl.DataFrame,
+    val: pl.DataFrame,
+    users: pl.DataFrame,
+    movies: pl.DataFrame,
+    checkpoint_path: Path,
+    live_dir: Path,
+    sparse_tables: bool | None = None,
+) -> dict:
+    """Fit `params.model` on the `train` ratings (early stopping on `val`), keep the best val epoch's model at
+    `checkpoint_path`, log to `live_dir`. With `params.refit`, the checkpoint is instead a new model trained on
+    train + val for the best epoch's count.
 
-    Lightning's EarlyStopping takes an absolute `min_delta` on the monitored value, which means
-    a different thing at every error level, and measures it from the last epoch that passed it,
-    so a slow creep (0.03 % an epoch at 25 M ratings, each epoch half a minute on 2 cores)
-    never stops. Here each epoch must earn its cost. Lightning itself trains on to `min_epochs`.
+    Both outputs are written atomically. Under DDP (`train.strategy`) every process calls this;
+    the first writes the outputs and returns the summary, the others write nothing and return {}.
+    `sparse_tables` None: sparse rows and RowAdam on one CPU process, dense tables and fused Adam on
+    an accelerator or under DDP; True or False forces one (the tests run the dense path on the CPU).
     """
+    quiet_lightning()
+    model_class = REGISTRY[params.model]
+    settings = params.settings
+    if isinstance(settings, GradientSettings):
+        settings = settings.resolved(train.height)  # `auto` batch size and learning rate, once
+    # threads 0: this machine's CPUs, shared among the processes DDP starts on it.
+    torch.set_num_threads(params.threads or max(1, len(os.sched_getaffinity(0)) // params.devices))
+    if sparse_tables is None:
+        sparse_tables = not on_accelerator(params.accelerator) and params.strategy != "ddp"
+    data = RatingsDataModule(
+        batch_size=getattr(settings, "batch_size", train.height),
+        batches=model_class.batches,
+        train=train,
+        val=val,
+        users=users,
+        movies=movies,
+        seed=params.seed,
+    )
+    best, epoch_log = BestEpoch(params.patience, params.min_improvement), EpochLog()
+    trainer = new_trainer(params, callbacks=[best, epoch_log])
+    # Under DDP every process runs this function; only the first writes the outputs, each atomically.
+    with contextlib.ExitStack() as outputs:
+        checkpoint_staging = checkpoint_path
+        if trainer.is_global_zero:
+            checkpoint_staging = outputs.enter_context(atomic_path(checkpoint_path))
+            live = outputs.enter_context(
+                Live(str(outputs.enter_context(atomic_dir(live_dir))), dvcyaml=None, save_dvc_exp=False, report=None)
+            )
+            # The settings as used (`auto` resolved), and which optimiser path trained the tables.
+            used = {params.model: settings.model_dump(), "sparse_tables": sparse_tables}
+            live.log_params(params.model_dump(exclude=set(REGISTRY)) | used)
+            epoch_log.live = live
+        started = time.perf_counter()
+        with unfilled_memory():
+            model = fit(trainer, params, settings, data, sparse_tables)
+            state = best.state
+            if params.refit:
+                refit_trainer = new_trainer(params, epochs=best.epoch + 1)
+                model = fit(refit_trainer, params, settings, data.with_val_in_training(), sparse_tables)
+                state = model.state_dict()
+        train_seconds = time.perf_counter() - started
+        if not trainer.is_global_zero:
+            return {}
+        summary = {
+            "best_epoch": best.epoch,
+            "best_val_mse": best.val_loss,
+            "epochs": trainer.current_epoch,
+            "train_seconds": round(train_seconds, 3),
+            # Under DDP each process trains on its shard; the epoch is the whole training part.
+            "ratings_per_second": round(train.height / statistics.median(epoch_log.epoch_seconds)),
+            # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
+            "seconds_to_1pct_of_best_val_rmse": round(epoch_log.seconds_to_accuracy(best.val_loss), 3),
+        }
+        if params.refit:
+            summary["refit_epochs"] = best.epoch + 1
+        with writing(checkpoint_staging, "the best checkpoint"):
+            checkpoint_staging.write_bytes(checkpoint_bytes(model, state, best.epoch + 1))
+        for name, value in summary.items():
+            live.summary[name] = value
+    return summary
 
-    def __init__(self, patience: int, min_improvement: float):
-        self.patience, self.min_improvement = patience, min_improvement
-        self.best_rmse = math.inf
-        self.epochs_without_progress = 0
 
-    def on_validation_end(self, trainer: lightning.Trainer, module: RatingModel) -> None:
-        val_rmse = math.sqrt(float(trainer.callback_metrics["val_loss"]))
-        progress = val_rmse < self.best_rmse * (1 - self.min_improvement)
-        self.epochs_without_progress = 0 if progress else self.epochs_without_progress + 1
-        self.best_rmse = min(self.best_rmse, val_rmse)
-        if self.epochs_without_progress >= self.patience:
-            trainer.should_stop = True
+def fit(
+    trainer: lightning.Trainer, params: TrainParams, settings, data: RatingsDataModule, sparse_tables: bool
+) -> RatingModel:
+    """A new `params.model` with `settings`, seeded by `params.seed`, trained on `data` by `trainer`."""
+    lightning.seed_everything(params.seed, workers=True, verbose=False)
+    model = build_model(params.model, settings, data.training_data(), data.shape())
+    use_sparse_tables(model, sparse_tables)
+    trainer.fit(model, datamodule=data)
+    return model
 
 
-def portable_checkpoint(lightning_checkpoint: Path) -> bytes:
-    """The bytes of what a trained model needs from Lightning's checkpoint: the weights, hyper-parameters and names.
+def new_trainer(
+    params: TrainParams, callbacks: Sequence[Callback] = (), epochs: int | None = None
+) -> lightning.Trainer:
+    """A Trainer that fits until the callbacks stop it (within the params' epoch bounds), or, given `epochs`,
+    for exactly that many epochs without validation (refit)."""
+    bounds = {"max_epochs": params.max_epochs, "min_epochs": params.min_epochs}
+    if epochs is not None:
+        bounds = {"max_epochs": epochs, "min_epochs": epochs, "limit_val_batches": 0}
+    return lightning.Trainer(callbacks=list(callbacks), **bounds, **trainer_options(params))
 
-    Left out: optimiser states (twice the weights' size, and nothing resumes from them) and
-    callback states, which hold the scratch folder's random name. The bytes are written via a
-    buffer because torch names the archive's inner folder after the file: so the same training
-    gives the same checkpoint, byte for byte, and DVC sees an unchanged output.
+
+def checkpoint_bytes(model: RatingModel, state: dict[str, torch.Tensor], epochs: int) -> bytes:
+    """The checkpoint of `model` with the weights `state`, trained for `epochs` epochs: what `models.load_model` reads.
+
+    Optimiser states are left out (twice the weights' size, and nothing resumes from them). The
+    bytes are written via a buffer because torch names the archive's inner folder after the file:
+    so the same training gives the same checkpoint, byte for byte, and DVC sees an unchanged output.
     """
-    full = torch.load(lightning_checkpoint, map_location="cpu", weights_only=True)
     buffer = io.BytesIO()
-    torch.save({key: full[key] for key in CHECKPOINT_KEYS}, buffer)
+    torch.save(model.checkpoint() | {"state_dict": state, "epochs": epochs}, buffer)
     return buffer.getvalue()
 
 
@@ -129,120 +236,8 @@ def on_accelerator(accelerator: str) -> bool:
     return accelerator == "gpu" or CUDAAccelerator.is_available() or MPSAccelerator.is_available()
 
 
-def train(
-    data: RatingsDataModule,
-    params: TrainParams,
-    checkpoint_path: Path,
-    live_dir: Path,
-    sparse_tables: bool | None = None,
-) -> dict:
-    """Fit `params.model` on `data`, keep the best-val-loss checkpoint at `checkpoint_path`, log to `live_dir`.
-    With `params.refit`, the checkpoint is instead a new model trained on train + val for the best epoch's count.
-
-    Both outputs are written atomically. Under DDP (`train.strategy`) every process calls this;
-    the first writes the outputs and returns the summary, the others write nothing and return {}.
-
-    `sparse_tables` None: sparse rows and RowAdam on one CPU process, dense tables and fused Adam on
-    an accelerator or under DDP; True or False forces one (the tests run the dense path on the CPU).
-    `auto` batch size and learning rate are resolved here, from the number of training ratings,
-    and the data module batches by the resolved size; dvclive logs the values used.
-    """
-    quiet_lightning()
-    params = params.resolved(data.tables["train"].height)
-    data.batch_size = params.batch_size
-    # threads 0: this machine's CPUs, shared among the processes DDP starts on it.
-    torch.set_num_threads(params.threads or max(1, len(os.sched_getaffinity(0)) // params.devices))
-    if sparse_tables is None:
-        # Sparse rows and RowAdam win on one CPU process; dense tables and fused Adam on an accelerator,
-        # and under DDP, whose gradient reduction wants dense gradients (NCCL takes no sparse ones).
-        sparse_tables = not on_accelerator(params.accelerator) and params.strategy != "ddp"
-    lightning.seed_everything(params.seed, workers=True, verbose=False)
-    model = build_model(
-        params, data.training_data(), data.n_users, data.n_movies, data.train_mean(), sparse_tables=sparse_tables
-    )
-    data.group_by_movie = model.batches == "movies"
-    epoch_log = EpochLog()
-    checkpoint = ModelCheckpoint(filename="best", monitor="val_loss", mode="min", save_top_k=1)
-    trainer = lightning.Trainer(
-        max_epochs=params.max_epochs,
-        # Early stopping is ignored before min_epochs, as the seed's wrapper did.
-        min_epochs=params.min_epochs,
-        callbacks=[EarlyStop(params.patience, params.min_improvement), checkpoint, epoch_log],
-        **trainer_options(params),
-    )
-    # Under DDP every process runs this function; only the first writes the outputs, each atomically.
-    with contextlib.ExitStack() as outputs:
-        # A full disk is reported by the staging path it hit, which atomic_path then names by the output's.
-        checkpoint_staging = checkpoint_path
-        if trainer.is_global_zero:
-            checkpoint_staging = outputs.enter_context(atomic_path(checkpoint_path))
-            live = outputs.enter_context(
-                Live(str(outputs.enter_context(atomic_dir(live_dir))), dvcyaml=None, save_dvc_exp=False, report=None)
-            )
-            live.log_params({"model": params.model, **dict(model.hparams)} | params.model_dump())
-            epoch_log.live = live
-        # Lightning's own checkpoints go beside the output, on its disk, where the next run clears them
-        # if this one is killed. Lightning saves into the first process's folder, from that process alone.
-        checkpoint.dirpath = str(outputs.enter_context(scratch_dir(checkpoint_path)))
-        started = time.perf_counter()
-        with (
-            writing(checkpoint_staging, "a checkpoint (Lightning's, in a scratch folder beside it)"),
-            unfilled_memory(),
-        ):
-            trainer.fit(model, datamodule=data)
-            best = Path(checkpoint.best_model_path)
-            if params.refit:
-                best = refit(data, params, epoch_log.best_epoch + 1, sparse_tables, Path(checkpoint.dirpath))
-        train_seconds = time.perf_counter() - started
-        if not trainer.is_global_zero:
-            return {}
-        summary = {
-            "best_epoch": epoch_log.best_epoch,
-            "best_val_mse": epoch_log.best_val_loss,
-            "epochs": trainer.current_epoch,
-            "train_seconds": round(train_seconds, 3),
-            # Under DDP each process trains on its shard; the epoch is the whole training part.
-            "ratings_per_second": round(data.tables["train"].height / statistics.median(epoch_log.epoch_seconds)),
-            # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
-            "seconds_to_1pct_of_best_val_rmse": round(epoch_log.seconds_to_accuracy(), 3),
-        }
-        if params.refit:
-            summary["refit_epochs"] = epoch_log.best_epoch + 1
-        with writing(checkpoint_staging, "the best checkpoint"):
-            checkpoint_staging.write_bytes(portable_checkpoint(best))
-        for name, value in summary.items():
-            live.summary[name] = value
-    return summary
-
-
-def refit(data: RatingsDataModule, params: TrainParams, epochs: int, sparse_tables: bool, folder: Path) -> Path:
-    """A new model, trained on `data`'s train and val parts together for `epochs` epochs; its checkpoint in `folder`.
-
-    The same seed, batch size and learning rate as the fit that chose `epochs`; no validation.
-    """
-    both = RatingsDataModule(
-        params.batch_size,
-        train=pl.concat([data.tables["train"], data.tables["val"]]),
-        users=data.users,
-        movies=data.movies,
-        seed=data.seed,
-    )
-    lightning.seed_everything(params.seed, workers=True, verbose=False)
-    model = build_model(
-        params, both.training_data(), both.n_users, both.n_movies, both.train_mean(), sparse_tables=sparse_tables
-    )
-    both.group_by_movie = model.batches == "movies"
-    trainer = lightning.Trainer(
-        max_epochs=epochs, min_epochs=epochs, limit_val_batches=0, enable_checkpointing=False, **trainer_options(params)
-    )
-    trainer.fit(model, datamodule=both)
-    path = folder / "refit.ckpt"
-    trainer.save_checkpoint(path)  # from the first process alone, under DDP
-    return path
-
-
 def trainer_options(params: TrainParams) -> dict:
-    """The Trainer settings every fit shares: devices and strategy, determinism, and no logger or bars."""
+    """The Trainer settings every fit shares: devices and strategy, determinism, and no logger, bars or checkpoints."""
     return {
         "accelerator": params.accelerator,
         "devices": params.devices,
@@ -250,6 +245,7 @@ def trainer_options(params: TrainParams) -> dict:
         "strategy": params.strategy,
         "deterministic": True,
         "logger": False,
+        "enable_checkpointing": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,

@@ -16,7 +16,11 @@ from harness import PLOTS_TEMPLATE, PROJECT, copy_project, dvc, git
 
 # Small and quick: generated data, few epochs. Shared by every end-to-end test.
 E2E_PARAMS = {
-    "train": {"max_epochs": 15, "batch_size": 256, "learning_rate": 0.01},
+    "train": {
+        "max_epochs": 15,
+        "biased_mf": {"batch_size": 256, "learning_rate": 0.01},
+        "global_mean": {"batch_size": 256, "learning_rate": 0.01},
+    },
     # The generated users have about 28 training ratings each: spread them over several buckets.
     "evaluate": {"light_user_min_ratings": 20, "medium_user_min_ratings": 27, "heavy_user_min_ratings": 30},
 }

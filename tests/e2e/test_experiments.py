@@ -22,9 +22,9 @@ def metrics_of(run: dict) -> dict:
 
 def test_exp_run_shows_both_runs_and_the_report_matches_the_diffs(project_repo, tmp_path):
     repo = project_repo
-    dvc(repo, "exp", "run", "-S", "train.embedding_dim=8", "--name", "dim-8")
+    dvc(repo, "exp", "run", "-S", "train.biased_mf.embedding_dim=8", "--name", "dim-8")
 
-    runs = {params_of(run)["train"]["embedding_dim"]: run for run in exp_runs(repo)}
+    runs = {params_of(run)["train"]["biased_mf"]["embedding_dim"]: run for run in exp_runs(repo)}
     assert set(runs) == {64, 8}
     assert runs[8]["name"] == "dim-8"
     for run in runs.values():
@@ -38,7 +38,8 @@ def test_exp_run_shows_both_runs_and_the_report_matches_the_diffs(project_repo, 
     assert metrics_of(runs[8])["eval/metrics.json"] != metrics_of(runs[64])["eval/metrics.json"]
 
     params_md = dvc(repo, "params", "diff", "HEAD", "--md").stdout
-    assert "| params.yaml | train.embedding_dim | 64     | 8           |" in params_md
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in params_md.splitlines()]
+    assert ["params.yaml", "train.biased_mf.embedding_dim", "64", "8"] in rows
     metrics_md = dvc(repo, "metrics", "diff", "HEAD", "--md").stdout
     assert "test.rmse" in metrics_md and "eval/metrics.json" in metrics_md
 
@@ -62,15 +63,15 @@ def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
     before = (repo / "dvclive/train/metrics.json").read_text()
 
     # DVC itself refuses to set a key params.yaml does not have.
-    typo = dvc(repo, "exp", "run", "-S", "train.embeding_dim=8", check=False)
-    assert typo.returncode != 0 and "train.embeding_dim" in typo.stderr
+    typo = dvc(repo, "exp", "run", "-S", "train.biased_mf.embeding_dim=8", check=False)
+    assert typo.returncode != 0 and "train.biased_mf.embeding_dim" in typo.stderr
     assert git(repo, "status", "--porcelain") == ""
 
     # Forced in with `+` (as DVC's message suggests), the first stage to run stops before any work.
-    forced = dvc(repo, "exp", "run", "-S", "+train.embeding_dim=8", check=False)
+    forced = dvc(repo, "exp", "run", "-S", "+train.biased_mf.embeding_dim=8", check=False)
     output = forced.stdout + forced.stderr
     assert forced.returncode != 0
-    assert "train.embeding_dim: unknown key; valid keys are:" in output and "embedding_dim," in output
+    assert "train.biased_mf.embeding_dim: unknown key; valid keys are:" in output and "embedding_dim," in output
     assert (repo / "dvclive/train/metrics.json").read_text() == before  # no training happened
     git(repo, "checkout", "--", "params.yaml")
 
@@ -84,7 +85,7 @@ def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
 def test_queued_sweep_of_three_values_finishes(project_repo):
     repo = project_repo
     # Few epochs: this is about the queue, not the models.
-    dvc(repo, "exp", "run", "--queue", "-S", "train.embedding_dim=4,8,16", "-S", "train.max_epochs=3")
+    dvc(repo, "exp", "run", "--queue", "-S", "train.biased_mf.embedding_dim=4,8,16", "-S", "train.max_epochs=3")
     start_queue(repo, jobs=2)
     deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
     while True:
@@ -95,7 +96,9 @@ def test_queued_sweep_of_three_values_finishes(project_repo):
         time.sleep(2)
     assert status.count("Success") == 3, status
 
-    finished = {params_of(run)["train"]["embedding_dim"]: run for run in exp_runs(repo, experiments_only=True)}
+    finished = {
+        params_of(run)["train"]["biased_mf"]["embedding_dim"]: run for run in exp_runs(repo, experiments_only=True)
+    }
     assert set(finished) == {4, 8, 16}
     for run in finished.values():
         assert metrics_of(run)["eval/metrics.json"]["test"]["rmse"] > 0
@@ -103,6 +106,8 @@ def test_queued_sweep_of_three_values_finishes(project_repo):
     dvc(repo, "queue", "stop")
 
     # Runs side by side shared nothing: the one with dimension 8, run again alone, scores the same.
-    dvc(repo, "exp", "run", "-S", "train.embedding_dim=8", "-S", "train.max_epochs=3", "--name", "dim-8-alone")
+    dvc(
+        repo, "exp", "run", "-S", "train.biased_mf.embedding_dim=8", "-S", "train.max_epochs=3", "--name", "dim-8-alone"
+    )
     alone = json.loads((repo / "eval/metrics.json").read_text())
     assert alone["test"] == pytest.approx(metrics_of(finished[8])["eval/metrics.json"]["test"], abs=1e-6)

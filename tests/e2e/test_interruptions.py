@@ -97,7 +97,9 @@ def test_killed_during_download(tmp_path):
 
 
 def test_killed_during_preprocess(tmp_path):
-    repo = copy_project(tmp_path / "project", {"data": SYNTHETIC, "train": {"max_epochs": 1, "batch_size": 65536}})
+    repo = copy_project(
+        tmp_path / "project", {"data": SYNTHETIC, "train": {"max_epochs": 1, "biased_mf": {"batch_size": 65536}}}
+    )
     for sig in SIGNALS:
         interrupt_when(start_repro(repo), staging(repo / "data", ".prepared.partial-*"), sig)
         assert not (repo / "data/prepared").exists(), sig

@@ -15,7 +15,7 @@ SIZE = {"synthetic_ratings": 5000, "synthetic_users": 200, "synthetic_movies": 1
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    params = {"data": {"dataset": "synthetic", **SIZE}, "train": {"max_epochs": 10, "batch_size": 256}}
+    params = {"data": {"dataset": "synthetic", **SIZE}, "train": {"max_epochs": 10, "biased_mf": {"batch_size": 256}}}
     repo = copy_project(tmp_path_factory.mktemp("synthetic") / "project", params)
     dvc(repo, "repro")
     return repo

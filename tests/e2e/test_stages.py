@@ -26,20 +26,33 @@ def test_a_stage_imports_the_library_of_its_own_checkout(tmp_path):
 
 
 def test_a_bad_param_ends_the_stage_with_one_line_and_no_traceback(tmp_path):
-    repo = copy_project(tmp_path / "project", {"train": {"embedding_dim": -3}})
+    repo = copy_project(tmp_path / "project", {"train": {"biased_mf": {"embedding_dim": -3}}})
     result = run_stage(repo, "train")
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: train.embedding_dim: got -3; expected an integer >= 1"
+    assert result.stderr.strip() == "error: train.biased_mf.embedding_dim: got -3; expected an integer from 1 to 4096"
 
 
 def test_a_key_deleted_from_params_yaml_ends_the_first_stage_with_one_line(tmp_path):
     repo = copy_project(tmp_path / "project", {})
     text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(re.sub(r"(?m)^  learning_rate: .*\n", "", text))
+    (repo / "params.yaml").write_text(re.sub(r"(?m)^  patience: .*\n", "", text))
     for name in ("check_params", "download", "train"):
         result = run_stage(repo, name)
         assert result.returncode == 1, name
         assert result.stderr.strip() == (
-            "error: train.learning_rate: missing; every key must be set in params.yaml (see docs/params.md)"
+            "error: train.patience: missing; every key must be set in params.yaml (see docs/params.md)"
         )
     assert not (repo / "data").exists()  # stopped before any work
+
+
+def test_a_models_setting_deleted_ends_check_params_and_train_with_one_line(tmp_path):
+    repo = copy_project(tmp_path / "project", {})
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(re.sub(r"(?m)^    time_bins: .*\n", "", text))
+    for name in ("check_params", "train"):  # the stages that import the models, which type their settings
+        result = run_stage(repo, name)
+        assert result.returncode == 1, name
+        assert result.stderr.strip() == (
+            "error: train.timesvd.time_bins: missing; every key must be set in params.yaml (see docs/params.md)"
+        )
+    assert not (repo / "data").exists()

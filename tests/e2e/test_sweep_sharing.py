@@ -23,7 +23,7 @@ def test_runners_share_experiments_through_git_and_the_dvc_remote(project_repo, 
     origin = tmp_path / "origin.git"
     git(tmp_path, "clone", "-q", "--bare", str(project_repo), str(origin))
 
-    planned = python(project_repo, "-m", "movielens_pipeline.sweep", "train.embedding_dim=8,16")
+    planned = python(project_repo, "-m", "movielens_pipeline.sweep", "train.biased_mf.embedding_dim=8,16")
     assert planned.returncode == 0, planned.stderr
     combinations = json.loads(planned.stdout)["include"]
     assert [c["name"] for c in combinations] == ["embedding_dim-8", "embedding_dim-16"]
@@ -49,7 +49,9 @@ def test_runners_share_experiments_through_git_and_the_dvc_remote(project_repo, 
     runs = {run["name"]: run for run in exp_runs(laptop, experiments_only=True)}
     assert set(runs) == {"embedding_dim-8", "embedding_dim-16"}
     for name, run in runs.items():
-        assert run["data"]["params"]["params.yaml"]["data"]["train"]["embedding_dim"] == int(name.split("-")[1])
+        assert run["data"]["params"]["params.yaml"]["data"]["train"]["biased_mf"]["embedding_dim"] == int(
+            name.split("-")[1]
+        )
         assert "rmse" in run["data"]["metrics"]["eval/metrics.json"]["data"]["test"]
 
     # `dvc exp pull` brings each experiment's own outputs; the data they share with the baseline comes with
@@ -57,5 +59,5 @@ def test_runners_share_experiments_through_git_and_the_dvc_remote(project_repo, 
     dvc(laptop, "pull")
     dvc(laptop, "exp", "apply", "embedding_dim-8")
     dvc(laptop, "pull")
-    assert load_model(laptop / "models/model.ckpt").hparams.embedding_dim == 8
+    assert load_model(laptop / "models/model.ckpt").settings.embedding_dim == 8
     assert "Running stage" not in dvc(laptop, "repro").stdout  # the applied run is complete and up to date

@@ -17,7 +17,7 @@ def test_any_revision_answers_without_a_checkout(project_repo):
     repo = project_repo
     baseline = load_trained(repo).predict(PAIRS)
     git(repo, "branch", "before-dim-8")
-    dvc(repo, "exp", "run", "-S", "train.embedding_dim=8", "--name", "dim-8")
+    dvc(repo, "exp", "run", "-S", "train.biased_mf.embedding_dim=8", "--name", "dim-8")
     workspace = load_trained(repo).predict(PAIRS)
     assert not workspace.equals(baseline)
     status = git(repo, "status", "--porcelain")

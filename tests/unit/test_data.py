@@ -150,8 +150,7 @@ def test_a_last_batch_too_small_to_shard_joins_the_one_before():
 
 
 def test_movie_batches_take_the_movies_in_a_new_seeded_order_each_with_its_ratings_together(indexed):
-    data = module(indexed, batch_size=32)
-    data.group_by_movie = True
+    data = module(indexed, batch_size=32, batches="movies")
     data.setup("fit")
     train = data.tensors["train"]
     batches = data.train_dataloader()
@@ -164,7 +163,6 @@ def test_movie_batches_take_the_movies_in_a_new_seeded_order_each_with_its_ratin
         runs = [movie for i, movie in enumerate(movies_in_order) if i == 0 or movie != movies_in_order[i - 1]]
         assert len(runs) == len(set(movies_in_order))
     assert not torch.equal(first[0][1], second[0][1])  # a new order of the movies each epoch
-    again = module(indexed, batch_size=32)
-    again.group_by_movie = True
+    again = module(indexed, batch_size=32, batches="movies")
     again.setup("fit")
     assert all(torch.equal(a[1], b[1]) for a, b in zip(again.train_dataloader(), first, strict=True))  # same seed

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from harness import project_params
 
+from movielens_pipeline.datasets import DATASETS, SYNTHETIC
 from movielens_pipeline.params import MAX_SYNTHETIC_RATINGS, ParamsError
-from movielens_pipeline.releases import DATASETS, RELEASES, SYNTHETIC
+from movielens_pipeline.releases import RELEASES
 
 
 def test_the_datasets_are_the_releases_and_synthetic():

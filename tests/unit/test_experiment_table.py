@@ -9,8 +9,6 @@ import pytest
 import yaml
 from harness import PROJECT
 
-from movielens_pipeline.presets import load_preset, preset_path
-
 spec = importlib.util.spec_from_file_location("experiment_table", PROJECT / "bench" / "experiment_table.py")
 experiment_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(experiment_table)
@@ -93,11 +91,16 @@ def test_each_models_committed_settings_are_the_recorded_sweeps_choice():
     choices = experiment_table.chosen(sweep)
     assert {"biased_mf", "svdpp", "genre_mlp", "timesvd", "autorec"} <= set(choices)
     for model, setting in choices.items():
-        preset_file = preset_path(model, PROJECT / "presets")
-        preset = load_preset(preset_file, PROJECT / "params.yaml")["train"] if preset_file.exists() else {}
-        settings = committed | preset
-        assert settings["model"] == model, f"no presets/{model}.yaml, and params.yaml trains {committed['model']}"
-        assert {key: settings[key] for key in setting} == setting, model
+        # `dvc exp run -S train.model=<model>` trains with train.<model>: those must be the sweep's choice.
+        settings = experiment_table.train_settings(committed | {"model": model})
+        assert {key: settings.get(key) for key in setting} == setting, model
+
+
+def test_a_runs_settings_are_its_models_own_or_the_flat_list_of_older_runs():
+    nested = {"model": "svdpp", "seed": 0, "svdpp": {"weight_decay": 0.1}, "biased_mf": {"weight_decay": 0.05}}
+    assert experiment_table.train_settings(nested) == {"model": "svdpp", "seed": 0, "weight_decay": 0.1}
+    flat = {"model": "svdpp", "seed": 0, "weight_decay": 0.1, "dropout": 0.5}
+    assert experiment_table.train_settings(flat) == flat
 
 
 def test_with_tables_replaces_only_the_marked_part():

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harness import merged, project_params
 
-from movielens_pipeline import params
+from movielens_pipeline.models import REGISTRY, TrainParams, load_train_params
 from movielens_pipeline.params import (
     SECTIONS,
+    GradientSettings,
     ParamsError,
     PreprocessParams,
-    TrainParams,
     load_section,
     parse_section,
 )
@@ -22,23 +23,53 @@ COMMITTED = yaml.safe_load(PROJECT_PARAMS.read_text(encoding="utf-8"))
 MD5 = "0e33842e24a9c977be4e0107933c0723"
 
 
+SCHEMAS = {**SECTIONS, "train": TrainParams}  # the train section with every model's settings, as train reads it
+# Every key of params.yaml, as a path: ("train", "autorec", "hidden_dim").
+KEYS = [
+    (section, key, *([sub] if sub else []))
+    for section, values in COMMITTED.items()
+    for key, value in values.items()
+    for sub in (list(value) if isinstance(value, dict) else [None])
+]
+
+
 def changed(section: str, **changes: object):
-    """Parse `section` as the project's params.yaml has it, with `changes`."""
-    return parse_section(section, {**COMMITTED[section], **changes})
+    """Parse `section` as the project's params.yaml has it, with `changes` (merged into sub-sections)."""
+    return project_params(section, **changes)
 
 
-@pytest.mark.parametrize("section", sorted(SECTIONS))
-def test_the_models_hold_no_defaults(section):
+def model_changed(name: str, **changes: object):
+    """The settings of model `name` as params.yaml has them, with `changes`."""
+    return changed("train", model=name, **{name: changes}).settings
+
+
+@pytest.mark.parametrize("section", sorted(SCHEMAS))
+def test_the_schemas_hold_no_defaults(section):
     # params.yaml is the one source of values: a default here could silently disagree with it.
-    assert all(field.is_required() for field in SECTIONS[section].model_fields.values())
+    assert all(field.is_required() for field in SCHEMAS[section].model_fields.values())
 
 
-@pytest.mark.parametrize(("section", "key"), [(s, k) for s, keys in COMMITTED.items() for k in keys])
-def test_deleting_any_key_from_params_yaml_stops_with_one_line_naming_it(section, key):
-    values = {name: value for name, value in COMMITTED[section].items() if name != key}
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_the_models_settings_hold_no_defaults(name):
+    assert all(field.is_required() for field in REGISTRY[name].Settings.model_fields.values())
+
+
+@pytest.mark.parametrize("path", KEYS, ids=".".join)
+def test_deleting_any_key_from_params_yaml_stops_with_one_line_naming_it(path):
+    values = {section: dict(keys) for section, keys in COMMITTED.items()}
+    owner = values[path[0]]
+    for part in path[1:-1]:
+        owner[part] = dict(owner[part])
+        owner = owner[part]
+    del owner[path[-1]]
     with pytest.raises(ParamsError) as raised:
-        parse_section(section, values)
-    assert str(raised.value) == (f"{section}.{key}: missing; every key must be set in params.yaml (see docs/params.md)")
+        changed_whole(path[0], values[path[0]])
+    name = ".".join(path)
+    assert str(raised.value) == f"{name}: missing; every key must be set in params.yaml (see docs/params.md)"
+
+
+def changed_whole(section: str, values: dict):
+    return parse_section(section, values, SCHEMAS)
 
 
 def test_empty_or_null_section_names_its_first_key():
@@ -49,19 +80,35 @@ def test_empty_or_null_section_names_its_first_key():
 
 
 def test_values_are_taken_from_the_mapping():
-    parsed = changed("train", model="global_mean", embedding_dim=8, accelerator="auto")
-    assert (parsed.model, parsed.embedding_dim, parsed.accelerator) == ("global_mean", 8, "auto")
-    assert parsed.learning_rate == COMMITTED["train"]["learning_rate"]
+    parsed = changed("train", model="global_mean", accelerator="auto", biased_mf={"embedding_dim": 8})
+    assert (parsed.model, parsed.biased_mf.embedding_dim, parsed.accelerator) == ("global_mean", 8, "auto")
+    assert parsed.settings == parsed.global_mean
+    assert parsed.settings.learning_rate == COMMITTED["train"]["global_mean"]["learning_rate"]
 
 
 def test_misspelled_key_names_it_and_lists_the_valid_keys():
     with pytest.raises(ParamsError) as raised:
-        changed("train", **{"embeding_dim": 16})
-    message = str(raised.value)
-    assert "train.embeding_dim" in message
-    assert "unknown key" in message
+        changed("train", biased_mf={"embeding_dim": 16})
+    assert str(raised.value) == (
+        "train.biased_mf.embeding_dim: unknown key; valid keys are: "
+        "batch_size, embedding_dim, learning_rate, weight_decay"
+    )
+    with pytest.raises(ParamsError) as raised:
+        changed("train", patiense=3)
     for key in TrainParams.model_fields:
-        assert key in message
+        assert key in str(raised.value)
+
+
+def test_a_setting_of_another_model_is_refused_naming_the_key():
+    with pytest.raises(ParamsError, match=r"^train\.biased_mf\.dropout: unknown key; valid keys are: batch_size, "):
+        changed("train", biased_mf={"dropout": 0.2})
+    with pytest.raises(ParamsError, match=r"^train\.autorec\.embedding_dim: unknown key"):
+        changed("train", model="autorec", autorec={"embedding_dim": 8})
+
+
+def test_a_model_section_that_is_not_a_mapping_is_refused():
+    with pytest.raises(ParamsError, match=r"^train\.autorec: got 3; expected a mapping of keys"):
+        changed("train", autorec=3)
 
 
 def test_section_that_is_not_a_mapping_is_rejected():
@@ -72,12 +119,12 @@ def test_section_that_is_not_a_mapping_is_rejected():
 @pytest.mark.parametrize(
     ("section", "key", "value", "shown"),
     [
-        ("train", "embedding_dim", "32", "'32' (str)"),
-        ("train", "embedding_dim", True, "True (bool)"),
-        ("train", "embedding_dim", 32.0, "32.0 (float)"),
+        ("train.biased_mf", "embedding_dim", "32", "'32' (str)"),
+        ("train.biased_mf", "embedding_dim", True, "True (bool)"),
+        ("train.biased_mf", "embedding_dim", 32.0, "32.0 (float)"),
         ("train", "max_epochs", None, "None (NoneType)"),
-        ("train", "learning_rate", "0.01", "'0.01' (str)"),
-        ("train", "learning_rate", False, "False (bool)"),
+        ("train.svdpp", "learning_rate", "0.01", "'0.01' (str)"),
+        ("train.svdpp", "learning_rate", False, "False (bool)"),
         ("preprocess", "sample_size", "1000", "'1000' (str)"),
         ("preprocess", "top_n_movies", 50.5, "50.5 (float)"),
         ("data", "url", 42, "42 (int)"),
@@ -87,7 +134,7 @@ def test_section_that_is_not_a_mapping_is_rejected():
 )
 def test_wrong_type_names_the_key_and_the_value(section, key, value, shown):
     with pytest.raises(ParamsError) as raised:
-        changed(section, **{key: value})
+        changed_nested(section, key, value)
     message = str(raised.value)
     assert message.startswith(f"{section}.{key}: got {shown}; expected ")
 
@@ -99,10 +146,24 @@ def test_wrong_type_message_says_what_is_allowed():
         changed("train", **{"accelerator": "tpu"})
 
 
+def nested(section: str, key: str, value: object) -> tuple[str, dict]:
+    """`changed`'s arguments for `section.key: value`, where `section` may name a sub-section: train.autorec."""
+    top, *subs = section.split(".")
+    change: dict = {key: value}
+    for sub in reversed(subs):
+        change = {sub: change}
+    return top, change
+
+
+def changed_nested(section: str, key: str, value: object):
+    top, change = nested(section, key, value)
+    return changed(top, **change)
+
+
 def test_ints_widen_to_floats():
-    train = changed("train", **{"learning_rate": 1, "weight_decay": 0})
-    assert train.learning_rate == 1.0 and type(train.learning_rate) is float
-    assert type(train.weight_decay) is float
+    settings = model_changed("biased_mf", learning_rate=1, weight_decay=0)
+    assert settings.learning_rate == 1.0 and type(settings.learning_rate) is float
+    assert type(settings.weight_decay) is float
     data = changed("data", **{"timeout_seconds": 5})
     assert data.timeout_seconds == 5.0 and type(data.timeout_seconds) is float
 
@@ -136,9 +197,21 @@ def test_fractions_just_below_one_are_accepted():
 def test_unknown_model_lists_the_models():
     with pytest.raises(ParamsError) as raised:
         changed("train", **{"model": "mf"})
-    expected = ", ".join(repr(name) for name in params.MODEL_NAMES)
+    expected = ", ".join(repr(name) for name in REGISTRY)
     assert str(raised.value) == f"train.model: got 'mf' (str); expected one of {expected}"
     assert "'svdpp'" in str(raised.value)
+
+
+def test_without_the_models_a_model_is_any_name_with_a_sub_section():
+    # What the stages that do not train check (they do not import the models, so torch).
+    with pytest.raises(ParamsError, match=r"^train\.model: got 'mf'; expected one of 'global_mean', 'biases', "):
+        changed_whole_lax("train", merged(COMMITTED["train"], {"model": "mf"}))
+    with pytest.raises(ParamsError, match=r"^train\.patiense: unknown key; valid keys are: .*, and one sub-section"):
+        changed_whole_lax("train", merged(COMMITTED["train"], {"patiense": 3}))
+
+
+def changed_whole_lax(section: str, values: dict):
+    return parse_section(section, values)
 
 
 def test_unknown_dataset_lists_the_datasets():
@@ -159,10 +232,12 @@ def test_min_epochs_above_max_epochs_is_rejected():
 @pytest.mark.parametrize(
     ("section", "key", "value"),
     [
-        ("train", "embedding_dim", 0),
-        ("train", "learning_rate", 0),
-        ("train", "weight_decay", -0.1),
-        ("train", "batch_size", 0),
+        ("train.biased_mf", "embedding_dim", 0),
+        ("train.biased_mf", "learning_rate", 0),
+        ("train.autorec", "weight_decay", -0.1),
+        ("train.bpr", "batch_size", 0),
+        ("train.timesvd", "time_bins", 0),
+        ("train.genre_mlp", "dropout", 1.0),
         ("train", "patience", 0),
         ("preprocess", "sample_size", 0),
         ("preprocess", "min_ratings_per_user", 0),
@@ -173,7 +248,7 @@ def test_min_epochs_above_max_epochs_is_rejected():
 )
 def test_out_of_range_values_name_key_and_value(section, key, value):
     with pytest.raises(ParamsError) as raised:
-        changed(section, **{key: value})
+        changed_nested(section, key, value)
     assert str(raised.value).startswith(f"{section}.{key}: got {value!r}")
 
 
@@ -229,10 +304,10 @@ def test_load_section_reads_one_section_of_a_file(tmp_path):
 def test_load_section_yaml_exponent_without_dot_is_a_string_and_is_rejected(tmp_path):
     # YAML 1.1 reads 1e-3 as a string; the message must show it, not fail later in training.
     path = tmp_path / "params.yaml"
-    text = yaml.safe_dump(with_changes(train={"learning_rate": "LR"})).replace("LR", "1e-3")
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ParamsError, match=r"train\.learning_rate: got '1e-3' \(str\); expected a number > 0"):
-        load_section("train", path)
+    document = with_changes(train={"biased_mf": {**COMMITTED["train"]["biased_mf"], "learning_rate": "LR"}})
+    path.write_text(yaml.safe_dump(document).replace("LR", "1e-3"), encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"train\.biased_mf\.learning_rate: got '1e-3' \(str\); expected a num"):
+        load_train_params(path)
 
 
 def test_load_section_missing_file_names_the_file(tmp_path):
@@ -269,10 +344,20 @@ def test_load_section_document_that_is_not_a_mapping_names_the_file(tmp_path, te
     assert str(raised.value).startswith(f"{path}: expected a mapping of sections")
 
 
-def test_every_model_name_has_a_model_class():
-    from movielens_pipeline.models import MODELS
+def test_every_model_has_its_section_in_params_yaml_and_every_section_a_model():
+    sections = {key for key, value in COMMITTED["train"].items() if isinstance(value, dict)}
+    assert sections == set(REGISTRY)
 
-    assert tuple(MODELS) == params.MODEL_NAMES
+
+@pytest.mark.parametrize(("key", "value"), [("learning_rate", float("inf")), ("weight_decay", float("nan"))])
+def test_floats_must_be_finite(key, value):
+    with pytest.raises(ParamsError, match=rf"^train\.biased_mf\.{key}: got {value}; expected a finite number$"):
+        model_changed("biased_mf", **{key: value})
+
+
+def test_sizes_are_bounded():
+    with pytest.raises(ParamsError, match=r"^train\.biased_mf\.embedding_dim: got 10+; expected an integer from 1 to"):
+        model_changed("biased_mf", embedding_dim=10**30)
 
 
 def test_project_params_yaml_has_exactly_the_known_sections():
@@ -297,9 +382,14 @@ def test_load_section_on_a_folder_or_non_utf8_file_names_the_file(tmp_path):
 
 def test_load_section_checks_every_other_section_too(tmp_path):
     # A typo in any section fails the first stage that runs, whichever section that stage reads.
-    path = write_params(tmp_path, with_changes(train={"embeding_dim": 8}))
-    with pytest.raises(ParamsError, match=r"train\.embeding_dim: unknown key; valid keys are: .*embedding_dim"):
+    path = write_params(tmp_path, with_changes(train={"patiense": 3}))
+    with pytest.raises(ParamsError, match=r"train\.patiense: unknown key; valid keys are: .*patience"):
         load_section("split", path)
+    # A model's settings are checked by the stages that import the models: check_params and train.
+    path = write_params(tmp_path, with_changes(train={"autorec": {**COMMITTED["train"]["autorec"], "dim": 8}}))
+    assert load_section("split", path).seed == COMMITTED["split"]["seed"]
+    with pytest.raises(ParamsError, match=r"^train\.autorec\.dim: unknown key; valid keys are: batch_size, hidden"):
+        load_train_params(path)
 
 
 def test_load_section_rejects_an_unknown_top_level_section(tmp_path):
@@ -322,19 +412,21 @@ def test_load_section_rejects_an_unknown_top_level_section(tmp_path):
     ],
 )
 def test_auto_batch_size_and_learning_rate_follow_the_number_of_training_ratings(n_train, batch_size, learning_rate):
-    resolved = changed("train", batch_size="auto", learning_rate="auto").resolved(n_train)
+    resolved = model_changed("biased_mf", batch_size="auto", learning_rate="auto").resolved(n_train)
     assert resolved.batch_size == batch_size
     assert resolved.learning_rate == pytest.approx(learning_rate)
 
 
 def test_values_set_by_hand_are_kept_and_auto_learning_rate_follows_a_hand_set_batch():
-    assert changed("train", batch_size=512, learning_rate=0.02).resolved(10**7).batch_size == 512
-    assert changed("train", batch_size=65_536, learning_rate="auto").resolved(70_000).learning_rate == 0.01
-    assert changed("train", batch_size="auto", learning_rate=0.05).resolved(10**8).learning_rate == 0.05
+    assert model_changed("biased_mf", batch_size=512, learning_rate=0.02).resolved(10**7).batch_size == 512
+    assert model_changed("svdpp", batch_size=65_536, learning_rate="auto").resolved(70_000).learning_rate == 0.01
+    assert model_changed("bpr", batch_size="auto", learning_rate=0.05).resolved(10**8).learning_rate == 0.05
 
 
 def test_the_committed_params_train_ml_100k_with_the_values_tuned_there():
-    resolved = load_section("train", PROJECT_PARAMS).resolved(70_000)
+    settings = load_train_params(PROJECT_PARAMS).settings
+    assert isinstance(settings, GradientSettings)
+    resolved = settings.resolved(70_000)
     assert (resolved.batch_size, resolved.learning_rate) == (512, 0.003)
 
 

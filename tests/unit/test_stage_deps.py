@@ -21,26 +21,34 @@ STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text(encoding="utf-8"))["sta
 
 
 def module_file(name: str) -> Path | None:
-    """The project file of an absolute module name, or None for a module from outside the project."""
-    if name == PACKAGE:
-        return SOURCE_ROOTS[PACKAGE] / "__init__.py"
-    if name.startswith(PACKAGE + "."):
-        return SOURCE_ROOTS[PACKAGE] / (name.removeprefix(PACKAGE + ".").replace(".", "/") + ".py")
+    """The project file of an absolute module name (a package's `__init__.py`), or None for one from outside."""
+    if name == PACKAGE or name.startswith(PACKAGE + "."):
+        path = SOURCE_ROOTS[PACKAGE].joinpath(*name.split(".")[1:])
+        return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     candidate = SOURCE_ROOTS["stages"] / f"{name}.py"  # a stage's sibling, e.g. `import _checkout`
     return candidate if candidate.is_file() else None
 
 
+def package_of(path: Path) -> str | None:
+    """The package a library file's relative imports start from: `movielens_pipeline.models` for models/base.py."""
+    if SOURCE_ROOTS[PACKAGE] not in path.parents:
+        return None
+    parts = path.relative_to(SOURCE_ROOTS[PACKAGE]).parent.parts
+    return ".".join([PACKAGE, *parts])
+
+
 def imported_files(path: Path) -> set[Path]:
     """Project files `path` imports directly, anywhere in it (imports inside functions count too)."""
-    package = PACKAGE if path.parent == SOURCE_ROOTS[PACKAGE] else None
+    package = package_of(path)
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = package if node.level else node.module
-            if node.level and node.module:
-                base = f"{package}.{node.module}"
+            base = node.module
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*parent, *([node.module] if node.module else [])])
             # `from pkg import module` imports a module; `from pkg.module import name` the module itself.
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
         else:
@@ -49,9 +57,10 @@ def imported_files(path: Path) -> set[Path]:
             file = module_file(name)
             if file is not None and file.is_file():
                 found.add(file)
-                if name.startswith(PACKAGE + "."):
-                    found.add(SOURCE_ROOTS[PACKAGE] / "__init__.py")  # a submodule runs its package first
-    return found
+                parts = name.split(".")
+                for depth in range(1, len(parts)):  # a submodule runs its packages first
+                    found.add(module_file(".".join(parts[:depth])))
+    return {file for file in found if file is not None and file.is_file()}
 
 
 def import_closure(script: Path) -> set[Path]:

@@ -15,10 +15,10 @@ from movielens_pipeline.sweep import check, combinations, experiment_name
 
 
 def test_every_combination_in_order():
-    found = combinations("train.embedding_dim=16,32,64 train.weight_decay=0.01,0.05")
+    found = combinations("train.biased_mf.embedding_dim=16,32,64 train.biased_mf.weight_decay=0.01,0.05")
     assert len(found) == 6
-    assert found[0] == {"train.embedding_dim": "16", "train.weight_decay": "0.01"}
-    assert found[-1] == {"train.embedding_dim": "64", "train.weight_decay": "0.05"}
+    assert found[0] == {"train.biased_mf.embedding_dim": "16", "train.biased_mf.weight_decay": "0.01"}
+    assert found[-1] == {"train.biased_mf.embedding_dim": "64", "train.biased_mf.weight_decay": "0.05"}
     assert experiment_name(found[1]) == "embedding_dim-16-weight_decay-0.05"
 
 
@@ -28,7 +28,7 @@ def test_every_combination_in_order():
         ("", "give at least one"),
         ("train.embedding_dim", "is not section.key=value"),
         ("embedding_dim=16", "is not section.key=value"),
-        ("train.embedding_dim=16 train.embedding_dim=32", "train.embedding_dim is given twice"),
+        ("train.svdpp.embedding_dim=16 train.svdpp.embedding_dim=32", "train.svdpp.embedding_dim is given twice"),
     ],
 )
 def test_malformed_sweeps_are_refused(sweep, message):
@@ -39,9 +39,11 @@ def test_malformed_sweeps_are_refused(sweep, message):
 @pytest.mark.parametrize(
     ("combination", "message"),
     [
-        ({"train.embeding_dim": "8"}, "train.embeding_dim: unknown key"),
+        ({"train.biased_mf.embeding_dim": "8"}, "train.biased_mf.embeding_dim: unknown key"),
         ({"trian.embedding_dim": "8"}, "unknown section 'trian'"),
-        ({"train.embedding_dim": "0"}, "train.embedding_dim: got 0"),
+        ({"train.biased_mf.embedding_dim": "0"}, "train.biased_mf.embedding_dim: got 0"),
+        ({"train.biased_mf.dropout": "0.1"}, "train.biased_mf.dropout: unknown key"),
+        ({"train.model": "svdp"}, "train.model: got 'svdp'"),
     ],
 )
 def test_a_combination_the_schema_refuses_names_the_key(combination, message):

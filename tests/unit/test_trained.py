@@ -12,12 +12,11 @@ from fakes import low_rank_rows, ratings_frame
 from harness import PROJECT, project_params
 
 from movielens_pipeline import cli
-from movielens_pipeline.data import RatingsDataModule
-from movielens_pipeline.evaluate import predict
+from movielens_pipeline.data import rating_tensors
 from movielens_pipeline.models import load_model
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
-from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, UnknownIdError, load_trained
+from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, UnknownIdError, load_trained, predicted_ratings
 from movielens_pipeline.training import train
 
 
@@ -38,10 +37,9 @@ def project(tmp_path_factory):
     for path, table in ((USERS, users), (MOVIES, movies), (TRAIN, parts["train"])):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         table.write_parquet(root / path)
-    params = project_params("train", batch_size=128, learning_rate=0.02, max_epochs=4)
-    data = RatingsDataModule(params.batch_size, train=parts["train"], val=parts["val"], users=users, movies=movies)
+    params = project_params("train", max_epochs=4, biased_mf={"batch_size": 128, "learning_rate": 0.02})
     (root / CHECKPOINT).parent.mkdir(parents=True)
-    train(data, params, root / CHECKPOINT, root / "live")
+    train(params, parts["train"], parts["val"], users, movies, root / CHECKPOINT, root / "live")
     return root
 
 
@@ -60,10 +58,10 @@ def test_predict_maps_ids_to_the_models_indices_and_keeps_the_order(project):
     pairs = split_train.select("userId", "movieId").reverse().head(50)
     predicted = trained.predict(pairs)
     assert predicted.select("userId", "movieId").equals(pairs)
-    # The same numbers as the model on the pipeline's own indices (the evaluate stage's path).
-    by_index = predict(
-        load_model(project / CHECKPOINT), RatingsDataModule(4096, predict=split_train.reverse().head(50))
-    )
+    # The same numbers as the model on the pipeline's own indices with the test ratings' days (the evaluate
+    # stage's path): biased_mf ignores days.
+    users, movies, _, days = rating_tensors(split_train.reverse().head(50))
+    by_index = predicted_ratings(load_model(project / CHECKPOINT), users, movies, days)
     np.testing.assert_array_equal(predicted["predicted_rating"].to_numpy(), by_index)
 
 

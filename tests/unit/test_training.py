@@ -11,14 +11,17 @@ import torch
 from fakes import low_rank_rows, ratings_frame
 from harness import project_params
 
-from movielens_pipeline.data import RatingsDataModule, TrainingData
-from movielens_pipeline.evaluate import error_metrics, evaluate, predict, ranking, rating_histogram, top_k_quality
-from movielens_pipeline.models import MODELS, build_model, load_model, rating_of_logit
+from movielens_pipeline.data import DataShape, RatingsDataModule, TrainingData, rating_tensors
+from movielens_pipeline.evaluate import error_metrics, evaluate, ranking, rating_histogram, top_k_quality
+from movielens_pipeline.models import REGISTRY, build_model, load_model
+from movielens_pipeline.models.base import rating_of_logit
+from movielens_pipeline.optim import table_optimizers, use_sparse_tables
+from movielens_pipeline.params import GradientSettings
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
-from movielens_pipeline.trained import trained_model
-from movielens_pipeline.training import EarlyStop, train
+from movielens_pipeline.trained import predicted_ratings, trained_model
+from movielens_pipeline.training import BestEpoch, train
 
 GENRES = ("Action", "Comedy", "Drama", "Horror")
 
@@ -36,19 +39,35 @@ def parts(prepared) -> dict[str, pl.DataFrame]:
     return split_ratings(prepared[0], project_params("split"))
 
 
-def fit(prepared, parts, tmp_path, sparse_tables=None, **train_params) -> tuple[dict, object]:
-    params = project_params("train", **{"batch_size": 256, "learning_rate": 0.01, "max_epochs": 12} | train_params)
+def model_settings(name: str, **values) -> dict:
+    """Of `values`, those model `name` has a setting for (every model here takes `embedding_dim=16` then)."""
+    return {key: value for key, value in values.items() if key in REGISTRY[name].Settings.model_fields}
+
+
+def fit(prepared, parts, tmp_path, sparse_tables=None, model="biased_mf", settings=None, **train_params):
+    """train() on the generated split: small batches, a quick learning rate, 12 epochs unless told otherwise."""
+    chosen = model_settings(model, **{"batch_size": 256, "learning_rate": 0.01} | (settings or {}))
+    params = project_params("train", **{"model": model, "max_epochs": 12, model: chosen} | train_params)
     checkpoint = tmp_path / "model.ckpt"
     _, users, movies = prepared
-    data = RatingsDataModule(
-        params.batch_size, train=parts["train"], val=parts["val"], users=users, movies=movies, seed=params.seed
+    summary = train(
+        params, parts["train"], parts["val"], users, movies, checkpoint, tmp_path / "live", sparse_tables=sparse_tables
     )
-    summary = train(data, params, checkpoint, tmp_path / "live", sparse_tables=sparse_tables)
     return summary, checkpoint
 
 
+def new_model(name: str, data: TrainingData, n_users: int, n_movies: int, train_mean: float = 3.5, **settings):
+    """Model `name` with its committed settings (`settings` changed), sized for these users and movies."""
+    chosen = project_params("train", model=name, **{name: model_settings(name, **settings)}).settings
+    if isinstance(chosen, GradientSettings):
+        chosen = chosen.resolved(len(data.users))
+    shape = DataShape(n_users, n_movies, data.movie_genres.shape[1], len(data.users), train_mean)
+    return build_model(name, chosen, data, shape)
+
+
 def predicted(checkpoint, ratings: pl.DataFrame) -> np.ndarray:
-    return predict(load_model(checkpoint), RatingsDataModule(4096, predict=ratings))
+    users, movies, _, days = rating_tensors(ratings)
+    return predicted_ratings(load_model(checkpoint), users, movies, days)
 
 
 def tiny_data(n_users: int, n_movies: int, n_genres: int = 0) -> TrainingData:
@@ -63,10 +82,9 @@ def training_data(users: torch.Tensor, movies: torch.Tensor, movie_genres: torch
     return TrainingData(users, movies, torch.full(users.shape, 4.0), torch.arange(len(users)) + 10_000.0, movie_genres)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_predictions_stay_on_the_rating_scale_even_with_extreme_parameters(name):
-    params = project_params("train", model=name, embedding_dim=4)
-    model = build_model(params, tiny_data(5, 7, n_genres=3), n_users=5, n_movies=7, train_mean=3.5)
+    model = new_model(name, tiny_data(5, 7, n_genres=3), n_users=5, n_movies=7, embedding_dim=4)
     users, movies = torch.arange(5).repeat(7), torch.arange(7).repeat_interleave(5)
     for scale in (0.0, 1e3, -1e3):
         with torch.no_grad():
@@ -77,10 +95,27 @@ def test_predictions_stay_on_the_rating_scale_even_with_extreme_parameters(name)
         assert torch.all((predictions >= RATING_MIN) & (predictions <= RATING_MAX))
 
 
+def test_a_linear_model_predicts_bias_plus_interaction_clipped_to_the_rating_scale():
+    sigmoid_model = new_model("biased_mf", tiny_data(3, 3), 3, 3, embedding_dim=2)
+
+    class LinearMF(type(sigmoid_model)):  # the output form is the one difference
+        output = "linear"
+
+    model = LinearMF(sigmoid_model.shape, sigmoid_model.settings)
+    model.remember(tiny_data(3, 3))
+    users, movies = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        model.global_logit.fill_(3.0)
+        model.user_bias.weight[:, 0] = torch.tensor([0.5, 5.0, -5.0])
+        bias, interaction = model.score(users, movies)
+        assert torch.equal(model(users, movies), (bias + interaction).clamp(RATING_MIN, RATING_MAX))
+        assert model(users, movies)[1] == RATING_MAX and model(users, movies)[2] == RATING_MIN
+
+
 def test_global_mean_starts_as_the_notebook_did_and_biased_mf_at_the_training_mean():
     users = movies = torch.zeros(3, dtype=torch.int64)
-    global_mean = build_model(project_params("train", model="global_mean"), tiny_data(2, 2), 2, 2, train_mean=3.9)
-    biased_mf = build_model(project_params("train", model="biased_mf"), tiny_data(2, 2), 2, 2, train_mean=3.9)
+    global_mean = new_model("global_mean", tiny_data(2, 2), 2, 2, train_mean=3.9)
+    biased_mf = new_model("biased_mf", tiny_data(2, 2), 2, 2, train_mean=3.9)
     assert torch.allclose(global_mean(users, movies), torch.full((3,), 2.75))
     with torch.no_grad():
         biased_mf.user_factors.weight.zero_()
@@ -88,7 +123,7 @@ def test_global_mean_starts_as_the_notebook_did_and_biased_mf_at_the_training_me
 
 
 def test_biased_mf_training_beats_the_mean_and_keeps_the_best_checkpoint(prepared, parts, tmp_path):
-    summary, checkpoint = fit(prepared, parts, tmp_path, model="biased_mf", patience=2)
+    summary, checkpoint = fit(prepared, parts, tmp_path, patience=2)
     val_metrics = error_metrics(predicted(checkpoint, parts["val"]), parts["val"]["rating"].to_numpy())
     # The checkpoint is the best epoch's weights, not the last epoch's.
     assert val_metrics["mse"] == pytest.approx(summary["best_val_mse"], rel=1e-5)
@@ -107,7 +142,7 @@ def test_training_is_deterministic_on_cpu(prepared, parts, tmp_path):
     assert first["best_val_mse"] == second["best_val_mse"]
     first_state, second_state = load_model(first_checkpoint).state_dict(), load_model(second_checkpoint).state_dict()
     assert all(torch.equal(first_state[name], second_state[name]) for name in first_state)
-    # Byte for byte, though each run's Lightning scratch folder had its own random name.
+    # Byte for byte, though the two files have different names (torch names an archive's folder after its file).
     assert first_checkpoint.read_bytes() == second_checkpoint.read_bytes()
     # train() switches off deterministic mode's NaN fill of new memory only while it fits.
     assert torch.utils.deterministic.fill_uninitialized_memory
@@ -119,30 +154,45 @@ def test_refit_trains_a_new_model_on_train_and_val_for_the_chosen_number_of_epoc
     # The first fit is the same; it only chooses how many epochs the refit trains.
     assert summary["best_epoch"] == plain_summary["best_epoch"] and "refit_epochs" not in plain_summary
     assert summary["refit_epochs"] == summary["best_epoch"] + 1
-    refitted = torch.load(checkpoint, weights_only=True)
-    assert refitted["epoch"] == summary["refit_epochs"]  # Lightning's count of finished epochs
+    assert torch.load(checkpoint, weights_only=True)["epochs"] == summary["refit_epochs"]
+    assert torch.load(plain_checkpoint, weights_only=True)["epochs"] == plain_summary["best_epoch"] + 1
     model = load_model(checkpoint)
-    assert model.hparams.n_train_ratings == parts["train"].height + parts["val"].height
+    assert model.shape.n_train_ratings == parts["train"].height + parts["val"].height
     assert model.user_seen[torch.from_numpy(parts["val"]["userIdMapped"].to_numpy().astype(np.int64))].all()
     assert checkpoint.read_bytes() != plain_checkpoint.read_bytes()
 
 
 def test_min_epochs_holds_back_early_stopping(prepared, parts, tmp_path):
     # A learning rate this high makes val loss worse at once; patience 1 would stop at epoch 2.
-    summary, _ = fit(prepared, parts, tmp_path, learning_rate=1.0, patience=1, min_epochs=6, max_epochs=10)
+    summary, _ = fit(
+        prepared, parts, tmp_path, settings={"learning_rate": 1.0}, patience=1, min_epochs=6, max_epochs=10
+    )
     assert summary["epochs"] >= 6
 
 
 def epochs_until_stopped(val_rmses: list[float], patience: int, min_improvement: float) -> int | None:
-    """The number of epochs after which EarlyStop signals a stop on this val RMSE curve (None: never)."""
-    trainer = type("Trainer", (), {"should_stop": False, "callback_metrics": {}})()
-    early_stop = EarlyStop(patience, min_improvement)
+    """The number of epochs after which BestEpoch signals a stop on this val RMSE curve (None: never)."""
+    trainer = type("Trainer", (), {"should_stop": False, "callback_metrics": {}, "current_epoch": 0})()
+    best = BestEpoch(patience, min_improvement)
     for epoch, val_rmse in enumerate(val_rmses, start=1):
         trainer.callback_metrics["val_loss"] = torch.tensor(val_rmse**2)
-        early_stop.on_validation_end(trainer, None)
+        best.on_validation_end(trainer, torch.nn.Linear(1, 1))
+        trainer.current_epoch += 1
         if trainer.should_stop:
             return epoch
     return None
+
+
+def test_the_best_epoch_keeps_its_own_weights_not_the_last_ones():
+    trainer = type("Trainer", (), {"should_stop": False, "callback_metrics": {}, "current_epoch": 0})()
+    best, module = BestEpoch(patience=5, min_improvement=0.0), torch.nn.Linear(1, 1)
+    for epoch, (val_loss, weight) in enumerate([(1.0, 1.0), (0.5, 2.0), (0.7, 3.0), (0.5, 4.0)]):
+        trainer.current_epoch, trainer.callback_metrics["val_loss"] = epoch, torch.tensor(val_loss)
+        with torch.no_grad():
+            module.weight.fill_(weight)
+        best.on_validation_end(trainer, module)
+    # Epoch 1 is the best (a later tie does not replace it), with the weights it had then.
+    assert (best.epoch, best.val_loss) == (1, 0.5) and float(best.state["weight"]) == 2.0
 
 
 def test_early_stop_counts_only_relative_progress_of_the_val_rmse():
@@ -169,7 +219,7 @@ def test_global_mean_learns_the_training_mean(prepared, parts, tmp_path):
 
 @pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp", "timesvd", "autorec"])
 def test_every_model_beats_the_mean_baseline_on_test(name, prepared, parts, tmp_path):
-    _, checkpoint = fit(prepared, parts, tmp_path, model=name, embedding_dim=16, max_epochs=8)
+    _, checkpoint = fit(prepared, parts, tmp_path, model=name, settings={"embedding_dim": 16}, max_epochs=8)
     actual = parts["test"]["rating"].to_numpy()
     model_rmse = error_metrics(predicted(checkpoint, parts["test"]), actual)["rmse"]
     mean_rmse = error_metrics(np.full_like(actual, parts["train"]["rating"].mean()), actual)["rmse"]
@@ -178,10 +228,9 @@ def test_every_model_beats_the_mean_baseline_on_test(name, prepared, parts, tmp_
 
 @pytest.mark.parametrize("name", ["biased_mf", "svdpp", "genre_mlp", "bpr", "timesvd", "autorec"])
 def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
-    params = project_params("train", model=name, embedding_dim=4)
     # User 2 and movie 2 have no training ratings.
     data = training_data(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 1]), torch.eye(3))
-    model = build_model(params, data, n_users=3, n_movies=3, train_mean=3.5).eval()  # eval: no dropout
+    model = new_model(name, data, n_users=3, n_movies=3, embedding_dim=4).eval()  # eval: no dropout
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.uniform_(-1, 1)
@@ -194,9 +243,8 @@ def test_unseen_users_and_movies_get_the_bias_only_prediction(name):
 
 
 def test_bpr_loss_ranks_each_rated_movie_against_a_random_one():
-    params = project_params("train", model="bpr", embedding_dim=4)
     data = training_data(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), torch.zeros(5, 0))
-    model = build_model(params, data, n_users=2, n_movies=5, train_mean=3.5)
+    model = new_model("bpr", data, n_users=2, n_movies=5, embedding_dim=4)
     users, movies, ratings = torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), torch.tensor([4.0, 1.0, 3.0])
     torch.manual_seed(7)
     loss = model.loss(users, movies, ratings, torch.zeros(3))
@@ -215,7 +263,7 @@ def test_bpr_loss_ranks_each_rated_movie_against_a_random_one():
 
 
 def test_bpr_ranks_better_than_popularity(prepared, parts, tmp_path):
-    _, checkpoint = fit(prepared, parts, tmp_path, model="bpr", embedding_dim=16, max_epochs=12)
+    _, checkpoint = fit(prepared, parts, tmp_path, model="bpr", settings={"embedding_dim": 16}, max_epochs=12)
     _, users, movies = prepared
     trained = trained_model(load_model(checkpoint), users, movies, parts["train"])
     metrics, _ = ranking(trained, parts["test"], parts["train"], project_params("evaluate", ranking_k=5))
@@ -223,9 +271,8 @@ def test_bpr_ranks_better_than_popularity(prepared, parts, tmp_path):
 
 
 def test_svdpp_implicit_term_sums_the_factors_of_each_users_training_movies():
-    params = project_params("train", model="svdpp", embedding_dim=3)
     data = training_data(torch.tensor([1, 0, 1, 1]), torch.tensor([2, 0, 0, 3]), torch.zeros(4, 0))
-    model = build_model(params, data, n_users=3, n_movies=4, train_mean=3.5)
+    model = new_model("svdpp", data, n_users=3, n_movies=4, embedding_dim=3)
     factors = model.implicit_factors.weight.detach()
     implicit = model.implicit(torch.tensor([1, 0, 1, 2])).detach()
     assert torch.allclose(implicit[0], (factors[2] + factors[0] + factors[3]) / 3**0.5)
@@ -234,13 +281,12 @@ def test_svdpp_implicit_term_sums_the_factors_of_each_users_training_movies():
 
 
 def test_timesvd_gives_each_movie_a_bias_per_time_bin_and_each_user_a_drifting_bias():
-    params = project_params("train", model="timesvd", embedding_dim=2, time_bins=4)
     # User 0 rates on days 100, 110 and 140 (mean 116.7); user 1 on day 180, the last training day.
     data = TrainingData(
         torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1, 0, 1]), torch.full((4,), 4.0),
         torch.tensor([100.0, 110.0, 140.0, 180.0]), torch.zeros(2, 0),
     )  # fmt: skip
-    model = build_model(params, data, n_users=2, n_movies=2, train_mean=3.5)
+    model = new_model("timesvd", data, n_users=2, n_movies=2, embedding_dim=2, time_bins=4)
     with torch.no_grad():
         model.movie_bin_bias.weight[:, 0] = torch.arange(8.0)  # movie m, bin b: 4 m + b
         model.user_drift.weight[:, 0] = torch.tensor([0.5, 0.0])
@@ -256,12 +302,11 @@ def test_timesvd_gives_each_movie_a_bias_per_time_bin_and_each_user_a_drifting_b
 
 
 def test_autorec_encodes_each_movies_training_ratings_and_leaves_a_training_rating_out_of_its_own_input():
-    params = project_params("train", model="autorec", hidden_dim=3)
     ratings = torch.tensor([5.0, 1.0, 4.0, 2.0])
     data = TrainingData(
         torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 1, 0]), ratings, torch.zeros(4), torch.zeros(3, 0)
     )
-    model = build_model(params, data, n_users=3, n_movies=3, train_mean=3.0)
+    model = new_model("autorec", data, n_users=3, n_movies=3, train_mean=3.0, hidden_dim=3)
     encoder = model.encoder.weight.detach()
     with torch.no_grad():
         code = model.encoded(torch.tensor([1, 0, 2, 1]))
@@ -288,11 +333,7 @@ def test_autorec_encodes_each_movies_training_ratings_and_leaves_a_training_rati
 
 @pytest.mark.parametrize("name", ["timesvd", "autorec"])
 def test_the_new_models_checkpoints_give_back_the_predictions_they_were_chosen_on(name, prepared, parts, tmp_path):
-    params = project_params("train", model=name, batch_size=256, learning_rate=0.01, max_epochs=4)
-    _, users, movies = prepared
-    data = RatingsDataModule(train=parts["train"], val=parts["val"], users=users, movies=movies)
-    summary = train(data, params, tmp_path / "model.ckpt", tmp_path / "live")
-    assert data.group_by_movie == (name == "autorec")  # autorec trains on movie batches
+    summary, _ = fit(prepared, parts, tmp_path, model=name, max_epochs=4)
     # The buffers (each movie's ratings, the users' days) travel in the checkpoint with the weights.
     val_mse = error_metrics(predicted(tmp_path / "model.ckpt", parts["val"]), parts["val"]["rating"].to_numpy())["mse"]
     assert val_mse == pytest.approx(summary["best_val_mse"], rel=1e-5)
@@ -390,20 +431,22 @@ def test_ranking_draws_at_most_ranking_max_users_the_same_way_each_time(prepared
 # --- the accelerator's path (dense tables, one fused Adam, the L2 penalty in the loss), on the CPU ---
 
 
-def gradients_with_the_penalty(model, users, movies, ratings) -> dict[str, torch.Tensor]:
-    """Each parameter's full gradient: for sparse tables, the MSE's plus the penalty RowAdam adds (optim.py)."""
+def gradients_with_the_penalty(model, sparse: bool, users, movies, ratings, weight_decay) -> dict[str, torch.Tensor]:
+    """Each parameter's full gradient with its tables `sparse` or dense: for sparse tables, the MSE's plus the
+    penalty RowAdam adds (optim.py); for dense ones, of the MSE plus the loss term training adds."""
+    use_sparse_tables(model, sparse)
+    _, penalty = table_optimizers(model, 0.01, weight_decay)
     model.train()
-    model.lookups.clear()
     model.zero_grad()
     loss = torch.nn.functional.mse_loss(model(users, movies), ratings)
-    (loss if model.hparams.sparse_tables else loss + model.l2_penalty()).backward()
+    (loss + penalty()).backward()
     found = {}
     for name, parameter in model.named_parameters():
         grad = parameter.grad
         if grad is not None and grad.is_sparse:
             lookups = grad._indices()[0]  # one entry per lookup, as RowAdam counts them
             counts = torch.bincount(lookups, minlength=parameter.shape[0]).to(parameter.dtype)
-            share = 2 * model.hparams.weight_decay * counts / len(lookups)
+            share = 2 * weight_decay * counts / len(lookups)
             grad = grad.to_dense() + share.view(-1, *[1] * (parameter.dim() - 1)) * parameter.detach()
         found[name] = torch.zeros_like(parameter) if grad is None else grad
     return found
@@ -411,31 +454,33 @@ def gradients_with_the_penalty(model, users, movies, ratings) -> dict[str, torch
 
 @pytest.mark.parametrize("name", ["biases", "biased_mf", "svdpp", "genre_mlp", "bpr", "timesvd", "autorec"])
 def test_the_dense_path_has_the_same_loss_gradient_as_rowadams(name, prepared, parts):
-    params = project_params("train", model=name, embedding_dim=8, weight_decay=0.3, dropout=0.0)
     data = RatingsDataModule(256, train=parts["train"], users=prepared[1], movies=prepared[2])
+    training = data.training_data()
     models = {}
     for sparse in (True, False):
         torch.manual_seed(0)
-        models[sparse] = build_model(
-            params, data.training_data(), data.n_users, data.n_movies, data.train_mean(), sparse_tables=sparse
+        models[sparse] = new_model(
+            name, training, data.n_users, data.n_movies, embedding_dim=8, weight_decay=0.3, dropout=0.0
         )
-    training = data.training_data()
     users, movies = training.users[:500], training.movies[:500]
     ratings = torch.tensor(parts["train"]["rating"].to_numpy()[:500])
-    sparse, dense = (gradients_with_the_penalty(models[flag], users, movies, ratings) for flag in (True, False))
+    sparse, dense = (
+        gradients_with_the_penalty(models[flag], flag, users, movies, ratings, weight_decay=0.3)
+        for flag in (True, False)
+    )
     assert sparse.keys() == dense.keys()
     for key in sparse:
         assert torch.allclose(sparse[key], dense[key], atol=1e-6), key
     tables = [m for m in models[False].modules() if isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag)]
     assert tables and not any(table.sparse for table in tables)
-    assert [type(o).__name__ for o in models[False].configure_optimizers()] == ["Adam"]
-    assert models[False].configure_optimizers()[0].defaults["fused"] is True
+    optimizers, _ = table_optimizers(models[False], 0.01, 0.3)
+    assert [type(o).__name__ for o in optimizers] == ["Adam"] and optimizers[0].defaults["fused"] is True
+    optimizers, _ = table_optimizers(models[True], 0.01, 0.3)
+    assert type(optimizers[0]).__name__ == "RowAdam"
 
 
 def test_training_on_the_dense_path_learns_and_its_checkpoint_loads(prepared, parts, tmp_path):
-    summary, checkpoint = fit(prepared, parts, tmp_path, sparse_tables=False, model="biased_mf", max_epochs=6)
-    model = load_model(checkpoint)
-    assert model.hparams.sparse_tables is False
+    summary, checkpoint = fit(prepared, parts, tmp_path, sparse_tables=False, max_epochs=6)
     actual = parts["val"]["rating"].to_numpy()
     model_mse = error_metrics(predicted(checkpoint, parts["val"]), actual)["mse"]
     mean_mse = error_metrics(np.full_like(actual, parts["train"]["rating"].mean()), actual)["mse"]

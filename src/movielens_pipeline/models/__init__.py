@@ -1,0 +1,85 @@
+"""Rating models: every family registers its models here by being imported, once.
+
+`REGISTRY` maps each `train.model` name to its class; each class carries its settings
+(`Settings`, the schema of `params.yaml`'s `train.<name>`). `TrainParams` is the train
+section with every model's settings typed; `build_model` and `load_model` make a model from
+params or from a checkpoint. Adding a model: a class with `@register` in a family module
+(a new module is imported below), and its section in `params.yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+
+from ..data import DataShape, TrainingData
+from ..errors import PipelineError
+from ..params import PARAMS_FILE, SECTIONS, load_section, train_params_with
+from . import baselines, factorization, neural, ranking  # noqa: F401  (each registers its models)
+from .base import REGISTRY, GradientModel, RatingModel
+
+# The train section as the train stage reads it: the shared keys and each model's typed settings.
+TrainParams = train_params_with({name: model.Settings for name, model in REGISTRY.items()})
+
+
+def load_train_params(path=PARAMS_FILE) -> TrainParams:
+    """params.yaml's train section, every model's sub-section validated (the other sections too)."""
+    return load_section("train", path, schemas={**SECTIONS, "train": TrainParams})
+
+
+def build_model(name: str, settings, data: TrainingData, shape: DataShape) -> RatingModel:
+    """The model `name` with its (resolved) `settings`, sized by `shape`, having seen the training `data`."""
+    model = REGISTRY[name](shape, settings)
+    model.remember(data)
+    return model
+
+
+class CheckpointError(PipelineError):
+    """A checkpoint that cannot be read, or that names no model this code knows."""
+
+
+def load_model(checkpoint_path, source: str | None = None) -> RatingModel:
+    """Rebuild a trained model from its checkpoint without unpickling arbitrary objects, in eval mode.
+
+    `source` names the checkpoint in messages (when `checkpoint_path` is a buffer)."""
+    source = source or str(checkpoint_path)
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        name, hyper_parameters = checkpoint["model_name"], checkpoint["hyper_parameters"]
+        state = checkpoint["state_dict"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{source}: not found; the train stage writes it (dvc repro train)") from None
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{source}: not a checkpoint the train stage wrote: {error}") from None
+    if name not in REGISTRY:
+        raise CheckpointError(f"{source}: model {name!r} is unknown; known models: {', '.join(REGISTRY)}")
+    cls = REGISTRY[name]
+    shape, settings = _shape_and_settings(cls, hyper_parameters)
+    model = cls(shape, settings)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _shape_and_settings(cls: type[RatingModel], hyper_parameters: dict) -> tuple[DataShape, object]:
+    """The DataShape and settings a checkpoint's hyper-parameters hold; checkpoints written before models had
+    settings of their own (one flat list) hold both in one mapping, with settings the model did not use."""
+    if "shape" in hyper_parameters:
+        return DataShape(**hyper_parameters["shape"]), cls.Settings.model_validate(hyper_parameters["settings"])
+    shape = DataShape(**{key: hyper_parameters[key] for key in DataShape.__dataclass_fields__})
+    fields = {key: hyper_parameters[key] for key in cls.Settings.model_fields if key in hyper_parameters}
+    # batch_size was never saved: it shapes no weight.
+    return shape, cls.Settings.model_construct(**fields)
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up notes (hardware found, product tips) out of `dvc repro` output.
+
+    They drown the per-epoch lines; warnings and errors still show.
+    """
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
+
+
+__all__ = ["REGISTRY", "DataShape", "GradientModel", "RatingModel", "TrainParams", "build_model", "load_model"]

@@ -1,0 +1,153 @@
+"""The contract every rating model shares, and the registry that names each model once.
+
+A model is a `RatingModel`: it registers its name and its settings (a section of
+`params.yaml`'s `train`) with `@register`, creates its parameters, and returns from `score`
+a bias and an interaction per rating, which its output form (`output`) turns into a rating:
+a sigmoid over the sum, scaled to the rating scale (the seed's form), or the sum clipped to
+it. What is common lives here: cold starts (a user or movie training never saw gets the
+bias alone), the validation loss, predictions, the checkpoint's contents. How a model is
+fitted is its family's: `GradientModel` (minibatch gradient steps) below, or a model of its
+own that fits by closed-form sweeps, one per epoch, under manual optimisation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any, ClassVar, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import DataShape, TrainingData
+from ..optim import table_optimizers
+from ..params import ModelSettings
+from ..schema import RATING_MAX, RATING_MIN
+
+REGISTRY: dict[str, type[RatingModel]] = {}
+
+
+def register(model: type[RatingModel]) -> type[RatingModel]:
+    """Class decorator: make `model` trainable as `train.model: <model.name>`, with `train.<name>` its settings."""
+    if model.name in REGISTRY:
+        raise ValueError(f"two models are named {model.name!r}")
+    REGISTRY[model.name] = model
+    return model
+
+
+class RatingModel(pl.LightningModule):
+    """Shared contract; a model sets `name`, `Settings`, creates parameters and defines `score`."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[ModelSettings]]
+    # The training batches the model wants from the data module: any ratings, or ratings grouped by movie.
+    batches: ClassVar[Literal["ratings", "movies"]] = "ratings"
+    # How bias + interaction becomes a rating: the rating-scale sigmoid, or the sum clipped to the scale.
+    output: ClassVar[Literal["sigmoid", "linear"]] = "sigmoid"
+
+    def __init__(self, shape: DataShape, settings: ModelSettings):
+        super().__init__()
+        self.shape, self.settings = shape, settings
+        # Plain types only: the checkpoint is read back with torch.load(weights_only=True).
+        self.save_hyperparameters({"shape": asdict(shape), "settings": settings.model_dump()})
+        # Users and movies with training ratings: the others get the bias-only prediction.
+        self.register_buffer("user_seen", torch.zeros(shape.n_users, dtype=torch.bool))
+        self.register_buffer("movie_seen", torch.zeros(shape.n_movies, dtype=torch.bool))
+
+    def remember(self, data: TrainingData) -> None:
+        """Record, before training, what the model needs from the training data (in buffers)."""
+        self.user_seen[data.users] = True
+        self.movie_seen[data.movies] = True
+
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per rating: the bias and the interaction, before the output form."""
+        raise NotImplementedError
+
+    def ranking_score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> Tensor:
+        """Per rating, bias + interaction, the interaction only where training saw both the user and the movie.
+        It orders movies as the predictions do."""
+        bias, interaction = self.score(users, movies, days)
+        known = self.user_seen[users] & self.movie_seen[movies]
+        return bias + torch.where(known, interaction, torch.zeros_like(interaction))
+
+    def forward(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> Tensor:
+        score = self.ranking_score(users, movies, days)
+        if self.output == "linear":
+            return score.clamp(RATING_MIN, RATING_MAX)
+        return rating_of_logit(score)
+
+    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
+        """What training minimises and validation reports: the squared error of the predicted ratings."""
+        return F.mse_loss(self(users, movies, days), ratings)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        users, movies, ratings, days = batch
+        # Under DDP each process validates its shard; the mean over processes decides early stopping.
+        loss = self.loss(users, movies, ratings, days)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        users, movies, _, days = batch
+        return self(users, movies, days)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a trained model's checkpoint holds: the name, what rebuilds it, and the weights (plain types)."""
+        return {"model_name": self.name, "hyper_parameters": dict(self.hparams), "state_dict": self.state_dict()}
+
+
+class GradientModel(RatingModel):
+    """A model fitted by minibatch gradient steps on its loss, with Adam and the L2 penalty on the rows each
+    step looks up. Whether the per-user and per-movie tables get sparse or dense gradients is training's
+    choice (`optim.use_sparse_tables`); the model only creates them with `table`."""
+
+    def __init__(self, shape: DataShape, settings: ModelSettings):
+        super().__init__(shape, settings)
+        # Sparse tables have their own optimiser beside Adam for the rest: Lightning steps two
+        # optimisers only under manual optimisation.
+        self.automatic_optimization = False
+        self.row_penalty = None  # set with the optimisers: the dense tables' L2 as a loss term
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        users, movies, ratings, days = batch
+        loss = self.loss(users, movies, ratings, days)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(loss + self.row_penalty())
+        for optimizer in optimizers:
+            optimizer.step()
+        # Logged as a tensor, summed on the device: no host sync per step.
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
+        return loss
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        # global_mean has no tables, and no weight_decay to set.
+        weight_decay = getattr(self.settings, "weight_decay", 0.0)
+        optimizers, self.row_penalty = table_optimizers(self, self.settings.learning_rate, weight_decay)
+        return optimizers
+
+
+def table(rows: int, columns: int, std: float = 0.0, bag: bool = False) -> nn.Embedding | nn.EmbeddingBag:
+    """Per-user or per-movie parameters (a bag sums rows), N(0, std) at start, 0 if std is 0."""
+    created = nn.EmbeddingBag(rows, columns, mode="sum") if bag else nn.Embedding(rows, columns)
+    nn.init.normal_(created.weight, std=std) if std > 0 else nn.init.zeros_(created.weight)
+    return created
+
+
+def factor_std(dim: int) -> float:
+    """Starting spread of each factor: every embedding starts with a norm near 0.1, whatever its dimension."""
+    return 0.1 / math.sqrt(dim)
+
+
+def rating_of_logit(logit: Tensor) -> Tensor:
+    """The rating-scale sigmoid: a logit to a rating between RATING_MIN and RATING_MAX (the seed's parametrisation)."""
+    return RATING_MIN + (RATING_MAX - RATING_MIN) * torch.sigmoid(logit)
+
+
+def logit_of_rating(rating: float) -> float:
+    """The logit whose rating-scale sigmoid is `rating`: where a model's bias starts."""
+    share = (rating - RATING_MIN) / (RATING_MAX - RATING_MIN)
+    return math.log(share / (1 - share))
