@@ -3,6 +3,7 @@
     dvc exp show --json | .venv/bin/python bench/experiment_table.py                 # print the tables
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record       # keep the runs, update the docs
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record-sweep # the same for a sweep
+    dvc exp show --json | .venv/bin/python bench/experiment_table.py --add          # add runs to the kept ones
     .venv/bin/python bench/experiment_table.py --update                             # update the docs from the kept runs
 
 Runs are grouped by (data set, split fractions, model, refit); each cell is the mean over the
@@ -210,13 +211,21 @@ def main() -> None:
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--record", action="store_true", help=f"keep stdin's runs in {RUNS_FILE.name}, update docs")
     action.add_argument("--record-sweep", action="store_true", help=f"keep stdin's runs in {SWEEP_FILE.name}, too")
+    action.add_argument(
+        "--add", action="store_true", help=f"add stdin's runs to {RUNS_FILE.name} (a name kept replaces its run)"
+    )
     action.add_argument("--update", action="store_true", help="update the docs from the kept runs")
     args = parser.parse_args()
     if not args.update:
         read = runs(json.load(sys.stdin), baselines=not args.record_sweep)  # a sweep is its experiments
-        if not (args.record or args.record_sweep):
+        if not (args.record or args.record_sweep or args.add):
             print(tables(read))
             return
+        if args.add:
+            names = {run["name"] for run in read}
+            read = sorted(
+                [run for run in read_json(RUNS_FILE) if run["name"] not in names] + read, key=lambda run: run["name"]
+            )
         write_json(SWEEP_FILE if args.record_sweep else RUNS_FILE, read)
     update_docs()
 

@@ -3,13 +3,16 @@
     .venv/bin/python bench/scale.py                        # 25 M synthetic ratings in ML-25M's shape
     .venv/bin/python bench/scale.py --source archive       # the same ratings as a generated ml-25m.zip (data.url)
     .venv/bin/python bench/scale.py --ratings 2000000      # smaller, for a quick look
+    .venv/bin/python bench/scale.py --models als bayes_mf --set train.bayes_mf.sweeps=32 train.bayes_mf.burn_in=8
 
 Copies the project (its git-tracked files) into a scratch folder, makes it a git repository,
 changes only `data.*` in params.yaml, and runs `dvc repro -s <stage>` for each stage in turn,
 each a child process whose peak RSS (DVC's and the stage's, the larger) comes from wait4.
 `--source archive` writes the generated ratings in ml-25m's exact layout (ratings.csv and
 movies.csv, zipped under ml-25m/), so the download's checks and extraction and the CSV
-parsing are timed too. Prints a markdown table and the run's metrics.
+parsing are timed too. Prints a markdown table and the run's metrics. With several `--models`,
+the data stages run once and train and evaluate once per model (`--set` changes params.yaml's
+keys first, as `dvc exp run -S` would).
 """
 
 from __future__ import annotations
@@ -95,6 +98,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=ML_25M_USERS)
     parser.add_argument("--movies", type=int, default=ML_25M_MOVIES)
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--models", nargs="+", help="train.model values, each trained and evaluated in turn")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="params, e.g. train.als.embedding_dim=32"
+    )
     args = parser.parse_args()
     synthetic = {"synthetic_ratings": args.ratings, "synthetic_users": args.users, "synthetic_movies": args.movies}
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as scratch:
@@ -111,25 +118,51 @@ def main() -> None:
             )
             data_params = {"dataset": "ml-25m", "url": str(archive), "md5": md5}
         repo = copy_project(root / "project", data_params)
-        timings = {stage: run_stage(repo, stage) for stage in STAGES}
-        metrics = json.loads((repo / "eval" / "metrics.json").read_text())
-        training = json.loads((repo / "dvclive" / "train" / "metrics.json").read_text())
-        logged = yaml.safe_load((repo / "dvclive" / "train" / "params.yaml").read_text())
-        used = logged[logged["model"]]  # the model's settings, `auto` resolved
-    print(f"\n{args.source}, {args.ratings:,} ratings, {os.cpu_count()} CPUs\n")
+        set_params(repo, args.set)
+        data_timings = {stage: run_stage(repo, stage) for stage in STAGES[:4]}
+        for model in args.models or [None]:
+            if model is not None:
+                set_params(repo, [f"train.model={model}"])
+            timings = data_timings | {stage: run_stage(repo, stage) for stage in STAGES[4:]}
+            report(repo, timings, args)
+
+
+def set_params(repo: Path, assignments: list[str]) -> None:
+    """Set `section.key[.key]=value` in the copy's params.yaml (values as YAML)."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for assignment in assignments:
+        path, value = assignment.split("=", 1)
+        *parents, key = path.split(".")
+        owner = params
+        for parent in parents:
+            owner = owner[parent]
+        owner[key] = yaml.safe_load(value)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def report(repo: Path, timings: dict[str, tuple[float, float]], args: argparse.Namespace) -> None:
+    """The markdown table of the stages and the model's training and test figures."""
+    metrics = json.loads((repo / "eval" / "metrics.json").read_text())
+    training = json.loads((repo / "dvclive" / "train" / "metrics.json").read_text())
+    logged = yaml.safe_load((repo / "dvclive" / "train" / "params.yaml").read_text())
+    used = logged[logged["model"]]  # the model's settings, `auto` resolved
+    print(f"\n`{logged['model']}`, {args.source}, {args.ratings:,} ratings, {os.cpu_count()} CPUs\n")
     print("| stage | wall time | peak RSS |\n|---|---|---|")
     for stage, (seconds, gib) in timings.items():
         print(f"| {stage} | {seconds:.0f} s | {gib:.2f} GiB |")
     print(f"| all | {sum(seconds for seconds, _ in timings.values()) / 60:.1f} min | |")
     floor = metrics.get("noise_floor", {}).get("rmse")
+    settings = ", ".join(f"{key} {value}" for key, value in used.items())
     print(
-        f"\ntraining: {training['epochs']} epochs (best {training['best_epoch']}), batch {used['batch_size']}, "
-        f"learning rate {used['learning_rate']:.4g}, {training['ratings_per_second'] / 1e6:.2f} M ratings/s, "
-        f"{training['train_seconds']:.0f} s in all, {training['seconds_to_1pct_of_best_val_rmse']:.0f} s "
-        "to within 1 % of the best val RMSE"
+        f"\ntraining ({settings}): {training['epochs']} epochs (best {training['best_epoch']}), "
+        f"{training['ratings_per_second'] / 1e6:.2f} M ratings/s, {training['train_seconds']:.0f} s in all, "
+        f"{training['seconds_to_1pct_of_best_val_rmse']:.0f} s to within 1 % of the best val RMSE"
     )
     ratio = f" ({metrics['test']['rmse'] / floor:.3f}x the noise floor {floor:.4f})" if floor else ""
-    print(f"test RMSE {metrics['test']['rmse']:.4f}{ratio}, training-mean baseline {metrics['baseline']['rmse']:.4f}")
+    print(
+        f"test RMSE {metrics['test']['rmse']:.4f}{ratio}, training-mean baseline {metrics['baseline']['rmse']:.4f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

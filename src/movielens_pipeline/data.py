@@ -50,7 +50,7 @@ class DataShape:
 
 
 Part = tuple[Tensor, Tensor, Tensor, Tensor]  # user index, movie index, rating, day: one row per rating
-Batches = Literal["ratings", "movies"]
+Batches = Literal["ratings", "movies", "whole"]
 SECONDS_PER_DAY = 86_400
 
 
@@ -266,6 +266,8 @@ class RatingsDataModule(lightning.LightningDataModule):
     def train_dataloader(self) -> RatingBatches:
         # One generator for the whole fit: each epoch draws the next permutation from it (the same on every process).
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        if self.batches == "whole":  # one batch of every rating, in row order
+            generator = None
         group_by_movie = self.batches == "movies"
         return RatingBatches(self.tensors["train"], self.batch_size, generator, *self._shard(), group_by_movie)
 

@@ -28,7 +28,7 @@ from .atomic import atomic_dir, atomic_path, writing
 from .data import RatingsDataModule
 from .models import REGISTRY, RatingModel, TrainParams, build_model, quiet_lightning
 from .optim import use_sparse_tables
-from .params import GradientSettings
+from .params import GradientSettings, ParamsError
 
 TIME_TO_ACCURACY_TOLERANCE = 0.01
 
@@ -119,6 +119,11 @@ def train(
     """
     quiet_lightning()
     model_class = REGISTRY[params.model]
+    if model_class.batches == "whole" and params.world_size > 1:
+        raise ParamsError(
+            f"train.devices x num_nodes: got {params.world_size} processes; `{params.model}` is fitted by "
+            "closed-form sweeps on one process: set both to 1"
+        )
     settings = params.settings
     if isinstance(settings, GradientSettings):
         settings = settings.resolved(train.height)  # `auto` batch size and learning rate, once
@@ -136,7 +141,7 @@ def train(
         seed=params.seed,
     )
     best, epoch_log = BestEpoch(params.patience, params.min_improvement), EpochLog()
-    trainer = new_trainer(params, callbacks=[best, epoch_log])
+    trainer = new_trainer(params, callbacks=[best, epoch_log], epochs=model_class.fixed_epochs(settings))
     # Under DDP every process runs this function; only the first writes the outputs, each atomically.
     with contextlib.ExitStack() as outputs:
         checkpoint_staging = checkpoint_path
@@ -154,7 +159,7 @@ def train(
             model = fit(trainer, params, settings, data, sparse_tables)
             state = best.state
             if params.refit:
-                refit_trainer = new_trainer(params, epochs=best.epoch + 1)
+                refit_trainer = new_trainer(params, epochs=best.epoch + 1, validate=False)
                 model = fit(refit_trainer, params, settings, data.with_val_in_training(), sparse_tables)
                 state = model.state_dict()
         train_seconds = time.perf_counter() - started
@@ -191,13 +196,15 @@ def fit(
 
 
 def new_trainer(
-    params: TrainParams, callbacks: Sequence[Callback] = (), epochs: int | None = None
+    params: TrainParams, callbacks: Sequence[Callback] = (), epochs: int | None = None, validate: bool = True
 ) -> lightning.Trainer:
     """A Trainer that fits until the callbacks stop it (within the params' epoch bounds), or, given `epochs`,
-    for exactly that many epochs without validation (refit)."""
+    for exactly that many epochs (a sampler's count, or refit's, which does not validate)."""
     bounds = {"max_epochs": params.max_epochs, "min_epochs": params.min_epochs}
     if epochs is not None:
-        bounds = {"max_epochs": epochs, "min_epochs": epochs, "limit_val_batches": 0}
+        bounds = {"max_epochs": epochs, "min_epochs": epochs}
+    if not validate:
+        bounds["limit_val_batches"] = 0
     return lightning.Trainer(callbacks=list(callbacks), **bounds, **trainer_options(params))
 
 

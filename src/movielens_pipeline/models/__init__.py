@@ -17,7 +17,7 @@ import torch
 from ..data import DataShape, TrainingData
 from ..errors import PipelineError
 from ..params import PARAMS_FILE, SECTIONS, load_section, train_params_with
-from . import baselines, factorization, neural, ranking  # noqa: F401  (each registers its models)
+from . import baselines, closed_form, factorization, neural, ranking  # noqa: F401  (each registers its models)
 from .base import REGISTRY, GradientModel, RatingModel
 
 # The train section as the train stage reads it: the shared keys and each model's typed settings.
@@ -80,6 +80,8 @@ def quiet_lightning() -> None:
     """
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
+    # A model fitted by closed-form sweeps has no optimiser, by design.
+    warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
 
 
 __all__ = ["REGISTRY", "DataShape", "GradientModel", "RatingModel", "TrainParams", "build_model", "load_model"]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import DataShape, TrainingData
+from ..data import DataShape, TrainingData, csr_index
 from ..optim import table_optimizers
 from ..params import ModelSettings
 from ..schema import RATING_MAX, RATING_MIN
@@ -42,8 +42,9 @@ class RatingModel(pl.LightningModule):
 
     name: ClassVar[str]
     Settings: ClassVar[type[ModelSettings]]
-    # The training batches the model wants from the data module: any ratings, or ratings grouped by movie.
-    batches: ClassVar[Literal["ratings", "movies"]] = "ratings"
+    # The training batches the model wants from the data module: any ratings, ratings grouped by movie, or
+    # all of them in one batch, in row order (a model that sweeps over its own copy of the ratings).
+    batches: ClassVar[Literal["ratings", "movies", "whole"]] = "ratings"
     # How bias + interaction becomes a rating: the rating-scale sigmoid, or the sum clipped to the scale.
     output: ClassVar[Literal["sigmoid", "linear"]] = "sigmoid"
 
@@ -92,6 +93,11 @@ class RatingModel(pl.LightningModule):
         users, movies, _, days = batch
         return self(users, movies, days)
 
+    @classmethod
+    def fixed_epochs(cls, settings: ModelSettings) -> int | None:
+        """How many epochs the model trains, if it decides that itself (a sampler); None: early stopping decides."""
+        return None
+
     def checkpoint(self) -> dict[str, Any]:
         """What a trained model's checkpoint holds: the name, what rebuilds it, and the weights (plain types)."""
         return {"model_name": self.name, "hyper_parameters": dict(self.hparams), "state_dict": self.state_dict()}
@@ -128,6 +134,56 @@ class GradientModel(RatingModel):
         weight_decay = getattr(self.settings, "weight_decay", 0.0)
         optimizers, self.row_penalty = table_optimizers(self, self.settings.learning_rate, weight_decay)
         return optimizers
+
+
+class SweepModel(RatingModel):
+    """A model fitted by closed-form sweeps over users and movies, one per epoch, under manual optimisation
+    (no optimiser): `sweep` updates every parameter from the training ratings, which the model keeps
+    beside it (not in its checkpoint), and returns the training MSE. Its output is linear."""
+
+    batches = "whole"
+    output = "linear"
+
+    def __init__(self, shape: DataShape, settings: ModelSettings):
+        super().__init__(shape, settings)
+        self.automatic_optimization = False
+        for name in ("train_users", "train_movies", "train_ratings", "user_starts", "user_order"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
+        for name in ("movie_starts", "movie_order"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
+
+    def remember(self, data: TrainingData) -> None:
+        super().remember(data)
+        self.train_users, self.train_movies, self.train_ratings = data.users, data.movies, data.ratings
+        # CSR indexes of the training ratings by user and by movie (starts, order), moved with the model.
+        self.user_starts, self.user_order = csr_index(data.users, self.shape.n_users)
+        self.movie_starts, self.movie_order = csr_index(data.movies, self.shape.n_movies)
+
+    @property
+    def by_user(self) -> tuple[Tensor, Tensor]:
+        return self.user_starts, self.user_order
+
+    @property
+    def by_movie(self) -> tuple[Tensor, Tensor]:
+        return self.movie_starts, self.movie_order
+
+    def sweep(self) -> Tensor:
+        """One pass over users, then movies; returns the training MSE."""
+        raise NotImplementedError
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        # The batch is every training rating, which the model already keeps: one sweep per epoch.
+        with torch.no_grad():
+            mse = self.sweep()
+        self.log("train_loss", mse, on_step=False, on_epoch=True, batch_size=len(self.train_ratings))
+
+    def configure_optimizers(self) -> None:
+        return None
+
+    def training_mse(self) -> Tensor:
+        """The mean squared error of the (unclipped) predictions of the training ratings."""
+        bias, interaction = self.score(self.train_users, self.train_movies)
+        return (self.train_ratings - bias - interaction).square().mean()
 
 
 def table(rows: int, columns: int, std: float = 0.0, bag: bool = False) -> nn.Embedding | nn.EmbeddingBag:
