@@ -1,7 +1,6 @@
 """Evaluate stage: the checkpoint on the test ratings -> metrics and plot data against the training-mean baseline."""
 
 import argparse
-import json
 from pathlib import Path
 
 import _checkout  # noqa: F401  (first: the library from this checkout)
@@ -10,7 +9,8 @@ from movielens_pipeline.atomic import atomic_dir
 from movielens_pipeline.data import RatingsDataModule
 from movielens_pipeline.errors import run_stage
 from movielens_pipeline.evaluate import evaluate
-from movielens_pipeline.params import load_section
+from movielens_pipeline.inputs import read_index, read_manifest, read_ratings
+from movielens_pipeline.params import load_section, unchanged_params
 
 
 def main() -> None:
@@ -24,12 +24,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="metrics.json and plots/ go here")
     args = parser.parse_args()
     params = load_section("evaluate")
-    dataset = json.loads(args.dataset.read_text(encoding="utf-8"))
-    data = RatingsDataModule.from_parquet(
-        params.batch_size, train=args.train, predict=args.test, users=args.users, movies=args.movies
+    params_unchanged = unchanged_params()  # checked again before the outputs are written
+    dataset = read_manifest(args.dataset, str(args.dataset), ("noise_floor_rmse",))
+    users, movies = read_index(args.users, str(args.users), "user"), read_index(args.movies, str(args.movies), "movie")
+    train, test = (
+        read_ratings(path, str(path), users.height, movies.height, allow_empty=False)
+        for path in (args.train, args.test)
     )
+    data = RatingsDataModule(params.batch_size, train=train, predict=test, users=users, movies=movies)
     with atomic_dir(args.out) as staging:
         metrics = evaluate(args.checkpoint, data, params, staging, noise_floor_rmse=dataset["noise_floor_rmse"])
+        params_unchanged()
     floor = f", noise floor {metrics['noise_floor/rmse']:.4f}" if "noise_floor/rmse" in metrics else ""
     print(f"test rmse {metrics['test/rmse']:.4f} (training-mean baseline {metrics['baseline/rmse']:.4f}{floor})")
     k = params.ranking_k

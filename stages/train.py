@@ -4,10 +4,11 @@ import argparse
 from pathlib import Path
 
 import _checkout  # noqa: F401  (first: the library from this checkout)
-import polars as pl
 
 from movielens_pipeline.errors import run_stage
+from movielens_pipeline.inputs import read_index, read_ratings
 from movielens_pipeline.models import load_train_params
+from movielens_pipeline.params import unchanged_params
 from movielens_pipeline.training import train
 
 
@@ -21,8 +22,21 @@ def main() -> None:
     parser.add_argument("--live", type=Path, required=True, help="dvclive's folder: curves and summary")
     args = parser.parse_args()
     params = load_train_params()
-    tables = {name: pl.read_parquet(getattr(args, name)) for name in ("train", "val", "users", "movies")}
-    summary = train(params, **tables, checkpoint_path=args.checkpoint, live_dir=args.live)  # writes both atomically
+    params_unchanged = unchanged_params()  # checked again before the outputs are written
+    users, movies = read_index(args.users, str(args.users), "user"), read_index(args.movies, str(args.movies), "movie")
+    train_ratings, val_ratings = (
+        read_ratings(path, str(path), users.height, movies.height, allow_empty=False) for path in (args.train, args.val)
+    )
+    summary = train(  # writes both outputs atomically
+        params,
+        train_ratings,
+        val_ratings,
+        users,
+        movies,
+        checkpoint_path=args.checkpoint,
+        live_dir=args.live,
+        before_writing=params_unchanged,
+    )
     if summary:  # under DDP, the first process's
         print(
             f"best epoch {summary['best_epoch']}: val mse {summary['best_val_mse']:.4f}, {summary['train_seconds']} s"

@@ -12,6 +12,7 @@ stdout, or the file `--out` names, CSV or Parquet by its suffix).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -104,16 +105,39 @@ def read_table(path: Path | None, columns: tuple[str, ...]) -> list[pl.DataFrame
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise PipelineError(f"{path}: expected columns {', '.join(columns)}; missing {', '.join(missing)}")
+    for column in columns:
+        values = table[column]
+        if values.null_count():
+            row = int(values.is_null().arg_max()) + 1
+            raise PipelineError(f"{path}: row {row}: {column} is empty; expected a whole-number id")
     try:
-        return [table.select(pl.col(column).cast(pl.Int64) for column in columns)]
+        ids = table.select(pl.col(column).cast(pl.Int64) for column in columns)
     except pl.exceptions.InvalidOperationError:
         raise PipelineError(f"{path}: the columns {', '.join(columns)} must hold whole-number ids") from None
+    for column in columns:
+        # A cast truncates 1.9 to 1: refuse ids that are not whole (Parquet floats; CSV text fails the cast).
+        changed = table[column].cast(pl.Float64, strict=False) != ids[column].cast(pl.Float64)
+        if changed.any():
+            row = int(changed.arg_max()) + 1
+            raise PipelineError(
+                f"{path}: row {row}: {column} is {table[column][row - 1]!r}; expected a whole-number id"
+            )
+    return [ids]
 
 
 def check_output(out: Path | None) -> None:
-    """Refuse an `--out` of another kind before any work."""
-    if out is not None and out.suffix not in TABLE_SUFFIXES:
+    """Refuse, before any work, an `--out` of another kind, or one that cannot be written: a folder, a path
+    under a file or a missing folder, a folder this user may not write."""
+    if out is None:
+        return
+    if out.suffix not in TABLE_SUFFIXES:
         raise PipelineError(f"{out}: expected a .csv or .parquet file to write")
+    if out.is_dir():
+        raise PipelineError(f"{out}: is a folder; expected the path of a file to write")
+    if not out.parent.is_dir():
+        raise PipelineError(f"{out}: {out.parent} is not an existing folder")
+    if not os.access(out.parent, os.W_OK):
+        raise PipelineError(f"{out}: the folder {out.parent} is not writable")
 
 
 def write_table(table: pl.DataFrame, out: Path | None) -> None:
@@ -123,8 +147,11 @@ def write_table(table: pl.DataFrame, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(table.write_csv())
         return
-    with atomic_path(out) as staging, writing(out, "the table"):
-        table.write_parquet(staging) if out.suffix == ".parquet" else table.write_csv(staging)
+    try:
+        with atomic_path(out) as staging, writing(out, "the table"):
+            table.write_parquet(staging) if out.suffix == ".parquet" else table.write_csv(staging)
+    except OSError as error:  # a read-only file system, say: what check_output cannot see
+        raise PipelineError(f"{out}: cannot be written: {error.strerror or error}") from None
 
 
 if __name__ == "__main__":

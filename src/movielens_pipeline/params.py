@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -335,6 +335,24 @@ class EvaluateParams(Section):
 SECTIONS: dict[str, type[Section]] = {
     section.name: section for section in (DataParams, PreprocessParams, SplitParams, TrainParams, EvaluateParams)
 }
+
+
+def unchanged_params(path: Path = PARAMS_FILE) -> Callable[[], None]:
+    """A check that `path` still holds what it holds now: a stage calls it before writing its outputs.
+
+    Two `dvc exp run` in one workspace rewrite the same params.yaml: the first run's stages would
+    then write outputs made with params the second set. Run experiments side by side with
+    `dvc exp run --queue` (each in its own copy of the workspace)."""
+    before = Path(path).read_bytes()
+
+    def check() -> None:
+        if Path(path).read_bytes() != before:
+            raise ParamsError(
+                f"{path} changed while the stage ran (another `dvc exp run` in this workspace?); nothing was "
+                "written. Run experiments side by side with `dvc exp run --queue`, then `dvc queue start`"
+            )
+
+    return check
 
 
 def read_params_file(path: Path = PARAMS_FILE) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import polars as pl
 
 from .atomic import write_json, write_parquet
 from .errors import PipelineError
+from .inputs import read_ratings
 from .params import SplitParams
 from .schema import USER_INDEX
 
@@ -91,7 +92,7 @@ def _count_unseen(indices: pl.Series, seen: pl.Series) -> int:
 
 def split(prepared_ratings: Path, params: SplitParams, out_dir: Path) -> dict:
     """Split the prepared ratings and write train/val/test Parquet files and stats.json into `out_dir`."""
-    parts = split_ratings(pl.read_parquet(prepared_ratings), params)
+    parts = split_ratings(read_ratings(prepared_ratings, str(prepared_ratings), allow_empty=False), params)
     for name, part in parts.items():
         write_parquet(part, out_dir / f"{name}.parquet", f"the {name} ratings")
     stats = split_stats(parts)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .data import csr_index, csr_rows
 from .errors import PipelineError
+from .inputs import read_index, read_ratings
 from .models import RatingModel, load_model
 from .schema import MOVIE_INDEX, MOVIES_SCHEMA, USER_INDEX
 
@@ -196,12 +197,12 @@ def load_trained(repo: str | Path = ".", rev: str | None = None) -> TrainedModel
     At a revision the files come through `dvc.api` (the DVC cache, else the remote): nothing is checked out.
     """
     read = _reader(Path(repo), rev)
-    return trained_model(
-        load_model(io.BytesIO(read(CHECKPOINT))),
-        users=pl.read_parquet(io.BytesIO(read(USERS))),
-        movies=pl.read_parquet(io.BytesIO(read(MOVIES))),
-        train=pl.read_parquet(io.BytesIO(read(TRAIN)), columns=[USER_INDEX, MOVIE_INDEX, "rating"]),
-    )
+    at = "" if rev is None else f" at {rev}"
+    model = load_model(io.BytesIO(read(CHECKPOINT)), f"{CHECKPOINT}{at}")
+    users = read_index(read(USERS), f"{USERS}{at}", "user")
+    movies = read_index(read(MOVIES), f"{MOVIES}{at}", "movie")
+    train = read_ratings(read(TRAIN), f"{TRAIN}{at}", users.height, movies.height)
+    return trained_model(model, users=users, movies=movies, train=train)
 
 
 def trained_model(model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame, train: pl.DataFrame) -> TrainedModel:

@@ -14,7 +14,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -107,6 +107,7 @@ def train(
     checkpoint_path: Path,
     live_dir: Path,
     sparse_tables: bool | None = None,
+    before_writing: Callable[[], None] = lambda: None,
 ) -> dict:
     """Fit `params.model` on the `train` ratings (early stopping on `val`), keep the best val epoch's model at
     `checkpoint_path`, log to `live_dir`. With `params.refit`, the checkpoint is instead a new model trained on
@@ -114,8 +115,10 @@ def train(
 
     Both outputs are written atomically. Under DDP (`train.strategy`) every process calls this;
     the first writes the outputs and returns the summary, the others write nothing and return {}.
-    `sparse_tables` None: sparse rows and RowAdam on one CPU process, dense tables and fused Adam on
-    an accelerator or under DDP; True or False forces one (the tests run the dense path on the CPU).
+    `before_writing` may refuse to write the outputs (it raises): the train stage checks that params.yaml
+    did not change under it. `sparse_tables` None: sparse rows and RowAdam on one CPU process, dense tables
+    and fused Adam on an accelerator or under DDP; True or False forces one (the tests run the dense path
+    on the CPU).
     """
     quiet_lightning()
     model_class = REGISTRY[params.model]
@@ -177,6 +180,7 @@ def train(
         }
         if params.refit:
             summary["refit_epochs"] = best.epoch + 1
+        before_writing()
         with writing(checkpoint_staging, "the best checkpoint"):
             checkpoint_staging.write_bytes(checkpoint_bytes(model, state, best.epoch + 1))
         for name, value in summary.items():

@@ -68,12 +68,23 @@ def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
     assert git(repo, "status", "--porcelain") == ""
 
     # Forced in with `+` (as DVC's message suggests), the first stage to run stops before any work.
-    forced = dvc(repo, "exp", "run", "-S", "+train.biased_mf.embeding_dim=8", check=False)
+    forced = dvc(repo, "exp", "run", "-S", "+train.patiense=3", check=False)
     output = forced.stdout + forced.stderr
     assert forced.returncode != 0
-    assert "train.biased_mf.embeding_dim: unknown key; valid keys are:" in output and "embedding_dim," in output
+    assert "train.patiense: unknown key; valid keys are:" in output and "patience," in output
     assert (repo / "dvclive/train/metrics.json").read_text() == before  # no training happened
     git(repo, "checkout", "--", "params.yaml")
+
+    # A model's own setting is typed by the train stage, which refuses it before it reads anything (DVC has
+    # removed the stage's outputs by then, as before any run of a stage: no new training replaced them).
+    forced = dvc(repo, "exp", "run", "-S", "+train.biased_mf.embeding_dim=8", check=False)
+    output = forced.stdout + forced.stderr
+    assert forced.returncode != 0 and "Running stage 'train'" in output and "epoch" not in output
+    assert "train.biased_mf.embeding_dim: unknown key; valid keys are:" in output and "embedding_dim," in output
+    git(repo, "checkout", "--", "params.yaml")
+    dvc(repo, "repro")  # the baseline's outputs back
+    assert (repo / "dvclive/train/metrics.json").exists()
+    before = (repo / "dvclive/train/metrics.json").read_text()
 
     # A misspelled section touches no stage's params; the check_params stage catches it.
     section = dvc(repo, "exp", "run", "-S", "+trian.embedding_dim=8", check=False)
@@ -82,18 +93,30 @@ def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
     assert (repo / "dvclive/train/metrics.json").read_text() == before
 
 
+def wait_for_the_queue(repo) -> str:
+    """`dvc queue status` once none is Queued or Running. A status call can fail while a worker rewrites its
+    state file (DVC reads it half-written: "Expecting value"): that call is retried, until the deadline."""
+    deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
+    while True:
+        result = dvc(repo, "queue", "status", check=False)
+        status = result.stdout
+        if result.returncode == 0 and "Queued" not in status and "Running" not in status:
+            return status
+        assert time.monotonic() < deadline, (
+            f"queue still busy after {QUEUE_TIMEOUT_SECONDS} s:\n{status}{result.stderr}"
+        )
+        time.sleep(2)
+
+
 def test_queued_sweep_of_three_values_finishes(project_repo):
     repo = project_repo
     # Few epochs: this is about the queue, not the models.
     dvc(repo, "exp", "run", "--queue", "-S", "train.biased_mf.embedding_dim=4,8,16", "-S", "train.max_epochs=3")
     start_queue(repo, jobs=2)
-    deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
-    while True:
-        status = dvc(repo, "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        assert time.monotonic() < deadline, f"queue still busy after {QUEUE_TIMEOUT_SECONDS} s:\n{status}"
-        time.sleep(2)
+    try:
+        status = wait_for_the_queue(repo)
+    finally:
+        dvc(repo, "queue", "stop", check=False)
     assert status.count("Success") == 3, status
 
     finished = {
@@ -103,7 +126,6 @@ def test_queued_sweep_of_three_values_finishes(project_repo):
     for run in finished.values():
         assert metrics_of(run)["eval/metrics.json"]["test"]["rmse"] > 0
     assert json.loads((repo / "eval/metrics.json").read_text())  # the workspace keeps the baseline's outputs
-    dvc(repo, "queue", "stop")
 
     # Runs side by side shared nothing: the one with dimension 8, run again alone, scores the same.
     dvc(

@@ -385,7 +385,7 @@ def test_load_section_checks_every_other_section_too(tmp_path):
     path = write_params(tmp_path, with_changes(train={"patiense": 3}))
     with pytest.raises(ParamsError, match=r"train\.patiense: unknown key; valid keys are: .*patience"):
         load_section("split", path)
-    # A model's settings are checked by the stages that import the models: check_params and train.
+    # A model's settings are checked by the stage that imports the models, train, before any work.
     path = write_params(tmp_path, with_changes(train={"autorec": {**COMMITTED["train"]["autorec"], "dim": 8}}))
     assert load_section("split", path).seed == COMMITTED["split"]["seed"]
     with pytest.raises(ParamsError, match=r"^train\.autorec\.dim: unknown key; valid keys are: batch_size, hidden"):

@@ -16,7 +16,7 @@ from movielens_pipeline.evaluate import error_metrics, evaluate, ranking, rating
 from movielens_pipeline.models import REGISTRY, build_model, load_model
 from movielens_pipeline.models.base import rating_of_logit
 from movielens_pipeline.optim import table_optimizers, use_sparse_tables
-from movielens_pipeline.params import GradientSettings
+from movielens_pipeline.params import GradientSettings, ParamsError, unchanged_params
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
@@ -485,3 +485,34 @@ def test_training_on_the_dense_path_learns_and_its_checkpoint_loads(prepared, pa
     model_mse = error_metrics(predicted(checkpoint, parts["val"]), actual)["mse"]
     mean_mse = error_metrics(np.full_like(actual, parts["train"]["rating"].mean()), actual)["mse"]
     assert model_mse == pytest.approx(summary["best_val_mse"], rel=1e-5) and model_mse < 0.9 * mean_mse
+
+
+def test_train_writes_nothing_when_told_not_to_at_the_end(prepared, parts, tmp_path):
+    # The train stage's check that params.yaml did not change under it (another `dvc exp run`).
+    def refuse() -> None:
+        raise ParamsError("params.yaml changed while the stage ran")
+
+    params = project_params("train", max_epochs=1, biased_mf={"batch_size": 256, "learning_rate": 0.01})
+    _, users, movies = prepared
+    with pytest.raises(ParamsError, match="changed while the stage ran"):
+        train(
+            params,
+            parts["train"],
+            parts["val"],
+            users,
+            movies,
+            tmp_path / "m.ckpt",
+            tmp_path / "live",
+            before_writing=refuse,
+        )
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_unchanged_params_notices_a_rewrite(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: {}\n")
+    check = unchanged_params(path)
+    check()
+    path.write_text("train: {model: svdpp}\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml changed while the stage ran .* `dvc exp run --queue`"):
+        check()
