@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from harness import PROJECT
 
 from movielens_pipeline.params import SECTIONS
-from movielens_pipeline.params_reference import render
+from movielens_pipeline.params_reference import main, render
 
 
 def test_the_committed_reference_is_what_the_generator_writes():
@@ -25,12 +22,12 @@ def test_every_key_of_every_section_has_a_row_and_a_description():
             assert f"| `{key}` |" in text
 
 
-def test_check_mode_fails_on_a_stale_file(tmp_path):
+def test_check_mode_fails_on_a_stale_file(tmp_path, monkeypatch, capsys):
+    # In process: a subprocess would spend seconds importing torch (the models type their own settings).
     (tmp_path / "docs").mkdir()
     (tmp_path / "params.yaml").write_bytes((PROJECT / "params.yaml").read_bytes())
     (tmp_path / "docs" / "params.md").write_text("# out of date\n", encoding="utf-8")
-    command = [sys.executable, "-m", "movielens_pipeline.params_reference", "--check"]
-    stale = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
-    assert stale.returncode == 1 and "docs/params.md is stale" in stale.stderr
-    subprocess.run(command[:-1], cwd=tmp_path, check=True)
-    assert subprocess.run(command, cwd=tmp_path).returncode == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["--check"]) == 1 and "docs/params.md is stale" in capsys.readouterr().err
+    assert main([]) == 0
+    assert main(["--check"]) == 0
