@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import DataShape, TrainingData, csr_index
+from ..data import DataShape, TrainingData
 from ..optim import table_optimizers
 from ..params import ModelSettings
 from ..schema import RATING_MAX, RATING_MIN
@@ -147,25 +147,12 @@ class SweepModel(RatingModel):
     def __init__(self, shape: DataShape, settings: ModelSettings):
         super().__init__(shape, settings)
         self.automatic_optimization = False
-        for name in ("train_users", "train_movies", "train_ratings", "user_starts", "user_order"):
-            self.register_buffer(name, torch.zeros(0), persistent=False)
-        for name in ("movie_starts", "movie_order"):
+        for name in ("train_users", "train_movies", "train_ratings"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
 
     def remember(self, data: TrainingData) -> None:
         super().remember(data)
         self.train_users, self.train_movies, self.train_ratings = data.users, data.movies, data.ratings
-        # CSR indexes of the training ratings by user and by movie (starts, order), moved with the model.
-        self.user_starts, self.user_order = csr_index(data.users, self.shape.n_users)
-        self.movie_starts, self.movie_order = csr_index(data.movies, self.shape.n_movies)
-
-    @property
-    def by_user(self) -> tuple[Tensor, Tensor]:
-        return self.user_starts, self.user_order
-
-    @property
-    def by_movie(self) -> tuple[Tensor, Tensor]:
-        return self.movie_starts, self.movie_order
 
     def sweep(self) -> Tensor:
         """One pass over users, then movies; returns the training MSE."""

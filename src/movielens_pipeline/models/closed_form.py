@@ -12,11 +12,31 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from ..data import DataShape, TrainingData, csr_index
 from ..params import EmbeddingDim, ModelSettings
 from .base import SweepModel, factor_std, register
 
 # Padded design values per batched solve (64 MiB of float32): what bounds memory at any size.
 GRAM_FLOATS = 1 << 24
+
+
+class SweptMF(SweepModel):
+    """Biased MF whose parameters are buffers that each sweep sets (no gradients):
+    r = global bias + b_u + b_m + p_u . q_m. The factors start at N(0, start_std), or at 0."""
+
+    def __init__(self, shape: DataShape, settings: ModelSettings, start_std: float):
+        super().__init__(shape, settings)
+        dim = settings.embedding_dim
+        self.register_buffer("global_bias", torch.tensor(shape.train_mean))
+        self.register_buffer("user_bias", torch.zeros(shape.n_users))
+        self.register_buffer("movie_bias", torch.zeros(shape.n_movies))
+        for name, rows in (("user_factors", shape.n_users), ("movie_factors", shape.n_movies)):
+            start = torch.randn(rows, dim) * start_std if start_std > 0 else torch.zeros(rows, dim)
+            self.register_buffer(name, start)
+
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        bias = self.global_bias + self.user_bias[users] + self.movie_bias[movies]
+        return bias, (self.user_factors[users] * self.movie_factors[movies]).sum(dim=1)
 
 
 class ALSSettings(ModelSettings):
@@ -29,7 +49,7 @@ class ALSSettings(ModelSettings):
 
 
 @register
-class ALS(SweepModel):
+class ALS(SweptMF):
     """Biased MF, r = mean + b_u + b_m + p_u . q_m, fitted by alternating ridge regressions: each sweep solves
     every user's [b_u, p_u] given the movies, then every movie's [b_m, q_m] given the users, exactly
     (a Cholesky solve per row, batched), with the penalty `regularization` x the row's number of
@@ -39,25 +59,28 @@ class ALS(SweepModel):
     Settings = ALSSettings
 
     def __init__(self, shape, settings):
-        super().__init__(shape, settings)
-        dim = settings.embedding_dim
-        self.register_buffer("global_mean", torch.tensor(shape.train_mean))
-        self.register_buffer("user_bias", torch.zeros(shape.n_users))
-        self.register_buffer("movie_bias", torch.zeros(shape.n_movies))
-        self.register_buffer("user_factors", torch.randn(shape.n_users, dim) * factor_std(dim))
-        self.register_buffer("movie_factors", torch.randn(shape.n_movies, dim) * factor_std(dim))
+        super().__init__(shape, settings, start_std=factor_std(settings.embedding_dim))
+        # CSR indexes of the training ratings by user and by movie (starts, order), moved with the model.
+        for name in ("user_starts", "user_order", "movie_starts", "movie_order"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
 
-    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        bias = self.global_mean + self.user_bias[users] + self.movie_bias[movies]
-        return bias, (self.user_factors[users] * self.movie_factors[movies]).sum(dim=1)
+    def remember(self, data: TrainingData) -> None:
+        super().remember(data)
+        self.user_starts, self.user_order = csr_index(data.users, self.shape.n_users)
+        self.movie_starts, self.movie_order = csr_index(data.movies, self.shape.n_movies)
 
     def sweep(self) -> Tensor:
         users, movies, ratings = self.train_users, self.train_movies, self.train_ratings
-        residual = ratings - self.global_mean
+        # The global bias stays the training mean: the biases absorb the rest.
+        residual = ratings - self.global_bias
         penalty = self.settings.regularization
-        solved = ridge_rows(self.by_user, movies, self.movie_factors, residual - self.movie_bias[movies], penalty)
+        solved = ridge_rows(
+            (self.user_starts, self.user_order), movies, self.movie_factors, residual - self.movie_bias[movies], penalty
+        )
         self.user_bias, self.user_factors = solved[:, 0].contiguous(), solved[:, 1:].contiguous()
-        solved = ridge_rows(self.by_movie, users, self.user_factors, residual - self.user_bias[users], penalty)
+        solved = ridge_rows(
+            (self.movie_starts, self.movie_order), users, self.user_factors, residual - self.user_bias[users], penalty
+        )
         self.movie_bias, self.movie_factors = solved[:, 0].contiguous(), solved[:, 1:].contiguous()
         return self.training_mse()
 
@@ -108,7 +131,7 @@ class BayesMFSettings(ModelSettings):
 
 
 @register
-class BayesMF(SweepModel):
+class BayesMF(SweptMF):
     """Bayesian MF, r = w0 + b_u + b_m + v_u . w_m + noise, fitted by Gibbs sampling as Rendle's Bayesian
     factorisation machine over user and movie ids (libFM's MCMC; Salakhutdinov & Mnih 2008 with
     per-dimension priors): every bias and every factor dimension has a Normal prior whose mean and
@@ -130,15 +153,10 @@ class BayesMF(SweepModel):
     INIT_STD = 0.1
 
     def __init__(self, shape, settings):
-        super().__init__(shape, settings)
+        # The parameters are the posterior means: what predicts and what the checkpoint keeps.
+        super().__init__(shape, settings, start_std=0.0)
         dim = settings.embedding_dim
-        # The posterior means (what predicts and what the checkpoint keeps) and the kept samples' count.
-        self.register_buffer("global_bias", torch.tensor(shape.train_mean))
-        self.register_buffer("user_bias", torch.zeros(shape.n_users))
-        self.register_buffer("movie_bias", torch.zeros(shape.n_movies))
-        self.register_buffer("user_factors", torch.zeros(shape.n_users, dim))
-        self.register_buffer("movie_factors", torch.zeros(shape.n_movies, dim))
-        self.register_buffer("samples", torch.tensor(0))
+        self.register_buffer("samples", torch.tensor(0))  # kept so far
         # The chain's current sample, and the sums of the kept ones: not in the checkpoint.
         sample = {
             "global_bias": torch.tensor(shape.train_mean),
@@ -154,10 +172,6 @@ class BayesMF(SweepModel):
         # Each group's prior mean (one per factor dimension), carried from sweep to sweep as the chain's state.
         for group, size in (("user_bias", 1), ("movie_bias", 1), ("user_factors", dim), ("movie_factors", dim)):
             self.register_buffer(f"prior_mean_{group}", torch.zeros(size), persistent=False)
-
-    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        bias = self.global_bias + self.user_bias[users] + self.movie_bias[movies]
-        return bias, (self.user_factors[users] * self.movie_factors[movies]).sum(dim=1)
 
     @classmethod
     def fixed_epochs(cls, settings: BayesMFSettings) -> int:
