@@ -35,16 +35,21 @@ plots-template:
 pipeline: venv
 	$(BIN)/dvc repro
 
+# Two worker processes (pytest-xdist), one CPU each, tests grouped as tests/conftest.py says: the 2-core machines
+# CI runs on.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: venv
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The library's unit tests, under a minute: no DVC runs, no temp git repos.
 test-unit: venv
-	$(BIN)/python -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 # Includes the tests marked slow.
 test-all: venv
-	$(BIN)/python -m pytest -q -m ''
+	$(PYTEST) -m ''
 
 # What the pull-request comment will say: the workspace against REV (default main), in report/.
 report: venv

@@ -144,6 +144,9 @@ def report(repo: Path, timings: dict[str, tuple[float, float]], args: argparse.N
     """The markdown table of the stages and the model's training and test figures."""
     metrics = json.loads((repo / "eval" / "metrics.json").read_text())
     training = json.loads((repo / "dvclive" / "train" / "metrics.json").read_text())
+    timings_file = repo / "dvclive" / "train" / "timings.json"  # the wall-clock figures, kept out of metrics.json
+    if timings_file.exists():
+        training |= json.loads(timings_file.read_text())
     logged = yaml.safe_load((repo / "dvclive" / "train" / "params.yaml").read_text())
     used = logged[logged["model"]]  # the model's settings, `auto` resolved
     print(f"\n`{logged['model']}`, {args.source}, {args.ratings:,} ratings, {os.cpu_count()} CPUs\n")

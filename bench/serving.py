@@ -70,7 +70,7 @@ def write_project(root: Path, args: argparse.Namespace) -> None:
     data = TrainingData(
         torch.from_numpy(user_index.astype(np.int64)),
         torch.from_numpy(movie_index.astype(np.int64)),
-        torch.from_numpy(train["rating"].to_numpy()),
+        torch.from_numpy(train["rating"].to_numpy(writable=True)),
         torch.zeros(args.train_ratings),
         torch.zeros(args.movies, 0),
     )

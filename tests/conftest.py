@@ -6,12 +6,35 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from faulty_http import FaultyServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `pytest -n N` (pytest-xdist, as `make test` runs it), each worker process keeps to one CPU of its own.
+
+    Every process a worker starts inherits the CPU, and torch then sizes its thread pool to it (as the train
+    stage's `threads: 0` does): N workers never run more busy threads than N CPUs, where each worker's torch
+    would otherwise start one per CPU and they would all wait on each other.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ..., set by pytest-xdist in its workers
+    if worker and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[int(worker.removeprefix("gw")) % len(cpus)]})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup` (`make test`): the unit tests of one file go to one worker, as they share
+    module-scoped data that two workers would each build; the end-to-end tests, each seconds to minutes of
+    work on a project of its own, go out one by one, so that both workers finish at about the same time."""
+    for item in items:
+        if "e2e" not in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -40,6 +63,6 @@ def serve_directory() -> Iterator[Callable[[Path], str]]:
 @pytest.fixture
 def faulty_server() -> Iterator[FaultyServer]:
     """A fault-injecting HTTP server on 127.0.0.1 (see faulty_http.py)."""
-    server = FaultyServer(delay=0.6)
+    server = FaultyServer()
     yield server
     server.close()

@@ -12,7 +12,6 @@ import re
 import socket
 import struct
 import threading
-import time
 import urllib.parse
 
 # What a request can meet, besides "ok".
@@ -22,8 +21,8 @@ FAULTS = (
     "404",  # HTTP 404 Not Found, although the file exists
     "reset",  # headers and half the body, then a TCP reset
     "truncate",  # headers announcing the whole body, half of it, then a clean close
-    "slow",  # nothing at all until `delay` seconds have passed (past the client's timeout)
-    "stall",  # headers and half the body, then nothing for `delay` seconds
+    "slow",  # nothing at all for `delay` seconds (long past the client's timeout) or until the server closes
+    "stall",  # headers and half the body, then nothing, as long as "slow"
     "no-range",  # the whole file with 200, ignoring a Range header
 )
 
@@ -35,8 +34,10 @@ def etag(data: bytes) -> str:
 class FaultyServer:
     """Serve byte strings at paths on 127.0.0.1; `fail(path, *faults)` queues misbehaviour."""
 
-    def __init__(self, delay: float = 0.6) -> None:
+    def __init__(self, delay: float = 30.0) -> None:
         self.delay = delay
+        # Set at close: a request held by "slow" or "stall" ends then, so closing never waits out `delay`.
+        self.closing = threading.Event()
         self.files: dict[str, bytes] = {}
         self.faults: dict[str, list[str]] = {}
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header) of each request
@@ -69,6 +70,7 @@ class FaultyServer:
             return queue.pop(0) if queue else "ok"
 
     def close(self) -> None:
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -88,7 +90,7 @@ def _handler_for(state: FaultyServer) -> type[http.server.BaseHTTPRequestHandler
                 elif fault == "404" or data is None:
                     self.send_error(404)
                 elif fault == "slow":
-                    time.sleep(state.delay)  # the client has given up by now
+                    state.closing.wait(state.delay)  # the client gives up first
                 else:
                     self._send(data, fault)
             except (BrokenPipeError, ConnectionResetError):
@@ -114,7 +116,7 @@ def _handler_for(state: FaultyServer) -> type[http.server.BaseHTTPRequestHandler
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.connection.close()
             elif fault == "stall":
-                time.sleep(state.delay)
+                state.closing.wait(state.delay)
 
         def _resume_offset(self, data: bytes) -> int:
             found = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))

@@ -4,6 +4,7 @@
     movielens predict --pairs pairs.csv --out predicted.parquet
     movielens recommend 42 -n 10                    # user 42's top 10, never a movie rated in training
     movielens recommend --users users.csv --rev my-experiment
+    movielens recommend 42 --artifact rating-model@v1.0.0   # a registered model version (dvc.yaml's artifacts)
 
 A thin layer over `trained.load_trained` and `TrainedModel`: arguments in, a table out (CSV on
 stdout, or the file `--out` names, CSV or Parquet by its suffix).
@@ -34,8 +35,15 @@ def parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per use, the same model options on each."""
     model_options = argparse.ArgumentParser(add_help=False)
     model_options.add_argument("--repo", type=Path, default=Path("."), help="the project (default: here)")
-    model_options.add_argument(
+    which = model_options.add_mutually_exclusive_group()
+    which.add_argument(
         "--rev", help="git commit, branch, tag or experiment name whose model to use (default: the workspace's)"
+    )
+    which.add_argument(
+        "--artifact",
+        metavar="NAME[@VERSION|#STAGE]",
+        help="a registered model version (dvc.yaml's artifacts, git tags as `dvc artifacts get` reads them), "
+        "e.g. rating-model (the latest version), rating-model@v1.0.0, rating-model#prod",
     )
     model_options.add_argument(
         "--cold-start",
@@ -65,7 +73,8 @@ def run_predict(args: argparse.Namespace) -> None:
     pairs = pl.concat([pairs_from_arguments(args.pairs), *read_table(args.pairs_file, ("userId", "movieId"))])
     from .trained import load_trained  # torch and Lightning load only once the arguments are good
 
-    write_table(load_trained(args.repo, args.rev).predict(pairs, cold_start=args.cold_start), args.out)
+    trained = load_trained(args.repo, args.rev, args.artifact)
+    write_table(trained.predict(pairs, cold_start=args.cold_start), args.out)
 
 
 def run_recommend(args: argparse.Namespace) -> None:
@@ -75,7 +84,8 @@ def run_recommend(args: argparse.Namespace) -> None:
         raise PipelineError("recommend: give user ids, or a file of them with --users")
     from .trained import load_trained
 
-    write_table(load_trained(args.repo, args.rev).recommend(users, args.n, cold_start=args.cold_start), args.out)
+    trained = load_trained(args.repo, args.rev, args.artifact)
+    write_table(trained.recommend(users, args.n, cold_start=args.cold_start), args.out)
 
 
 def pairs_from_arguments(pairs: list[str]) -> pl.DataFrame:

@@ -57,6 +57,18 @@ def sorted_table(markdown: str) -> str:
     return "\n".join(lines[:2] + sorted(lines[2:]))
 
 
+def metrics_table(markdown: str) -> str:
+    """`dvc metrics diff --md` with the test metrics first (eval/metrics.json's `test.*`), then the rest of the
+    evaluation, then training's; by path and name within each (dvc lists the files in no fixed order)."""
+    lines = markdown.strip().splitlines()
+
+    def key(line: str) -> tuple:
+        path, metric = ([cell.strip() for cell in line.strip().strip("|").split("|")] + ["", ""])[:2]
+        return (not metric.startswith("test."), not path.startswith("eval/"), path, metric, line)
+
+    return "\n".join(lines[:2] + sorted(lines[2:], key=key))
+
+
 def section(heading: str, markdown: str, when_empty: str) -> str:
     return f"### {heading}\n\n{markdown.strip() or when_empty}\n"
 
@@ -67,7 +79,7 @@ def build_report(rev: str, out: Path, image_url: str | None = None) -> str:
     Images are linked as `image_url/<name>.png`, or relative to report.md when `image_url` is None.
     """
     params = sorted_table(run_dvc("params", "diff", rev, "--md"))
-    metrics = sorted_table(run_dvc("metrics", "diff", rev, "--md"))
+    metrics = metrics_table(run_dvc("metrics", "diff", rev, "--md"))
     images = render_plots(rev, out / "plots")
     prefix = (image_url or "plots").rstrip("/")
     figures = "\n\n".join(f"![{title}]({prefix}/{name})" for title, name in images)

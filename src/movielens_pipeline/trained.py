@@ -29,6 +29,8 @@ CHECKPOINT = "models/model.ckpt"
 USERS = "data/prepared/users.parquet"
 MOVIES = "data/prepared/movies.parquet"
 TRAIN = "data/split/train.parquet"
+# The trained model's name in dvc.yaml's `artifacts:` (DVC's model registry; its path is CHECKPOINT).
+ARTIFACT = "rating-model"
 MOVIE_DETAILS = {name: MOVIES_SCHEMA[name] for name in ("title", "genres")}
 # (user, movie) pairs scored at once: the models gather a row per pair and table, 256 MiB of
 # float32 each at dimension 64, so memory stays bounded whatever the number of users or movies.
@@ -191,18 +193,63 @@ class TrainedModel:
         return torch.topk(self.popularity(), min(n, self.n_movies)).indices
 
 
-def load_trained(repo: str | Path = ".", rev: str | None = None) -> TrainedModel:
-    """The model trained in `repo`'s workspace, or at git revision, branch, tag or experiment name `rev`.
+def load_trained(repo: str | Path = ".", rev: str | None = None, artifact: str | None = None) -> TrainedModel:
+    """The model trained in `repo`'s workspace, or at git revision, branch, tag or experiment name `rev`, or the
+    registered version of `artifact` (dvc.yaml's `artifacts:`; see `artifact_revision`).
 
     At a revision the files come through `dvc.api` (the DVC cache, else the remote): nothing is checked out.
     """
+    checkpoint = CHECKPOINT
+    if artifact is not None:
+        if rev is not None:
+            raise PipelineError(f"give a revision ({rev}) or an artifact ({artifact}), not both")
+        rev, checkpoint = artifact_revision(Path(repo), artifact)
     read = _reader(Path(repo), rev)
-    at = "" if rev is None else f" at {rev}"
-    model = load_model(io.BytesIO(read(CHECKPOINT)), f"{CHECKPOINT}{at}")
+    at = "" if rev is None else f" at {artifact or rev}"
+    model = load_model(io.BytesIO(read(checkpoint)), f"{checkpoint}{at}")
     users = read_index(read(USERS), f"{USERS}{at}", "user")
     movies = read_index(read(MOVIES), f"{MOVIES}{at}", "movie")
     train = read_ratings(read(TRAIN), f"{TRAIN}{at}", users.height, movies.height)
     return trained_model(model, users=users, movies=movies, train=train)
+
+
+def parse_artifact(artifact: str) -> tuple[str, str | None, str | None]:
+    """`name`, `name@version` or `name#stage` (the model registry's notation) as (name, version, stage)."""
+    name, at, version = artifact.partition("@")
+    name, hash_sign, stage = name.partition("#")
+    if not name or (at and not version) or (hash_sign and not stage) or (at and hash_sign):
+        raise PipelineError(
+            f"artifact: got '{artifact}'; expected NAME, NAME@VERSION or NAME#STAGE, e.g. {ARTIFACT}@v1.0.0"
+        )
+    return name, version or None, stage or None
+
+
+def artifact_revision(repo: Path, artifact: str) -> tuple[str, str]:
+    """The git revision and path of `artifact`: `name` (its latest version), `name@version` or `name#stage`.
+
+    DVC's model registry: `name` is declared in dvc.yaml's `artifacts:`, a version is the git tag
+    `name@v1.2.0`, a stage the tag `name#prod#1` (`gto register` / `gto assign` write them, or `git tag`).
+    """
+    name, version, stage = parse_artifact(artifact)
+    import dvc.api
+    from dvc.exceptions import DvcException
+    from dvc.scm import RevError
+    from gto.exceptions import GTOException
+
+    try:
+        found = dvc.api.artifacts_show(name, version=version, stage=stage, repo=str(repo))
+    except GTOException:  # GTO reads the tags through git: no repository to read
+        raise PipelineError(
+            f"artifact '{artifact}': {repo} is not a git repository (an artifact's versions are git tags)"
+        ) from None
+    except (DvcException, RevError) as error:
+        # No git tag registers that version or stage (or the tagged commit's dvc.yaml does not declare `name`).
+        raise PipelineError(
+            f"artifact '{artifact}' not found in {repo} ({type(error).__name__}): dvc.yaml declares "
+            f"`{ARTIFACT}`, and a version is a git tag such as `{ARTIFACT}@v1.0.0` (`git tag -a "
+            f"{ARTIFACT}@v1.0.0 -m ...` or `gto register {ARTIFACT}`); list them with `git tag -l '{name}*'`"
+        ) from None
+    return found["rev"], found["path"]
 
 
 def trained_model(model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame, train: pl.DataFrame) -> TrainedModel:

@@ -24,13 +24,18 @@ from dvclive import Live
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.callbacks import Callback
 
-from .atomic import atomic_dir, atomic_path, writing
-from .data import RatingsDataModule
+from .atomic import atomic_dir, atomic_path, write_json, writing
+from .data import DataShape, RatingsDataModule
 from .models import REGISTRY, RatingModel, TrainParams, build_model, quiet_lightning
 from .optim import use_sparse_tables
 from .params import GradientSettings, ParamsError
 
 TIME_TO_ACCURACY_TOLERANCE = 0.01
+# The training summary's wall-clock figures, which differ on every run of the same training. They go to
+# TIMINGS_FILE in the dvclive folder, which .dvcignore keeps out of the output's hash (dvc.lock) and .gitignore
+# out of git: the git-tracked metrics.json holds only what the same params and data reproduce.
+TIMINGS = ("train_seconds", "ratings_per_second", "seconds_to_1pct_of_best_val_rmse")
+TIMINGS_FILE = "timings.json"
 
 
 class BestEpoch(Callback):
@@ -111,7 +116,8 @@ def train(
 ) -> dict:
     """Fit `params.model` on the `train` ratings (early stopping on `val`), keep the best val epoch's model at
     `checkpoint_path`, log to `live_dir`. With `params.refit`, the checkpoint is instead a new model trained on
-    train + val for the best epoch's count.
+    train + val for the best epoch's count. The returned summary holds the timings (`TIMINGS`) too; dvclive's
+    metrics.json does not: they go to `live_dir`/TIMINGS_FILE.
 
     Both outputs are written atomically. Under DDP (`train.strategy`) every process calls this;
     the first writes the outputs and returns the summary, the others write nothing and return {}.
@@ -143,6 +149,7 @@ def train(
         movies=movies,
         seed=params.seed,
     )
+    check_memory(params, settings, data.shape())  # the module is lazy: nothing is built or loaded yet
     best, epoch_log = BestEpoch(params.patience, params.min_improvement), EpochLog()
     trainer = new_trainer(params, callbacks=[best, epoch_log], epochs=model_class.fixed_epochs(settings))
     # Under DDP every process runs this function; only the first writes the outputs, each atomically.
@@ -184,8 +191,56 @@ def train(
         with writing(checkpoint_staging, "the best checkpoint"):
             checkpoint_staging.write_bytes(checkpoint_bytes(model, state, best.epoch + 1))
         for name, value in summary.items():
-            live.summary[name] = value
+            if name not in TIMINGS:
+                live.summary[name] = value
+        timings = {name: summary[name] for name in TIMINGS}
+        write_json(timings, Path(live.dir) / TIMINGS_FILE, "the training timings", indent=4)
     return summary
+
+
+def check_memory(params: TrainParams, settings, shape: DataShape, memory_bytes: int | None = None) -> None:
+    """Refuse a model whose tables would not fit in this machine's memory (`memory_bytes`, physical memory by
+    default), before any is built: one line naming the setting that sizes them most, the estimate and the memory.
+
+    The estimate is `RatingModel.training_bytes` (weights and buffers, optimiser state, the best epoch's
+    copy) for each of the `train.devices` processes that train on this machine."""
+    memory_bytes = physical_memory() if memory_bytes is None else memory_bytes
+    model_class = REGISTRY[params.model]
+    needed = params.devices * model_class.training_bytes(shape, settings)
+    if memory_bytes is None or needed <= memory_bytes:
+        return
+    processes = f" in each of {params.devices} processes (train.devices)" if params.devices > 1 else ""
+    figure = (
+        f"training `{params.model}` on {shape.n_users:,} users and {shape.n_movies:,} movies would hold about "
+        f"{needed / 2**30:,.1f} GiB (weights, optimiser state, the best epoch's copy{processes}), more than this "
+        f"machine's {memory_bytes / 2**30:,.1f} GiB of memory"
+    )
+    key = largest_size_setting(model_class, settings, shape)
+    if key is None:  # no setting sizes the tables: the data does
+        raise ParamsError(f"train.model: got {params.model!r}; {figure}: train it on fewer users and movies")
+    raise ParamsError(f"train.{params.model}.{key}: got {getattr(settings, key)}; {figure}: lower it")
+
+
+def largest_size_setting(model_class: type[RatingModel], settings, shape: DataShape) -> str | None:
+    """The integer setting of `model_class` whose value sizes its tables most (the one whose lowering to 1 frees
+    the most bytes), None when no setting changes their size."""
+    full = model_class.training_bytes(shape, settings)
+    freed = {
+        key: full - model_class.training_bytes(shape, settings.model_copy(update={key: 1}))
+        for key, value in settings.model_dump().items()
+        if type(value) is int and value > 1
+    }
+    key = max(freed, key=freed.__getitem__, default=None)
+    return key if key is not None and freed[key] > 0 else None
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes; None where the system does not say."""
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or not this name
+        return None
+    return pages * page_size if pages > 0 and page_size > 0 else None
 
 
 def fit(

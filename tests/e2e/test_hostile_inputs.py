@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
-from harness import copy_project, dvc, python, stage_command, stage_outputs
+import yaml
+from harness import BIN, copy_project, dvc, exp_runs, python, stage_command, stage_outputs, tool_env
 
 
 @pytest.mark.parametrize("dataset", ["x;touch pwned", "x$(touch pwned)", "x`touch pwned`"])
@@ -222,3 +224,50 @@ def test_the_cli_refuses_a_damaged_checkpoint_and_ids_that_are_not_whole(project
     truncate(repo / "models/model.ckpt")
     line = one_line_error(movielens(repo, "recommend", "1"))
     assert line.startswith("error: models/model.ckpt: not a checkpoint the train stage wrote"), line
+
+
+# --- Two `dvc exp run` at once in one workspace ---
+
+
+def test_a_second_exp_run_in_one_workspace_leaves_no_experiment_trained_on_mixed_params(project_repo, tmp_path):
+    # The first run's train stage is held where it checks params.yaml, just before it writes its outputs
+    # (tests/hold_at_params_check.py); the second `dvc exp run` starts then, as from a user's second terminal.
+    repo = project_repo
+    baseline_model = (repo / "models/model.ckpt").read_bytes()
+    held, release = tmp_path / "held", tmp_path / "release"
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    hold = f"python tests/hold_at_params_check.py {held} {release} "
+    pipeline["stages"]["train"]["cmd"] = pipeline["stages"]["train"]["cmd"].replace("python ", hold, 1)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    command = [str(BIN / "dvc"), "exp", "run", "--name"]
+    first = subprocess.Popen(
+        [*command, "first", "-S", "train.seed=1"],
+        cwd=repo,
+        env=tool_env(repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not held.exists():
+            assert first.poll() is None, first.communicate()[0]
+            assert time.monotonic() < deadline, "the first run never reached its params check"
+            time.sleep(0.05)
+        second = subprocess.run(
+            [*command, "second", "-S", "train.seed=2"], cwd=repo, env=tool_env(repo), capture_output=True, text=True
+        )
+        release.write_text("go\n")
+        first_output = first.communicate(timeout=300)[0]
+    finally:
+        release.write_text("go\n")
+        first.kill()
+    # The second rewrote params.yaml, then DVC refused it the outputs the first holds.
+    assert second.returncode != 0 and "is busy, it is being blocked by" in second.stderr, second.stderr
+    # The first saw params.yaml change under it and wrote nothing rather than a model trained on mixed values.
+    assert first.returncode != 0
+    assert "error: params.yaml changed while the stage ran" in first_output and "--queue" in first_output
+    model = repo / "models/model.ckpt"
+    assert not model.exists() or model.read_bytes() == baseline_model  # DVC may put the baseline's back
+    assert not list(repo.glob("models/.*partial-*")) and not list(repo.glob("dvclive/.*partial-*"))
+    assert exp_runs(repo, experiments_only=True) == []

@@ -24,8 +24,7 @@ from harness import BIN, copy_project, dvc, tool_env
 
 # Ctrl-C first, then, on the same half-done state, a kill nothing can catch.
 SIGNALS = [signal.SIGINT, signal.SIGKILL]
-# Big enough that preprocess takes a second or two, small enough for the suite.
-SYNTHETIC = {"dataset": "synthetic", "synthetic_ratings": 500_000, "synthetic_users": 5_000}
+SYNTHETIC = {"dataset": "synthetic", "synthetic_ratings": 20_000, "synthetic_users": 500, "synthetic_movies": 300}
 
 
 def start_repro(repo: Path) -> subprocess.Popen:
@@ -48,16 +47,36 @@ def interrupt_when(process: subprocess.Popen, ready: Callable[[], bool], sig: si
         assert time.monotonic() < deadline, "the moment to interrupt never came"
         time.sleep(0.01)
     os.killpg(process.pid, sig)
-    assert process.wait(timeout=60) != 0
+    assert process.wait(timeout=180) != 0
 
 
 def staging(folder: Path, pattern: str) -> Callable[[], bool]:
     """A check that some temporary path matching `pattern` exists in `folder` and is not empty."""
 
     def ready() -> bool:
-        return any(path.is_dir() or path.stat().st_size > 0 for path in folder.glob(pattern))
+        for path in folder.glob(pattern):
+            try:
+                if path.is_dir() or path.stat().st_size > 0:
+                    return True
+            except FileNotFoundError:  # renamed or removed since the glob listed it
+                continue
+        return False
 
     return ready
+
+
+def held_before_publishing(repo: Path, stage: str) -> tuple[Path, str]:
+    """Make `stage` stop at its first publishing rename and wait there (tests/pause_before_publish.py); returns
+    the file that says it got there and dvc.yaml as it was, to put back."""
+    ready_file = repo / ".dvc" / "tmp" / f"{stage}-held"
+    original = (repo / "dvc.yaml").read_text()
+    pipeline = yaml.safe_load(original)
+    command = pipeline["stages"][stage]["cmd"]
+    assert command.startswith("python stages/"), command
+    held = command.replace("python ", f"python tests/pause_before_publish.py {ready_file} ", 1)
+    pipeline["stages"][stage]["cmd"] = held
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    return ready_file, original
 
 
 def assert_recovers(repo: Path) -> None:
@@ -79,7 +98,7 @@ def assert_recovers(repo: Path) -> None:
 def test_killed_during_download(tmp_path):
     with zipfile.ZipFile(tmp_path / "ml-100k.zip", "w") as archive:
         archive.writestr("ml-100k/u.data", tab_bytes(low_rank_rows()))
-    server = FaultyServer(delay=60)
+    server = FaultyServer(delay=120)
     try:
         url = server.serve("/ml-100k.zip", (tmp_path / "ml-100k.zip").read_bytes())
         md5 = hashlib.md5((tmp_path / "ml-100k.zip").read_bytes()).hexdigest()
@@ -97,17 +116,22 @@ def test_killed_during_download(tmp_path):
 
 
 def test_killed_during_preprocess(tmp_path):
-    repo = copy_project(
-        tmp_path / "project", {"data": SYNTHETIC, "train": {"max_epochs": 1, "biased_mf": {"batch_size": 65536}}}
-    )
+    # Held at the rename that would publish its output: the staged output is complete, nothing is published yet.
+    repo = copy_project(tmp_path / "project", {"data": SYNTHETIC, "train": {"max_epochs": 1}})
+    ready_file, pipeline = held_before_publishing(repo, "preprocess")
     for sig in SIGNALS:
-        interrupt_when(start_repro(repo), staging(repo / "data", ".prepared.partial-*"), sig)
+        ready_file.unlink(missing_ok=True)
+        interrupt_when(start_repro(repo), ready_file.exists, sig)
+        assert ready_file.read_text().startswith("data/.prepared.partial-"), sig  # held at its one rename
         assert not (repo / "data/prepared").exists(), sig
+    (repo / "dvc.yaml").write_text(pipeline)
     assert_recovers(repo)
 
 
 def test_killed_during_training(tmp_path):
-    params = {"data": {"dataset": "synthetic"}, "train": {"max_epochs": 50, "min_epochs": 50}}
+    # Many more epochs than the one it waits for: the signal comes while it trains, however fast the machine
+    # (and a run that ignored it would end, publish a model and fail the test, rather than hang it).
+    params = {"data": SYNTHETIC, "train": {"max_epochs": 300, "min_epochs": 300}}
     repo = copy_project(tmp_path / "project", params)
     for sig in SIGNALS:
         # The first epoch has been logged: training is well under way.

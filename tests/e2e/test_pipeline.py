@@ -7,20 +7,17 @@ ML-100K layout (never real MovieLens files), served over HTTP on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
 from harness import dvc, exp_runs, git
 
-
-@pytest.fixture(scope="module")
-def repo(baseline_repo, tmp_path_factory):
-    """One copy of the baseline run for this module's tests, which build on each other."""
-    return shutil.copytree(baseline_repo, tmp_path_factory.mktemp("pipeline") / "project", symlinks=True)
+# Each test reads the session's baseline run (`baseline_repo`) or changes a copy of its own (`project_repo`):
+# none depends on another having run, in any order.
 
 
-def test_repro_writes_every_output_and_beats_the_mean(repo):
+def test_repro_writes_every_output_and_beats_the_mean(baseline_repo):
+    repo = baseline_repo
     outputs = ("data/raw/u.data", "data/prepared/ratings.parquet", "data/split/stats.json", "models/model.ckpt")
     for output in outputs:
         assert (repo / output).is_file(), output
@@ -30,14 +27,16 @@ def test_repro_writes_every_output_and_beats_the_mean(repo):
     assert (repo / "dvclive/train/plots/metrics/val/loss.tsv").read_text().count("\n") >= 2
 
 
-def test_second_repro_runs_nothing(repo):
+def test_second_repro_runs_nothing(project_repo):
+    repo = project_repo
     result = dvc(repo, "repro")
     assert "Running stage" not in result.stdout
     assert "Data and pipelines are up to date" in result.stdout
     assert git(repo, "status", "--porcelain") == ""
 
 
-def test_forced_repro_gives_byte_identical_data_and_the_same_metrics(repo):
+def test_forced_repro_gives_byte_identical_data_and_the_same_metrics(project_repo):
+    repo = project_repo
     before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     metrics_before = json.loads((repo / "eval/metrics.json").read_text())
     dvc(repo, "repro", "--force")
@@ -50,13 +49,15 @@ def test_forced_repro_gives_byte_identical_data_and_the_same_metrics(repo):
         assert metrics_after[group] == pytest.approx(metrics_before[group], abs=1e-6), group
 
 
-def test_metrics_show_lists_test_metrics(repo):
+def test_metrics_show_lists_test_metrics(baseline_repo):
+    repo = baseline_repo
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     metrics = next(iter(shown.values()))["data"]["eval/metrics.json"]["data"]
     assert {"mse", "rmse", "mae"} <= set(metrics["test"]) and "rmse" in metrics["baseline"]
 
 
-def test_exp_run_global_mean_matches_the_baseline_side_by_side(repo):
+def test_exp_run_global_mean_matches_the_baseline_side_by_side(project_repo):
+    repo = project_repo
     dvc(repo, "exp", "run", "-S", "train.model=global_mean", "--name", "global-mean")
     by_model = {}
     for run in exp_runs(repo):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -11,6 +12,8 @@ import yaml
 from harness import copy_project, dvc
 
 SIZE = {"synthetic_ratings": 5000, "synthetic_users": 200, "synthetic_movies": 150}
+# One worker runs this module under `make test` (pytest-xdist): its tests share the one repo the fixture builds.
+pytestmark = pytest.mark.xdist_group("test_pipeline_synthetic")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,9 @@ def test_evaluation_shows_the_noise_floor_beside_the_test_rmse(repo):
     assert "noise_floor" in next(iter(shown.values()))["data"]["eval/metrics.json"]["data"]
 
 
-def test_a_second_repro_runs_nothing_and_a_new_seed_regenerates(repo):
+def test_a_second_repro_runs_nothing_and_a_new_seed_regenerates(repo, tmp_path):
+    # A copy to change: the module's other tests read the first seed's outputs, in whatever order they run.
+    repo = Path(shutil.copytree(repo, tmp_path / "project", symlinks=True))
     before = (repo / "data/raw/ratings.parquet").read_bytes()
     assert "Running stage" not in dvc(repo, "repro", "preprocess").stdout
     assert (repo / "data/raw/ratings.parquet").read_bytes() == before

@@ -12,7 +12,7 @@ from harness import project_params
 from movielens_pipeline.data import DataShape, TrainingData, csr_index, rating_tensors
 from movielens_pipeline.evaluate import error_metrics
 from movielens_pipeline.models import build_model, load_model
-from movielens_pipeline.models.closed_form import ridge_rows
+from movielens_pipeline.models.ridge import pad_by_owner, ridge_rows
 from movielens_pipeline.params import ParamsError
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
@@ -39,24 +39,53 @@ def rmse_of(checkpoint, ratings: pl.DataFrame) -> float:
     return error_metrics(predicted_ratings(load_model(checkpoint), users, movies, days), actual.numpy())["rmse"]
 
 
+def owners_ratings(counts: list[int], n_others: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per rating: its owner (owners with `counts` ratings each, in owner order), the other side's index, a target."""
+    generator = np.random.default_rng(seed)
+    owners = np.repeat(np.arange(len(counts)), counts)
+    return owners, generator.integers(0, n_others, len(owners)), generator.normal(size=len(owners))
+
+
 def test_ridge_rows_solves_each_owners_penalised_least_squares():
-    generator = np.random.default_rng(0)
     # Owners with 0, 1, 2, 3, 7 and 20 ratings: several buckets of padding, and one owner without ratings.
     counts = [0, 1, 2, 3, 7, 20]
-    owners = np.repeat(np.arange(len(counts)), counts)
-    others = generator.integers(0, 9, len(owners))
-    factors = generator.normal(size=(9, 3))
-    targets = generator.normal(size=len(owners))
-    by_owner = csr_index(torch.from_numpy(owners), len(counts))
-    solved = ridge_rows(
-        by_owner, torch.from_numpy(others), torch.from_numpy(factors), torch.from_numpy(targets), penalty=0.3
-    ).numpy()
-    assert np.array_equal(solved[0], np.zeros(4))
-    for owner, count in enumerate(counts[1:], start=1):
-        mine = owners == owner
-        design = np.column_stack([np.ones(count), factors[others[mine]]])
-        expected = np.linalg.solve(design.T @ design + 0.3 * count * np.eye(4), design.T @ targets[mine])
-        np.testing.assert_allclose(solved[owner], expected, rtol=1e-8)
+    owners, others, targets = owners_ratings(counts, n_others=9)
+    factors = np.random.default_rng(1).normal(size=(9, 3))
+    starts, _ = csr_index(torch.from_numpy(owners), len(counts))
+    padded = pad_by_owner(starts, torch.from_numpy(others), n_others=9, dim=4)
+    # The ALS penalty (0.3 x the owner's ratings), then a penalty per coefficient around a prior mean.
+    per_owner = 0.3 * torch.tensor(counts, dtype=torch.float64).unsqueeze(1)
+    per_coefficient, prior_mean = torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=torch.float64), torch.tensor([1.0, 0, -1, 2])
+    for penalty, mean in ((per_owner, None), (per_coefficient, prior_mean.double())):
+        solved = ridge_rows(padded, torch.from_numpy(factors), torch.from_numpy(targets), penalty, mean).numpy()
+        mean = np.zeros(4) if mean is None else mean.numpy()
+        np.testing.assert_array_equal(solved[0], mean)  # no ratings: the prior mean
+        for owner, count in enumerate(counts[1:], start=1):
+            mine = owners == owner
+            design = np.column_stack([np.ones(count), factors[others[mine]]])
+            ridge = np.diag(penalty.expand(len(counts), 4)[owner].numpy())
+            expected = np.linalg.solve(design.T @ design + ridge, design.T @ targets[mine] + ridge @ mean)
+            np.testing.assert_allclose(solved[owner], expected, rtol=1e-8)
+
+
+def test_ridge_rows_draws_each_row_jointly_from_its_normal_conditional():
+    # 4,000 owners with the same five ratings: 4,000 draws of one conditional, N(mean, noise^2 (D'D + P)^-1).
+    owners, others, targets = owners_ratings([5], n_others=3)
+    n, noise = 4000, 0.5
+    starts = torch.arange(n + 1) * 5
+    others, targets = torch.from_numpy(np.tile(others, n)), torch.from_numpy(np.tile(targets, n))
+    factors = torch.tensor([[1.0, 0.5], [-0.5, 1.0], [0.3, -1.2]], dtype=torch.float64)
+    padded = pad_by_owner(starts, others, n_others=3, dim=3)
+    penalty, prior_mean = torch.tensor([0.2, 0.5, 1.0], dtype=torch.float64), torch.tensor([0.1, 0.0, -0.1])
+    torch.manual_seed(0)
+    means, draws = ridge_rows(padded, factors, targets, penalty, prior_mean.double(), draw_std=noise)
+    design = np.column_stack([np.ones(5), factors[others[:5]].numpy()])
+    covariance = noise**2 * np.linalg.inv(design.T @ design + np.diag(penalty.numpy()))
+    np.testing.assert_allclose(means.numpy(), np.broadcast_to(means[0].numpy(), (n, 3)))
+    # Within 4 standard errors of the mean, and each (co)variance within 10 %.
+    standard_error = np.sqrt(np.diag(covariance) / n)
+    assert np.all(np.abs(draws.numpy().mean(0) - means[0].numpy()) < 4 * standard_error)
+    np.testing.assert_allclose(np.cov(draws.numpy().T), covariance, rtol=0.1, atol=0.1 * covariance.max())
 
 
 def test_als_beats_the_mean_and_its_checkpoint_gives_back_the_val_rmse(prepared, tmp_path):
@@ -85,19 +114,22 @@ def test_bayes_mf_runs_its_sweeps_and_averages_the_samples_after_burn_in(prepare
     assert checkpoint.read_bytes() == again.read_bytes()
 
 
-def test_the_samplers_conditional_of_a_precise_likelihood_is_the_least_squares_value():
-    # Three users, one rating each of movie 0 (factor 2): with a near-exact likelihood, each user's
-    # factor is drawn at its least-squares value, residual / 2, whatever the prior.
-    data = TrainingData(torch.tensor([0, 1, 2]), torch.zeros(3, dtype=torch.int64), torch.tensor([3.0, 4.0, 5.0]),
-                        torch.zeros(3), torch.zeros(1, 0))  # fmt: skip
-    settings = project_params("train", model="bayes_mf", bayes_mf={"embedding_dim": 1}).settings
-    model = build_model("bayes_mf", settings, data, DataShape(3, 1, 0, 3, 4.0))
-    model.current_movie_factors.fill_(2.0)
-    model.residual = data.ratings - 4.0 - 2.0 * model.current_user_factors[:, 0]
-    values = model.current_user_factors[:, 0]
-    model.sample_rows("user_factors", values, data.users, torch.full((3,), 2.0), torch.tensor(1e10))
-    np.testing.assert_allclose(values.numpy(), [-0.5, 0.0, 0.5], atol=1e-3)
-    np.testing.assert_allclose(model.residual.numpy(), [0.0, 0.0, 0.0], atol=1e-2)
+def test_the_gibbs_chain_starts_from_alternating_least_squares():
+    # Outside a Trainer the epoch is 0: every bayes_mf sweep is then one of the ALS sweeps its chain starts
+    # from, with the penalty start_regularization; from the same movie factors, ALS's sweep gives the same fit.
+    users, movies, ratings = (torch.from_numpy(column) for column in owners_ratings([3, 5, 8, 2], n_others=6))
+    data = TrainingData(users, movies, (ratings + 3.0).float(), torch.zeros(len(users)), torch.zeros(6, 0))
+    shape = DataShape(4, 6, 0, len(users), float((ratings + 3.0).mean()))
+    train = project_params("train", model="bayes_mf", bayes_mf={"embedding_dim": 2, "start_regularization": 0.2})
+    sampler = build_model("bayes_mf", train.settings, data, shape)
+    als_settings = project_params("train", model="als", als={"embedding_dim": 2, "regularization": 0.2}).settings
+    als = build_model("als", als_settings, data, shape)
+    als.global_bias.copy_(sampler.current_global_bias)
+    als.movie_factors.copy_(sampler.current_movie_factors)
+    sampler.sweep(), als.sweep()
+    for name in ("user_bias", "user_factors", "movie_bias", "movie_factors"):
+        torch.testing.assert_close(getattr(sampler, f"current_{name}"), getattr(als, name))
+    assert int(sampler.samples) == 0  # a start sweep is no sample
 
 
 def test_a_sweep_model_refuses_more_than_one_process(prepared, tmp_path):

@@ -13,10 +13,21 @@ from harness import PROJECT, project_params
 
 from movielens_pipeline import cli
 from movielens_pipeline.data import rating_tensors
+from movielens_pipeline.errors import PipelineError
 from movielens_pipeline.models import load_model
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
-from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, UnknownIdError, load_trained, predicted_ratings
+from movielens_pipeline.trained import (
+    ARTIFACT,
+    CHECKPOINT,
+    MOVIES,
+    TRAIN,
+    USERS,
+    UnknownIdError,
+    load_trained,
+    parse_artifact,
+    predicted_ratings,
+)
 from movielens_pipeline.training import train
 
 
@@ -50,6 +61,35 @@ def test_the_paths_it_reads_are_what_dvc_yaml_makes():
     }
     for path in (CHECKPOINT, USERS, MOVIES, TRAIN):
         assert any(path == out or path.startswith(out + "/") for out in outs), path
+
+
+def test_the_model_artifact_is_the_checkpoint_with_a_type_a_description_and_labels():
+    artifact = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["artifacts"][ARTIFACT]
+    assert artifact["path"] == CHECKPOINT and artifact["type"] == "model"
+    assert artifact["desc"] and artifact["labels"]
+
+
+@pytest.mark.parametrize(
+    "spec, parsed",
+    [
+        ("rating-model", ("rating-model", None, None)),
+        ("rating-model@v1.2.0", ("rating-model", "v1.2.0", None)),
+        ("rating-model#prod", ("rating-model", None, "prod")),
+    ],
+)
+def test_an_artifact_is_a_name_with_a_version_or_a_stage(spec, parsed):
+    assert parse_artifact(spec) == parsed
+
+
+@pytest.mark.parametrize("spec", ["", "rating-model@", "rating-model#", "@v1.0.0", "rating-model#prod@v1.0.0"])
+def test_a_malformed_artifact_is_refused_by_name(spec):
+    with pytest.raises(PipelineError, match="expected NAME, NAME@VERSION or NAME#STAGE"):
+        parse_artifact(spec)
+
+
+def test_a_revision_and_an_artifact_together_are_refused(project):
+    with pytest.raises(PipelineError, match="not both"):
+        load_trained(project, rev="main", artifact=ARTIFACT)
 
 
 def test_predict_maps_ids_to_the_models_indices_and_keeps_the_order(project):
@@ -195,6 +235,8 @@ def test_cli_recommends_with_titles_and_genres(project, capsys, tmp_path):
         (["recommend", "1", "--out", "top.txt"], "error: top.txt: expected a .csv or .parquet file to write"),
         (["predict", "--pairs", "missing.csv"], "error: missing.csv: no such file"),
         (["recommend", "1", "-n", "0"], "error: recommend: n must be at least 1"),
+        (["recommend", "1", "--artifact", "rating-model@"], "error: artifact: got 'rating-model@'; expected NAME"),
+        (["recommend", "1", "--artifact", "rating-model"], "error: artifact 'rating-model': "),
     ],
 )
 def test_cli_errors_are_one_line(project, capsys, args, message):

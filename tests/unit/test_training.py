@@ -21,7 +21,7 @@ from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings, trained_model
-from movielens_pipeline.training import BestEpoch, train
+from movielens_pipeline.training import TIMINGS, TIMINGS_FILE, BestEpoch, train
 
 GENRES = ("Action", "Comedy", "Drama", "Horror")
 
@@ -146,6 +146,25 @@ def test_training_is_deterministic_on_cpu(prepared, parts, tmp_path):
     assert first_checkpoint.read_bytes() == second_checkpoint.read_bytes()
     # train() switches off deterministic mode's NaN fill of new memory only while it fits.
     assert torch.utils.deterministic.fill_uninitialized_memory
+    # dvclive's folder is byte for byte the same too, but for the timings file (kept out of dvc.lock and git).
+    assert live_files(tmp_path / "a" / "live") == live_files(tmp_path / "b" / "live")
+
+
+def live_files(folder) -> dict[str, bytes]:
+    """The files of a dvclive folder by relative path, less the timings file."""
+    files = {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    assert "metrics.json" in files and TIMINGS_FILE in files
+    return {name: content for name, content in files.items() if name != TIMINGS_FILE}
+
+
+def test_timings_go_to_their_own_file_not_to_the_tracked_metrics(prepared, parts, tmp_path):
+    summary, _ = fit(prepared, parts, tmp_path, max_epochs=2)
+    logged = json.loads((tmp_path / "live/metrics.json").read_text())
+    timings = json.loads((tmp_path / "live" / TIMINGS_FILE).read_text())
+    assert set(timings) == set(TIMINGS) and not set(TIMINGS) & set(logged)
+    assert timings == {name: summary[name] for name in TIMINGS}  # the summary returned still holds them
+    assert timings["train_seconds"] > 0 and timings["ratings_per_second"] > 0
+    assert {"best_epoch", "best_val_mse", "epochs"} <= set(logged)
 
 
 def test_refit_trains_a_new_model_on_train_and_val_for_the_chosen_number_of_epochs(prepared, parts, tmp_path):

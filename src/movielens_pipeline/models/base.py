@@ -47,6 +47,8 @@ class RatingModel(pl.LightningModule):
     batches: ClassVar[Literal["ratings", "movies", "whole"]] = "ratings"
     # How bias + interaction becomes a rating: the rating-scale sigmoid, or the sum clipped to the scale.
     output: ClassVar[Literal["sigmoid", "linear"]] = "sigmoid"
+    # Tensors the size of each parameter that the model's optimiser keeps while training (Adam: two moments).
+    optimizer_state_copies: ClassVar[int] = 0
 
     def __init__(self, shape: DataShape, settings: ModelSettings):
         super().__init__()
@@ -98,6 +100,19 @@ class RatingModel(pl.LightningModule):
         """How many epochs the model trains, if it decides that itself (a sampler); None: early stopping decides."""
         return None
 
+    @classmethod
+    def training_bytes(cls, shape: DataShape, settings: ModelSettings) -> int:
+        """Bytes one training process holds for this model's tables, without allocating them: the model is built
+        on the meta device (shapes, no storage), so every parameter and buffer it creates is counted, whatever
+        the model. Its parameters and buffers, the optimiser's state per parameter, and the best epoch's copy
+        of the weights (`training.BestEpoch`); not the gradients, the data or the batches' temporaries."""
+        with torch.device("meta"):
+            model = cls(shape, settings)
+        parameters = sum(_nbytes(parameter) for parameter in model.parameters())
+        buffers = sum(_nbytes(buffer) for buffer in model.buffers())
+        best_copy = sum(_nbytes(value) for value in model.state_dict().values())
+        return parameters * (1 + cls.optimizer_state_copies) + buffers + best_copy
+
     def checkpoint(self) -> dict[str, Any]:
         """What a trained model's checkpoint holds: the name, what rebuilds it, and the weights (plain types)."""
         return {"model_name": self.name, "hyper_parameters": dict(self.hparams), "state_dict": self.state_dict()}
@@ -107,6 +122,8 @@ class GradientModel(RatingModel):
     """A model fitted by minibatch gradient steps on its loss, with Adam and the L2 penalty on the rows each
     step looks up. Whether the per-user and per-movie tables get sparse or dense gradients is training's
     choice (`optim.use_sparse_tables`); the model only creates them with `table`."""
+
+    optimizer_state_copies = 2  # Adam's (and RowAdam's) first and second moments
 
     def __init__(self, shape: DataShape, settings: ModelSettings):
         super().__init__(shape, settings)
@@ -178,6 +195,10 @@ def table(rows: int, columns: int, std: float = 0.0, bag: bool = False) -> nn.Em
     created = nn.EmbeddingBag(rows, columns, mode="sum") if bag else nn.Embedding(rows, columns)
     nn.init.normal_(created.weight, std=std) if std > 0 else nn.init.zeros_(created.weight)
     return created
+
+
+def _nbytes(tensor: Tensor) -> int:
+    return tensor.nelement() * tensor.element_size()
 
 
 def factor_std(dim: int) -> float:

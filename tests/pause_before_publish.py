@@ -1,0 +1,33 @@
+"""Run a stage script, but hold it at the moment it would publish its first output, for the interruption tests.
+
+    python tests/pause_before_publish.py READY_FILE stages/preprocess.py [its arguments...]
+
+Every output goes through one rename from its staging path (movielens_pipeline.atomic). Here the first
+such rename writes READY_FILE and then waits to be killed instead: the test interrupts the stage
+with its staging output complete and nothing yet published, however fast or slow the machine is.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import time
+from pathlib import Path
+
+ready_file, script, *arguments = sys.argv[1:]
+publish = os.replace
+
+
+def held_replace(source, target, *args, **kwargs):
+    if ".partial-" in Path(source).name:
+        Path(ready_file).write_text(f"{source} -> {target}\n")
+        while True:
+            time.sleep(60)
+    return publish(source, target, *args, **kwargs)
+
+
+os.replace = held_replace
+sys.argv = [script, *arguments]
+sys.path[0] = str(Path(script).resolve().parent)  # as `python script` would have it
+runpy.run_path(script, run_name="__main__")

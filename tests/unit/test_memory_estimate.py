@@ -1,0 +1,152 @@
+"""The train stage's memory estimate: each model's tables counted without allocating them, and the refusal of a
+model that would not fit, before anything is built."""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+import pytest
+from fakes import low_rank_rows, ratings_frame
+from harness import project_params
+
+from movielens_pipeline import training
+from movielens_pipeline.data import DataShape
+from movielens_pipeline.models import REGISTRY
+from movielens_pipeline.params import GradientSettings, ParamsError
+from movielens_pipeline.preprocess import index_ratings
+from movielens_pipeline.split import split_ratings
+from movielens_pipeline.training import check_memory, physical_memory
+
+GIB = 2**30
+ML_100K = DataShape(n_users=943, n_movies=1682, n_genres=19, n_train_ratings=70_000, train_mean=3.53)
+# ML-25M's index space and 70 % of its ratings: the largest data set the committed settings train on.
+ML_25M = DataShape(n_users=162_541, n_movies=59_047, n_genres=20, n_train_ratings=17_500_000, train_mean=3.53)
+
+
+def settings_of(name: str, **changes):
+    """Model `name`'s committed settings with `changes`, `auto` resolved for ML-100K's training ratings."""
+    settings = project_params("train", model=name, **{name: changes}).settings
+    return settings.resolved(ML_100K.n_train_ratings) if isinstance(settings, GradientSettings) else settings
+
+
+def nbytes(tensors) -> int:
+    return sum(tensor.nelement() * tensor.element_size() for tensor in tensors)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_the_estimate_counts_what_the_built_model_holds(name):
+    model_class, settings = REGISTRY[name], settings_of(name)
+    model = model_class(ML_100K, settings)  # built for real, small
+    parameters, buffers = nbytes(model.parameters()), nbytes(model.buffers())
+    kept = nbytes(model.state_dict().values())
+    expected = parameters * (1 + model_class.optimizer_state_copies) + buffers + kept
+    assert model_class.training_bytes(ML_100K, settings) == expected
+    assert model_class.optimizer_state_copies == (0 if model_class.batches == "whole" else 2)
+
+
+def test_biased_mf_holds_its_tables_four_times_and_its_seen_flags_twice():
+    users, movies, dim = 1000, 500, 64
+    shape = DataShape(users, movies, 19, 10_000, 3.5)
+    weights = 4 * ((users + movies) * (dim + 1) + 1)  # factors, biases, the global logit; float32
+    seen = users + movies  # a bool per user and movie
+    # The weights, Adam's two moments and the best epoch's copy; the flags and their copy.
+    estimate = REGISTRY["biased_mf"].training_bytes(shape, settings_of("biased_mf", embedding_dim=dim))
+    assert estimate == 4 * weights + 2 * seen
+
+
+def test_bayes_mf_holds_about_five_times_its_factors():
+    users, movies, dim = 1000, 500, 64
+    factors = 4 * (users + movies) * dim
+    shape, settings = DataShape(users, movies, 19, 10_000, 3.5), settings_of("bayes_mf", embedding_dim=dim)
+    estimate = REGISTRY["bayes_mf"].training_bytes(shape, settings)
+    # The posterior means, the current sample, the float64 sums (twice as wide), and the means' copy.
+    assert 5 * factors < estimate < 5.1 * factors
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_the_committed_settings_fit_in_4_gib_at_ml_25m_size(name):
+    assert REGISTRY[name].training_bytes(ML_25M, settings_of(name)) < 4 * GIB
+
+
+def refusal(name: str, shape: DataShape, memory_bytes: int = 16 * GIB, devices: int = 1, **changes) -> str:
+    strategy = "ddp" if devices > 1 else "auto"
+    params = project_params("train", model=name, devices=devices, strategy=strategy, **{name: changes})
+    with pytest.raises(ParamsError) as raised:
+        check_memory(params, settings_of(name, **changes), shape, memory_bytes)
+    return str(raised.value)
+
+
+def test_a_model_too_big_for_the_memory_is_refused_with_the_setting_the_estimate_and_the_memory():
+    shape = DataShape(n_users=10_000_000, n_movies=50_000, n_genres=20, n_train_ratings=20_000_000, train_mean=3.5)
+    settings = settings_of("biased_mf", embedding_dim=4096)
+    needed = REGISTRY["biased_mf"].training_bytes(shape, settings)
+    message = refusal("biased_mf", shape, embedding_dim=4096)
+    assert message == (
+        f"train.biased_mf.embedding_dim: got 4096; training `biased_mf` on 10,000,000 users and 50,000 movies would "
+        f"hold about {needed / GIB:,.1f} GiB (weights, optimiser state, the best epoch's copy), more than this "
+        "machine's 16.0 GiB of memory: lower it"
+    )
+    assert 600 < needed / GIB < 700  # 10 M x 4096 float32 is 153 GiB, held four times
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "named"),
+    [
+        ("genre_mlp", {"embedding_dim": 8, "hidden_dim": 65_536}, "hidden_dim"),
+        ("genre_mlp", {"embedding_dim": 4096, "hidden_dim": 8}, "embedding_dim"),
+        ("autorec", {"hidden_dim": 65_536}, "hidden_dim"),
+        ("timesvd", {"embedding_dim": 1, "time_bins": 10_000}, "time_bins"),
+        ("als", {"embedding_dim": 4096}, "embedding_dim"),
+        ("bayes_mf", {"embedding_dim": 4096}, "embedding_dim"),
+    ],
+)
+def test_the_refusal_names_the_setting_that_sizes_the_tables_most(name, changes, named):
+    message = refusal(name, ML_100K, memory_bytes=2**20, **changes)
+    assert message.startswith(f"train.{name}.{named}: got {changes[named]}; training `{name}` on 943 users and 1,682")
+    assert message.endswith("more than this machine's 0.0 GiB of memory: lower it")
+
+
+def test_a_model_whose_size_no_setting_changes_is_refused_for_the_data():
+    shape = DataShape(n_users=500_000_000, n_movies=50_000, n_genres=20, n_train_ratings=500_000_000, train_mean=3.5)
+    message = refusal("biases", shape, memory_bytes=4 * GIB)
+    assert re.fullmatch(
+        r"train\.model: got 'biases'; training `biases` on 500,000,000 users and 50,000 movies would hold about "
+        r"[\d,]+\.\d GiB \(.*\), more than this machine's 4\.0 GiB of memory: train it on fewer users and movies",
+        message,
+    )
+
+
+def test_each_process_on_the_machine_holds_its_own_copy():
+    settings = settings_of("biased_mf", embedding_dim=4096)
+    one = REGISTRY["biased_mf"].training_bytes(ML_25M, settings)
+    params = project_params("train", devices=2, strategy="ddp", biased_mf={"embedding_dim": 4096})
+    check_memory(params, settings, ML_25M, memory_bytes=2 * one)  # fits exactly
+    message = refusal("biased_mf", ML_25M, memory_bytes=2 * one - 1, devices=2, embedding_dim=4096)
+    assert f"about {2 * one / GIB:,.1f} GiB (weights, optimiser state, the best epoch's copy in each of 2 " in message
+    assert "processes (train.devices))" in message
+
+
+def test_models_that_fit_pass_and_the_memory_is_this_machines_physical_memory():
+    memory = physical_memory()
+    assert memory is not None and memory > 256 * 2**20
+    check_memory(project_params("train"), settings_of("biased_mf"), ML_100K)  # the committed params on ML-100K
+
+
+@pytest.fixture(scope="module")
+def split_parts() -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
+    ratings, users, movies = index_ratings(ratings_frame(low_rank_rows(n_users=60, n_movies=40, per_user=10)))
+    movies = movies.with_columns(genres=pl.Series([["Drama"]] * movies.height))
+    return split_ratings(ratings, project_params("split")), users, movies
+
+
+def test_train_refuses_before_building_a_model_or_writing_anything(split_parts, tmp_path, monkeypatch):
+    parts, users, movies = split_parts
+    monkeypatch.setattr(training, "physical_memory", lambda: 10_000)
+    monkeypatch.setattr(training, "build_model", lambda *args: pytest.fail("a model was built"))
+    params = project_params("train", max_epochs=1)
+    checkpoint, live = tmp_path / "model.ckpt", tmp_path / "live"
+    with pytest.raises(ParamsError, match=r"^train\.biased_mf\.embedding_dim: got 64; training `biased_mf` on 60 "):
+        training.train(params, parts["train"], parts["val"], users, movies, checkpoint, live)
+    assert list(tmp_path.iterdir()) == []
