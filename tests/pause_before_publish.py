@@ -21,7 +21,9 @@ publish = os.replace
 
 def held_replace(source, target, *args, **kwargs):
     if ".partial-" in Path(source).name:
-        Path(ready_file).write_text(f"{source} -> {target}\n")
+        # Whole or not at all: the test reads it the moment it exists (and may kill this process then).
+        Path(f"{ready_file}.partial").write_text(f"{source} -> {target}\n")
+        publish(f"{ready_file}.partial", ready_file)
         while True:
             time.sleep(60)
     return publish(source, target, *args, **kwargs)
