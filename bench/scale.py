@@ -129,7 +129,12 @@ def main() -> None:
 
 def set_params(repo: Path, assignments: list[str]) -> None:
     """Set `section.key[.key]=value` in the copy's params.yaml (values as YAML)."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = assigned(yaml.safe_load((repo / "params.yaml").read_text()), assignments)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def assigned(params: dict, assignments: list[str]) -> dict:
+    """`params` (params.yaml's sections) with each `section.key[.key]=value` set in place, values as YAML."""
     for assignment in assignments:
         path, value = assignment.split("=", 1)
         *parents, key = path.split(".")
@@ -137,7 +142,7 @@ def set_params(repo: Path, assignments: list[str]) -> None:
         for parent in parents:
             owner = owner[parent]
         owner[key] = yaml.safe_load(value)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
 
 
 def report(repo: Path, timings: dict[str, tuple[float, float]], args: argparse.Namespace) -> None:

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
-import yaml
+from scale import assigned  # bench/scale.py: `section.key=value` into params
 
 from movielens_pipeline.data import rating_tensors
 from movielens_pipeline.evaluate import error_metrics
@@ -41,13 +41,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 def run(model: str, parts: dict[str, pl.DataFrame], tables: dict, seed: int, refit: bool, changes: list[str]) -> dict:
     """Train `model` with its committed settings (and `changes`) on `parts`; its summary and test RMSE."""
     values = read_params_file(PROJECT / "params.yaml")["train"] | {"model": model, "seed": seed, "refit": refit}
-    for change in changes:
-        path, value = change.split("=", 1)
-        *parents, key = path.removeprefix("train.").split(".")
-        owner = values
-        for parent in parents:
-            owner = owner[parent]
-        owner[key] = yaml.safe_load(value)
+    values = assigned({"train": values}, changes)["train"]
     params = parse_section("train", values, {**SECTIONS, "train": TrainParams})
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
         scratch = Path(scratch)
