@@ -11,7 +11,9 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import PipelineError, run_stage
 
@@ -51,22 +53,22 @@ def render_plots(rev: str, folder: Path) -> list[tuple[str, str]]:
     return written
 
 
-def sorted_table(markdown: str) -> str:
-    """A markdown table with its rows sorted: dvc lists metrics files in no fixed order, the comment should not."""
+def sorted_table(markdown: str, key: Callable[[str], Any] | None = None) -> str:
+    """A markdown table with its rows sorted (by `key` of each row's line): dvc lists metrics files in no fixed
+    order, the comment should not."""
     lines = markdown.strip().splitlines()
-    return "\n".join(lines[:2] + sorted(lines[2:]))
+    return "\n".join(lines[:2] + sorted(lines[2:], key=key))
 
 
 def metrics_table(markdown: str) -> str:
     """`dvc metrics diff --md` with the test metrics first (eval/metrics.json's `test.*`), then the rest of the
-    evaluation, then training's; by path and name within each (dvc lists the files in no fixed order)."""
-    lines = markdown.strip().splitlines()
+    evaluation, then training's; by path and name within each."""
 
     def key(line: str) -> tuple:
         path, metric = ([cell.strip() for cell in line.strip().strip("|").split("|")] + ["", ""])[:2]
         return (not metric.startswith("test."), not path.startswith("eval/"), path, metric, line)
 
-    return "\n".join(lines[:2] + sorted(lines[2:], key=key))
+    return sorted_table(markdown, key)
 
 
 def section(heading: str, markdown: str, when_empty: str) -> str:
