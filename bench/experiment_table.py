@@ -11,7 +11,8 @@ seeds in the group (a run repeated with the same seeds counts once) with the sta
 deviation beside it. A sweep's runs are grouped by model, one row per setting of the train
 params that vary, ordered by validation RMSE: the first row is the model's chosen setting
 (the test part plays no part in it). `--record` and `--record-sweep` write the runs they
-read to RUNS_FILE and SWEEP_FILE (params and metrics only), so the tables in docs/results.md
+read to RUNS_FILE and SWEEP_FILE (params and metrics only; a sweep replaces the kept runs of
+the models it swept, and keeps the others'), so the tables in docs/results.md
 and README.md, between their marker comments, are generated from what the pipeline
 measured and a test can check they still are.
 """
@@ -184,6 +185,12 @@ def pages(recorded: list[dict], sweep: list[dict]) -> dict[Path, str]:
     }
 
 
+def merged(kept: list[dict], new: list[dict], key) -> list[dict]:
+    """`kept` without the runs that share a `key` with one of `new`, plus `new`, sorted by name."""
+    replaced = {key(run) for run in new}
+    return sorted([run for run in kept if key(run) not in replaced] + new, key=lambda run: run["name"])
+
+
 def read_json(path: Path) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -222,10 +229,9 @@ def main() -> None:
             print(tables(read))
             return
         if args.add:
-            names = {run["name"] for run in read}
-            read = sorted(
-                [run for run in read_json(RUNS_FILE) if run["name"] not in names] + read, key=lambda run: run["name"]
-            )
+            read = merged(read_json(RUNS_FILE), read, key=lambda run: run["name"])
+        if args.record_sweep:
+            read = merged(read_json(SWEEP_FILE), read, key=lambda run: run["params"]["train"]["model"])
         write_json(SWEEP_FILE if args.record_sweep else RUNS_FILE, read)
     update_docs()
 

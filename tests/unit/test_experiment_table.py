@@ -89,11 +89,18 @@ def test_each_models_committed_settings_are_the_recorded_sweeps_choice():
     sweep = json.loads(experiment_table.SWEEP_FILE.read_text(encoding="utf-8"))
     committed = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))["train"]
     choices = experiment_table.chosen(sweep)
-    assert {"biased_mf", "svdpp", "genre_mlp", "timesvd", "autorec"} <= set(choices)
+    assert {"biased_mf", "svdpp", "genre_mlp", "timesvd", "autorec", "als", "bayes_mf"} <= set(choices)
     for model, setting in choices.items():
         # `dvc exp run -S train.model=<model>` trains with train.<model>: those must be the sweep's choice.
         settings = experiment_table.train_settings(committed | {"model": model})
         assert {key: settings.get(key) for key in setting} == setting, model
+
+
+def test_a_recorded_sweep_replaces_the_kept_runs_of_the_models_it_swept_and_keeps_the_others():
+    kept = [run_b := {"name": "b", "params": {"train": {"model": "svdpp"}}}, {"name": "c", "params": {"train": {"model": "als"}}}]
+    new = [{"name": "a", "params": {"train": {"model": "als"}}}]
+    by_model = experiment_table.merged(kept, new, key=lambda run: run["params"]["train"]["model"])
+    assert by_model == [new[0], run_b]
 
 
 def test_a_runs_settings_are_its_models_own_or_the_flat_list_of_older_runs():
