@@ -97,10 +97,12 @@ def test_each_models_committed_settings_are_the_recorded_sweeps_choice():
 
 
 def test_a_recorded_sweep_replaces_the_kept_runs_of_the_models_it_swept_and_keeps_the_others():
-    kept = [run_b := {"name": "b", "params": {"train": {"model": "svdpp"}}}, {"name": "c", "params": {"train": {"model": "als"}}}]
-    new = [{"name": "a", "params": {"train": {"model": "als"}}}]
+    def sweep_run(name: str, model: str) -> dict:
+        return {"name": name, "params": {"train": {"model": model}}}
+
+    kept, new = [sweep_run("b", "svdpp"), sweep_run("c", "als")], [sweep_run("a", "als")]
     by_model = experiment_table.merged(kept, new, key=lambda run: run["params"]["train"]["model"])
-    assert by_model == [new[0], run_b]
+    assert by_model == [sweep_run("a", "als"), sweep_run("b", "svdpp")]
 
 
 def test_a_runs_settings_are_its_models_own_or_the_flat_list_of_older_runs():
