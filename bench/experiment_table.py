@@ -4,6 +4,7 @@
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record       # keep the runs, update the docs
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record-sweep # the same for a sweep
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --add          # add runs to the kept ones
+    dvc exp show --json | .venv/bin/python bench/experiment_table.py --add --ensemble  # and their ensembles
     .venv/bin/python bench/experiment_table.py --update                             # update the docs from the kept runs
 
 Runs are grouped by (data set, split fractions, model, refit); each cell is the mean over the
@@ -39,9 +40,11 @@ SWEEP_START, SWEEP_END = "<!-- sweep-table:start -->", "<!-- sweep-table:end -->
 README_TABLE = ("ml-100k", "0.7/0.15/0.15")
 
 
-def runs(exp_show: list[dict], baselines: bool = True) -> list[dict]:
+def runs(exp_show: list[dict], baselines: bool = True, ensemble: bool = False) -> list[dict]:
     """Every run (baselines, unless told not, and experiments) with test metrics: its name, params, eval and
-    training metrics."""
+    training metrics. With `ensemble` (runs of `dvc exp run dvc.yaml ensemble/dvc.yaml`), each run's
+    ensemble too, as a run of its own named `<run>:ensemble` (without, its metrics may be an earlier run's:
+    a run of dvc.yaml alone commits the ensemble's metrics as it found them)."""
     found = []
     for baseline in exp_show:
         experiments = [exp for group in baseline.get("experiments") or [] for exp in group["revs"]]
@@ -55,7 +58,20 @@ def runs(exp_show: list[dict], baselines: bool = True) -> list[dict]:
                 kept = {section: params[section] for section in ("data", "split", "train")}
                 name = run.get("name") or data.get("rev")
                 found.append({"name": name, "params": kept, "metrics": metrics, "training": training})
+                blended = all_metrics.get("ensemble/eval/metrics.json", {}).get("data", {})
+                if ensemble and "test" in blended:
+                    blend = all_metrics.get("ensemble/blend.json", {}).get("data", {})
+                    ensemble_params = kept | {"train": ensemble_train(params)}
+                    found.append(
+                        {"name": f"{name}:ensemble", "params": ensemble_params, "metrics": blended, "training": blend}
+                    )
     return sorted(found, key=lambda run: run["name"])
+
+
+def ensemble_train(params: dict) -> dict:
+    """An ensemble run's "train" params as the tables read them: the model `ensemble`, its members and refit."""
+    settings = params["ensemble"]
+    return {"model": "ensemble", "seed": params["train"]["seed"], "threads": params["train"]["threads"]} | settings
 
 
 def summary(values: list[float]) -> str:
@@ -222,9 +238,12 @@ def main() -> None:
         "--add", action="store_true", help=f"add stdin's runs to {RUNS_FILE.name} (a name kept replaces its run)"
     )
     action.add_argument("--update", action="store_true", help="update the docs from the kept runs")
+    parser.add_argument(
+        "--ensemble", action="store_true", help="the runs ran ensemble/dvc.yaml too: read its metrics as well"
+    )
     args = parser.parse_args()
     if not args.update:
-        read = runs(json.load(sys.stdin), baselines=not args.record_sweep)  # a sweep is its experiments
+        read = runs(json.load(sys.stdin), baselines=not args.record_sweep, ensemble=args.ensemble)
         if not (args.record or args.record_sweep or args.add):
             print(tables(read))
             return

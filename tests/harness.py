@@ -17,6 +17,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Built at set-up by `make venv` (scripts/offline_plots_template.py); git ignores it.
 PLOTS_TEMPLATE = Path("build/plots-template.html")
+# What the pipelines wrote into the project (the main one's, the ensemble's): not copied, the tests run them.
+PIPELINE_OUTPUTS = ("dvclive/", "eval/", "ensemble/eval/", "ensemble/blend.json")
+LOCK_FILES = ("dvc.lock", "ensemble/dvc.lock")
 GIT_IDENTITY = {"user.name": "Pipeline Test", "user.email": "pipeline-test@example.invalid"}
 
 
@@ -56,7 +59,7 @@ def git(repo: Path, *args: str) -> str:
 def copy_project(repo: Path, params: dict[str, dict]) -> Path:
     """The project's tracked files (less its pipeline outputs) in a new git repo at `repo`, `params` merged in."""
     for name in git(PROJECT, "ls-files").splitlines():
-        if (PROJECT / name).is_file() and not name.startswith(("dvclive/", "eval/")) and name != "dvc.lock":
+        if (PROJECT / name).is_file() and not name.startswith(PIPELINE_OUTPUTS) and name not in LOCK_FILES:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PROJECT / name, repo / name)
     if (PROJECT / PLOTS_TEMPLATE).is_file():

@@ -5,6 +5,7 @@
     movielens recommend 42 -n 10                    # user 42's top 10, never a movie rated in training
     movielens recommend --users users.csv --rev my-experiment
     movielens recommend 42 --artifact rating-model@v1.0.0   # a registered model version (dvc.yaml's artifacts)
+    movielens predict 1:50 --ensemble --rev main     # the ensemble pipeline's blend (ensemble/dvc.yaml)
 
 A thin layer over `trained.load_trained` and `TrainedModel`: arguments in, a table out (CSV on
 stdout, or the file `--out` names, CSV or Parquet by its suffix).
@@ -46,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
         "e.g. rating-model (the latest version), rating-model@v1.0.0, rating-model#prod",
     )
     model_options.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="the ensemble pipeline's blend (ensemble/dvc.yaml) instead of the train stage's model",
+    )
+    model_options.add_argument(
         "--cold-start",
         action="store_true",
         help="answer for unknown ids instead of refusing them: the training mean (predict), popular movies (recommend)",
@@ -73,7 +79,7 @@ def run_predict(args: argparse.Namespace) -> None:
     pairs = pl.concat([pairs_from_arguments(args.pairs), *read_table(args.pairs_file, ("userId", "movieId"))])
     from .trained import load_trained  # torch and Lightning load only once the arguments are good
 
-    trained = load_trained(args.repo, args.rev, args.artifact)
+    trained = load_trained(args.repo, args.rev, args.artifact, args.ensemble)
     write_table(trained.predict(pairs, cold_start=args.cold_start), args.out)
 
 
@@ -84,7 +90,7 @@ def run_recommend(args: argparse.Namespace) -> None:
         raise PipelineError("recommend: give user ids, or a file of them with --users")
     from .trained import load_trained
 
-    trained = load_trained(args.repo, args.rev, args.artifact)
+    trained = load_trained(args.repo, args.rev, args.artifact, args.ensemble)
     write_table(trained.recommend(users, args.n, cold_start=args.cold_start), args.out)
 
 

@@ -332,8 +332,38 @@ class EvaluateParams(Section):
         return self
 
 
+class EnsembleParams(Section):
+    """Ensemble pipeline (ensemble/dvc.yaml): its member stage trains each model its matrix lists, with that
+    model's settings in `train`; the blend combines the `members` named here, weighted by a least-squares fit
+    of the val ratings on the members' val predictions."""
+
+    name: ClassVar[str] = "ensemble"
+    members: list[str] = Field(
+        min_length=1,
+        description="the models the blend combines, by name; each one the matrix of ensemble/dvc.yaml trains",
+    )
+    weight_penalty: float = Field(
+        ge=0,
+        le=1000,
+        description="ridge penalty on the blend's weights (not its intercept): the fit minimises the val MSE plus "
+        "this x the sum of squared weights; 0: plain least squares",
+    )
+    refit: bool = Field(
+        description="the members that predict test (and are served) are refitted on train + val, as train.refit; "
+        "the weights come from the first fits' val predictions either way"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_members(self) -> EnsembleParams:
+        repeated = sorted({member for member in self.members if self.members.count(member) > 1})
+        if repeated:
+            raise self.fail("members", f"distinct model names ('{repeated[0]}' is listed twice)")
+        return self
+
+
 SECTIONS: dict[str, type[Section]] = {
-    section.name: section for section in (DataParams, PreprocessParams, SplitParams, TrainParams, EvaluateParams)
+    section.name: section
+    for section in (DataParams, PreprocessParams, SplitParams, TrainParams, EvaluateParams, EnsembleParams)
 }
 
 
@@ -424,7 +454,7 @@ def describe_error(model: type[Section], error: dict) -> str:
 
 
 RANGE_ERRORS = frozenset(
-    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "string_pattern_mismatch"}
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "string_pattern_mismatch", "too_short"}
 )
 
 
@@ -448,6 +478,11 @@ def _describe(option: Any, metadata: list) -> str:
         metadata = [*metadata, *(item for entry in extra for item in getattr(entry, "metadata", [entry]))]
     if option is bool:
         return "true or false"
+    if get_origin(option) is list:
+        shortest = next((item.min_length for item in metadata if getattr(item, "min_length", None)), 0)
+        items = _describe(get_args(option)[0], []).split(" ", 1)[1]  # 'a string' -> 'string'
+        size = {0: "", 1: "non-empty "}.get(shortest, f"{shortest} or more ")
+        return f"a {size}list of {items}s"
     if option is str:
         pattern = next((item.pattern for item in metadata if getattr(item, "pattern", None)), None)
         return PATTERN_WORDS.get(pattern, "a string")

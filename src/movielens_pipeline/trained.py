@@ -29,6 +29,8 @@ CHECKPOINT = "models/model.ckpt"
 USERS = "data/prepared/users.parquet"
 MOVIES = "data/prepared/movies.parquet"
 TRAIN = "data/split/train.parquet"
+# The ensemble pipeline's blend (ensemble/dvc.yaml), served with the same tables: `load_trained(ensemble=True)`.
+ENSEMBLE_CHECKPOINT = "ensemble/model.ckpt"
 # The trained model's name in dvc.yaml's `artifacts:` (DVC's model registry; its path is CHECKPOINT).
 ARTIFACT = "rating-model"
 MOVIE_DETAILS = {name: MOVIES_SCHEMA[name] for name in ("title", "genres")}
@@ -193,16 +195,23 @@ class TrainedModel:
         return torch.topk(self.popularity(), min(n, self.n_movies)).indices
 
 
-def load_trained(repo: str | Path = ".", rev: str | None = None, artifact: str | None = None) -> TrainedModel:
+def load_trained(
+    repo: str | Path = ".", rev: str | None = None, artifact: str | None = None, ensemble: bool = False
+) -> TrainedModel:
     """The model trained in `repo`'s workspace, or at git revision, branch, tag or experiment name `rev`, or the
-    registered version of `artifact` (dvc.yaml's `artifacts:`; see `artifact_revision`).
+    registered version of `artifact` (dvc.yaml's `artifacts:`; see `artifact_revision`); with `ensemble`, the
+    ensemble pipeline's blend (ENSEMBLE_CHECKPOINT) instead of the train stage's model.
 
     At a revision the files come through `dvc.api` (the DVC cache, else the remote): nothing is checked out.
     """
-    checkpoint = CHECKPOINT
+    checkpoint = ENSEMBLE_CHECKPOINT if ensemble else CHECKPOINT
     if artifact is not None:
         if rev is not None:
             raise PipelineError(f"give a revision ({rev}) or an artifact ({artifact}), not both")
+        if ensemble:
+            raise PipelineError(
+                f"an artifact ({artifact}) names its own model file: give it, or the ensemble, not both"
+            )
         rev, checkpoint = artifact_revision(Path(repo), artifact)
     read = _reader(Path(repo), rev)
     at = "" if rev is None else f" at {artifact or rev}"

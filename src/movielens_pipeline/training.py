@@ -113,11 +113,13 @@ def train(
     live_dir: Path,
     sparse_tables: bool | None = None,
     before_writing: Callable[[], None] = lambda: None,
+    first_fit_path: Path | None = None,
 ) -> dict:
     """Fit `params.model` on the `train` ratings (early stopping on `val`), keep the best val epoch's model at
     `checkpoint_path`, log to `live_dir`. With `params.refit`, the checkpoint is instead a new model trained on
-    train + val for the best epoch's count. The returned summary holds the timings (`TIMINGS`) too; dvclive's
-    metrics.json does not: they go to `live_dir`/TIMINGS_FILE.
+    train + val for the best epoch's count, and `first_fit_path`, if given, receives the best val epoch's model
+    (what an ensemble's weights are fitted on: it never saw the val ratings). The returned summary holds the
+    timings (`TIMINGS`) too; dvclive's metrics.json does not: they go to `live_dir`/TIMINGS_FILE.
 
     Both outputs are written atomically. Under DDP (`train.strategy`) every process calls this;
     the first writes the outputs and returns the summary, the others write nothing and return {}.
@@ -167,7 +169,7 @@ def train(
         started = time.perf_counter()
         with unfilled_memory():
             model = fit(trainer, params, settings, data, sparse_tables)
-            state = best.state
+            first_fit, state = model, best.state
             if params.refit:
                 refit_trainer = new_trainer(params, epochs=best.epoch + 1, validate=False)
                 model = fit(refit_trainer, params, settings, data.with_val_in_training(), sparse_tables)
@@ -190,6 +192,10 @@ def train(
         before_writing()
         with writing(checkpoint_staging, "the best checkpoint"):
             checkpoint_staging.write_bytes(checkpoint_bytes(model, state, best.epoch + 1))
+        if first_fit_path is not None:
+            with atomic_path(first_fit_path) as first_fit_staging, writing(first_fit_staging, "the first fit"):
+                # The first fit's own model: a refit's may hold tables sized by train + val (svdpp's rated movies).
+                first_fit_staging.write_bytes(checkpoint_bytes(first_fit, best.state, best.epoch + 1))
         for name, value in summary.items():
             if name not in TIMINGS:
                 live.summary[name] = value

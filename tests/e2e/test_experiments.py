@@ -82,7 +82,8 @@ def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
     # A misspelled section touches no stage's params; the check_params stage catches it.
     section = dvc(repo, "exp", "run", "-S", "+trian.embedding_dim=8", check=False)
     assert section.returncode != 0
-    assert "unknown section 'trian'; valid sections are: data, preprocess, split, train, evaluate" in section.stderr
+    sections = "data, preprocess, split, train, evaluate, ensemble"
+    assert f"unknown section 'trian'; valid sections are: {sections}" in section.stderr
     assert (repo / "dvclive/train/metrics.json").read_text() == before
     git(repo, "checkout", "--", "params.yaml")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import polars as pl
 import pytest
@@ -11,13 +13,29 @@ from harness import project_params
 
 from movielens_pipeline.data import DataShape, TrainingData, csr_index, rating_tensors
 from movielens_pipeline.evaluate import error_metrics
-from movielens_pipeline.models import build_model, load_model
+from movielens_pipeline.models import build_model, closed_form, load_model
+from movielens_pipeline.models.closed_form import (
+    Bags,
+    Eigenbasis,
+    bag_eigenbasis,
+    bag_gram,
+    bag_sums,
+    bag_vectors_by_conjugate_gradients,
+    bag_vectors_conditional,
+    make_bags,
+    member_sums,
+)
 from movielens_pipeline.models.ridge import pad_by_owner, ridge_rows
 from movielens_pipeline.params import ParamsError
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings
 from movielens_pipeline.training import train
+
+# What bayes_mf gave before implicit feedback existed, in `test_without_implicit_the_sampler_is_the_one_before_bags`:
+# with `implicit: false` the sampler must draw the same random numbers and give the same model.
+OLD_USER_BIAS = [-0.35689586, 0.08439032, -0.12056844, -0.11692289, 0.07339632, 0.16844940]
+OLD_MOVIE_FACTORS = [[0.09991458, 0.88155937], [-0.19427799, 0.16724007], [0.12941219, 0.65961629]]
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +73,19 @@ def test_ridge_rows_solves_each_owners_penalised_least_squares():
     padded = pad_by_owner(starts, torch.from_numpy(others), n_others=9, dim=4)
     # The ALS penalty (0.3 x the owner's ratings), then a penalty per coefficient around a prior mean.
     per_owner = 0.3 * torch.tensor(counts, dtype=torch.float64).unsqueeze(1)
+    # Then one prior mean per owner (bayes_mf's with implicit feedback).
     per_coefficient, prior_mean = torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=torch.float64), torch.tensor([1.0, 0, -1, 2])
-    for penalty, mean in ((per_owner, None), (per_coefficient, prior_mean.double())):
+    per_owner_mean = torch.from_numpy(np.random.default_rng(2).normal(size=(len(counts), 4)))
+    cases = ((per_owner, None), (per_coefficient, prior_mean.double()), (per_coefficient, per_owner_mean))
+    for penalty, mean in cases:
         solved = ridge_rows(padded, torch.from_numpy(factors), torch.from_numpy(targets), penalty, mean).numpy()
-        mean = np.zeros(4) if mean is None else mean.numpy()
-        np.testing.assert_array_equal(solved[0], mean)  # no ratings: the prior mean
+        mean = np.zeros((len(counts), 4)) if mean is None else mean.expand(len(counts), 4).numpy()
+        np.testing.assert_array_equal(solved[0], mean[0])  # no ratings: the prior mean
         for owner, count in enumerate(counts[1:], start=1):
             mine = owners == owner
             design = np.column_stack([np.ones(count), factors[others[mine]]])
             ridge = np.diag(penalty.expand(len(counts), 4)[owner].numpy())
-            expected = np.linalg.solve(design.T @ design + ridge, design.T @ targets[mine] + ridge @ mean)
+            expected = np.linalg.solve(design.T @ design + ridge, design.T @ targets[mine] + ridge @ mean[owner])
             np.testing.assert_allclose(solved[owner], expected, rtol=1e-8)
 
 
@@ -135,3 +156,207 @@ def test_the_gibbs_chain_starts_from_alternating_least_squares():
 def test_a_sweep_model_refuses_more_than_one_process(prepared, tmp_path):
     with pytest.raises(ParamsError, match=r"^train\.devices x num_nodes: got 2 processes; `als` is fitted by closed"):
         fit(prepared, tmp_path, "als", {"embedding_dim": 4, "regularization": 0.1}, devices=2, strategy="ddp")
+
+
+# Implicit feedback: each user's (movie's) prior mean shifted by its bag of the other side's vectors.
+
+
+def run_sweeps(model, sweeps: int) -> None:
+    """`sweeps` sweeps of a model outside a Trainer, each seeing its epoch number as a Trainer's would."""
+    with mock.patch.object(type(model), "current_epoch", new_callable=mock.PropertyMock) as epoch, torch.no_grad():
+        for number in range(sweeps):
+            epoch.return_value = number
+            model.sweep()
+
+
+def sampler(users, movies, ratings, n_users: int, n_movies: int, **settings):
+    """A bayes_mf model that has seen these training ratings, with the committed settings and `settings`."""
+    ratings = torch.as_tensor(ratings, dtype=torch.float32)
+    data = TrainingData(torch.as_tensor(users), torch.as_tensor(movies), ratings, torch.zeros(len(ratings)),
+                        torch.zeros(n_movies, 0))  # fmt: skip
+    shape = DataShape(n_users, n_movies, 0, len(ratings), float(ratings.mean()))
+    return build_model("bayes_mf", project_params("train", model="bayes_mf", bayes_mf=settings).settings, data, shape)
+
+
+def bag_matrix(owners: np.ndarray, members: np.ndarray, n_owners: int, n_members: int) -> np.ndarray:
+    """The bags as a dense owners x members array, as defined: each member 1 / sqrt(the owner's ratings)."""
+    counts = np.bincount(owners, minlength=n_owners)
+    matrix = np.zeros((n_owners, n_members))
+    np.add.at(matrix, (owners, members), 1 / np.sqrt(counts[owners]))
+    return matrix
+
+
+def test_the_bags_hold_the_training_ratings_each_weighted_by_one_over_the_root_of_its_size():
+    # User 3 has no training rating (only val or test ones, say): its bag is empty, as is movie 4's.
+    users, movies = np.array([0, 0, 0, 1, 2, 2]), np.array([0, 1, 3, 1, 2, 0])
+    model = sampler(users, movies, [4.0, 3, 5, 2, 1, 4], n_users=4, n_movies=5, implicit=True)
+    user_bags, movie_bags = model.side_bags("user"), model.side_bags("movie")
+    expected = bag_matrix(users, movies, 4, 5)
+    np.testing.assert_allclose(np.linalg.norm(expected, axis=1), [1, 1, 1, 0])  # Koren's SVD++ normalisation
+    vectors, rows = torch.randn(5, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    # B Y, B' X and B'B from the bags' rows and columns: the matrix of the training ratings.
+    # (The weights are the model's float32.)
+    np.testing.assert_allclose(bag_sums(user_bags, vectors).numpy(), expected @ vectors.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(member_sums(user_bags, rows).numpy(), expected.T @ rows.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(bag_gram(user_bags).numpy(), expected.T @ expected, rtol=1e-6)
+    movie_matrix = bag_matrix(movies, users, 5, 4)
+    np.testing.assert_allclose(bag_sums(movie_bags, rows).numpy(), movie_matrix @ rows.numpy(), rtol=1e-6)
+
+
+def test_the_bags_are_those_of_the_ratings_the_model_is_trained_on():
+    # The model is given train, or train + val when refitting: its bags are those ratings', whatever else exists.
+    users, movies, ratings = (column for column in owners_ratings([3, 5, 8, 2], n_others=6))
+    for held in (slice(0, 12), slice(None)):
+        model = sampler(users[held], movies[held], ratings[held] + 3, n_users=4, n_movies=6, implicit=True)
+        run_sweeps(model, model.START_SWEEPS + 1)  # the first Gibbs sweep makes the bags
+        vectors = torch.randn(6, 2)
+        np.testing.assert_allclose(
+            bag_sums(model.bags["user"], vectors).numpy(),
+            bag_matrix(users[held], movies[held], 4, 6) @ vectors.numpy(),
+            rtol=1e-5,
+        )
+
+
+def bag_problem(n_coordinates: int, transposed: bool) -> tuple[Bags, Eigenbasis, dict[str, torch.Tensor], np.ndarray]:
+    """Five users' bags of four movies (`transposed`: the four movies' bags of the users, B'B then known from BB'
+    and spanning its range only), an exact draw's inputs over `n_coordinates` coordinates, and B dense."""
+    users, movies = np.array([0, 0, 1, 1, 1, 2, 3, 3, 4]), np.array([0, 1, 1, 2, 3, 0, 2, 3, 1])
+    (owners, n_owners), (members, n_members) = ((movies, 4), (users, 5)) if transposed else ((users, 5), (movies, 4))
+    layouts = (*csr_and_others(owners, members, n_owners), *csr_and_others(members, owners, n_members))
+    bags = make_bags(*layouts, torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    row_precision = torch.linspace(0.5, 4.0, n_coordinates, dtype=torch.float64)
+    inputs = {
+        "deviations": torch.randn(n_owners, n_coordinates, generator=generator, dtype=torch.float64),
+        "row_precision": row_precision,
+        "vector_mean": torch.linspace(-1.0, 1.0, n_coordinates, dtype=torch.float64),
+        "vector_precision": 3.0 / row_precision,
+    }
+    return bags, bag_eigenbasis(bags, torch.float64), inputs, bag_matrix(owners, members, n_owners, n_members)
+
+
+def csr_and_others(owners: np.ndarray, others: np.ndarray, n_owners: int) -> tuple[torch.Tensor, torch.Tensor]:
+    starts, order = csr_index(torch.from_numpy(owners), n_owners)
+    return starts, torch.from_numpy(others)[order]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_bag_vectors_mean_is_the_dense_solve_of_their_precision(transposed):
+    bags, basis, inputs, matrix = bag_problem(n_coordinates=3, transposed=transposed)
+    members = matrix.shape[1]
+    # Transposed: movies 2 and 3 have the same raters, so B'B (users x users) has rank 3; its basis spans that.
+    assert basis.vectors.shape == ((5, 3) if transposed else (4, 4))
+    mean = bag_vectors_conditional(basis, bags, **inputs, draw=False).numpy()
+    for d in range(3):
+        rows, vectors = inputs["row_precision"][d].item(), inputs["vector_precision"][d].item()
+        precision = rows * matrix.T @ matrix + vectors * np.eye(members)
+        right = rows * matrix.T @ inputs["deviations"][:, d].numpy() + vectors * inputs["vector_mean"][d].item()
+        np.testing.assert_allclose(mean[:, d], np.linalg.solve(precision, right), rtol=1e-10)
+
+
+def many_draws(inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """One coordinate's inputs repeated over `n` coordinates: `n` draws of one conditional at once."""
+    return {name: value.expand(-1, n) if value.dim() == 2 else value.expand(n) for name, value in inputs.items()}
+
+
+def assert_draws_match(draws: np.ndarray, mean: np.ndarray, covariance: np.ndarray) -> None:
+    """Draws (one per column) with this mean (within 4 standard errors) and covariance (within 10 %)."""
+    standard_error = np.sqrt(np.diag(covariance) / draws.shape[1])
+    assert np.all(np.abs(draws.mean(1) - mean) < 4 * standard_error)
+    np.testing.assert_allclose(np.cov(draws), covariance, rtol=0.1, atol=0.1 * covariance.max())
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_bag_vectors_are_drawn_with_the_inverse_of_their_precision_as_covariance(transposed):
+    bags, basis, inputs, matrix = bag_problem(n_coordinates=1, transposed=transposed)
+    inputs = many_draws(inputs, 4000)  # the same conditional 4,000 times
+    torch.manual_seed(0)
+    draws = bag_vectors_conditional(basis, bags, **inputs).numpy()
+    rows, vectors = inputs["row_precision"][0].item(), inputs["vector_precision"][0].item()
+    covariance = np.linalg.inv(rows * matrix.T @ matrix + vectors * np.eye(matrix.shape[1]))
+    assert_draws_match(draws, bag_vectors_conditional(basis, bags, **inputs, draw=False)[:, 0].numpy(), covariance)
+
+
+def test_a_light_user_is_pulled_towards_the_users_who_rated_the_same_movies():
+    # 20 users rated movies 0-9 and share a row (its deviation from the side's prior mean); 20 others rated
+    # 10-19 and share the opposite row. The mean of the bag vectors given those rows puts the prior mean of a
+    # user who rated only movies 0-2 (user 40) near the first group's row, though no rating of its says so.
+    groups = [(user, movie) for user in range(40) for movie in range(10 * (user // 20), 10 * (user // 20) + 10)]
+    users, movies = (np.array(column) for column in zip(*groups, (40, 0), (40, 1), (40, 2), strict=True))
+    row = torch.tensor([0.5, 1.0, -1.0], dtype=torch.float64)
+    deviations = torch.cat([row.expand(20, 3), -row.expand(20, 3)])
+    precision = torch.full((3,), 10.0, dtype=torch.float64)
+    grouped = slice(0, 400)  # the groups' ratings, which the vectors are drawn from
+    group_bags = make_bags(
+        *csr_and_others(users[grouped], movies[grouped], 40),
+        *csr_and_others(movies[grouped], users[grouped], 20),
+        torch.float64,
+    )
+    basis = bag_eigenbasis(group_bags, torch.float64)
+    vectors = bag_vectors_conditional(basis, group_bags, deviations, precision, torch.zeros(3), precision / 10, False)
+    bags = make_bags(*csr_and_others(users, movies, 41), *csr_and_others(movies, users, 20), torch.float64)
+    light = bag_sums(bags, vectors)[40]
+    assert torch.nn.functional.cosine_similarity(light, row, dim=0) > 0.99
+    assert 0.4 * row.norm() < light.norm() < row.norm()  # 3 of the group's 10 movies, over sqrt(3)
+    # Its row's conditional mean given three ratings that say nothing (no factors, no residual) is that prior mean.
+    padded = pad_by_owner(*csr_and_others(users, movies, 41), n_others=20, dim=3)
+    movie_rows, targets = torch.zeros(20, 2, dtype=torch.float64), torch.zeros(len(users), dtype=torch.float64)
+    with_bag = ridge_rows(padded, movie_rows, targets, precision, bag_sums(bags, vectors))[40]
+    without = ridge_rows(padded, movie_rows, targets, precision)[40]
+    torch.testing.assert_close(with_bag[1:], light[1:])
+    assert (with_bag - row).norm() < 0.6 * (without - row).norm()
+
+
+def test_without_implicit_the_sampler_is_the_one_before_bags():
+    # The values the sampler gave before bags existed (same seed, same ratings, the same random stream).
+    users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
+    torch.manual_seed(0)
+    settings = {"embedding_dim": 2, "burn_in": 5, "start_regularization": 0.15, "implicit": False}
+    model = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings)
+    run_sweeps(model, 8)
+    assert int(model.samples) == 3
+    torch.testing.assert_close(model.user_bias, torch.tensor(OLD_USER_BIAS), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.movie_factors[:3], torch.tensor(OLD_MOVIE_FACTORS), rtol=1e-5, atol=1e-6)
+
+
+def test_the_sampler_with_bags_is_seeded_and_keeps_the_same_checkpoint_keys():
+    users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
+    fitted = {}
+    for name, implicit in (("bags", True), ("again", True), ("plain", False)):
+        torch.manual_seed(0)
+        model = sampler(
+            users, movies, ratings + 3, n_users=6, n_movies=7, embedding_dim=2, burn_in=5, implicit=implicit
+        )
+        run_sweeps(model, 12)
+        fitted[name] = model.state_dict()
+    for key, value in fitted["bags"].items():
+        torch.testing.assert_close(fitted["again"][key], value, rtol=0, atol=0)
+    assert fitted["bags"].keys() == fitted["plain"].keys()
+    assert not torch.equal(fitted["bags"]["user_factors"], fitted["plain"]["user_factors"])
+
+
+def test_conjugate_gradients_draw_the_same_conditional_without_a_dense_matrix():
+    # The fallback beyond MAX_EXACT_MEMBERS: its mean is the exact one, its draws have the same covariance.
+    bags, basis, inputs, _ = bag_problem(n_coordinates=3, transposed=False)
+    start = torch.zeros(4, 3, dtype=torch.float64)
+    solved = bag_vectors_by_conjugate_gradients(bags, **inputs, start=start, draw=False)
+    torch.testing.assert_close(solved, bag_vectors_conditional(basis, bags, **inputs, draw=False), rtol=1e-5, atol=1e-8)
+    bags, basis, inputs, matrix = bag_problem(n_coordinates=1, transposed=False)
+    inputs = many_draws(inputs, 4000)
+    torch.manual_seed(0)
+    draws = bag_vectors_by_conjugate_gradients(bags, **inputs, start=torch.zeros(4, 4000, dtype=torch.float64))
+    rows, vectors = inputs["row_precision"][0].item(), inputs["vector_precision"][0].item()
+    covariance = np.linalg.inv(rows * matrix.T @ matrix + vectors * np.eye(4))
+    assert_draws_match(
+        draws.numpy(), bag_vectors_conditional(basis, bags, **inputs, draw=False)[:, 0].numpy(), covariance
+    )
+
+
+def test_bags_with_more_members_than_the_exact_draw_takes_are_drawn_by_conjugate_gradients(monkeypatch):
+    users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
+    monkeypatch.setattr(closed_form, "MAX_EXACT_MEMBERS", 6)  # the 7 movies' vectors by CG, the 6 users' exactly
+    torch.manual_seed(0)
+    model = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, embedding_dim=2, burn_in=5, implicit=True)
+    run_sweeps(model, 12)
+    assert set(model.bag_bases) == {"movie"}
+    assert torch.isfinite(model.user_factors).all() and int(model.samples) == 7

@@ -42,6 +42,22 @@ def test_runs_keep_baselines_and_experiments_but_not_the_workspace():
     assert found[0]["params"]["train"]["model"] == "biases" and found[0]["metrics"]["test"]["rmse"] == 0.93
 
 
+def test_an_ensemble_run_is_read_as_a_run_of_its_own_only_when_asked():
+    experiment = run("exp-e", "bayes_mf", 0, 0.89)
+    params = experiment["data"]["params"]["params.yaml"]["data"]
+    params["ensemble"] = {"members": ["bayes_mf", "als"], "weight_penalty": 0.0, "refit": True}
+    metrics = experiment["data"]["metrics"]
+    metrics["ensemble/eval/metrics.json"] = {"data": {"test": {"rmse": 0.87, "mae": 0.68}, "baseline": {"rmse": 1.1}}}
+    metrics["ensemble/blend.json"] = {"data": {"weights": {"bayes_mf": 0.7, "als": 0.3}}}
+    assert [found["name"] for found in experiment_table.runs(exp_show(experiment), baselines=False)] == ["exp-e"]
+    main, ensemble = experiment_table.runs(exp_show(experiment), baselines=False, ensemble=True)
+    assert main["params"]["train"]["model"] == "bayes_mf" and main["metrics"]["test"]["rmse"] == 0.89
+    assert ensemble["name"] == "exp-e:ensemble" and ensemble["metrics"]["test"]["rmse"] == 0.87
+    assert ensemble["params"]["train"] == {"model": "ensemble", "seed": 0, "threads": 1} | params["ensemble"]
+    assert ensemble["params"]["split"] == main["params"]["split"]
+    assert experiment_table.label(ensemble["params"]["train"]) == "`ensemble`, refit"
+
+
 def test_tables_group_by_protocol_and_model_with_mean_and_spread_over_seeds():
     recorded = experiment_table.runs(
         exp_show(

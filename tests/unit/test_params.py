@@ -397,7 +397,7 @@ def test_load_section_rejects_an_unknown_top_level_section(tmp_path):
     with pytest.raises(ParamsError) as raised:
         load_section("split", path)
     assert str(raised.value) == (
-        f"{path}: unknown section 'trian'; valid sections are: data, preprocess, split, train, evaluate"
+        f"{path}: unknown section 'trian'; valid sections are: data, preprocess, split, train, evaluate, ensemble"
     )
 
 

@@ -8,6 +8,7 @@ of its `deps` or `outs`, so that paths are written once, in dvc.yaml.
 from __future__ import annotations
 
 import ast
+import re
 import shlex
 from pathlib import Path
 
@@ -15,9 +16,18 @@ import pytest
 import yaml
 from harness import PROJECT
 
+from movielens_pipeline.models import REGISTRY
+from movielens_pipeline.params import TrainParams
+
 PACKAGE = "movielens_pipeline"
 SOURCE_ROOTS = {"stages": PROJECT / "stages", PACKAGE: PROJECT / "src" / PACKAGE}
-STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+# Each pipeline's stages, by the name DVC gives them; the ensemble's run from the project root (`wdir: ..`).
+PIPELINES = {"dvc.yaml": "", "ensemble/dvc.yaml": "ensemble/dvc.yaml:"}
+STAGES = {
+    prefix + name: stage
+    for path, prefix in PIPELINES.items()
+    for name, stage in yaml.safe_load((PROJECT / path).read_text(encoding="utf-8"))["stages"].items()
+}
 
 
 def module_file(name: str) -> Path | None:
@@ -97,7 +107,8 @@ def test_deps_list_exactly_the_source_files_the_command_imports(name):
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_every_path_a_command_is_given_is_a_dep_or_an_out(name):
     stage = STAGES[name]
-    paths = [word for word in shlex.split(stage["cmd"])[2:] if not word.startswith("-")]
+    items = {f"${{item.{key}}}" for key in stage.get("matrix", {})}  # a matrix item's name, not a path
+    paths = [word for word in shlex.split(stage["cmd"])[2:] if not word.startswith("-") and word not in items]
     known = declared(stage, "deps") | declared(stage, "outs")
     for path in paths:
         assert path in known, f"stage {name}: its command is given {path}, which is neither a dep nor an out"
@@ -121,7 +132,23 @@ def test_no_stage_reads_a_data_path_written_into_its_script():
 def test_no_params_value_reaches_a_command_or_a_path(name):
     # DVC runs `cmd` through a shell and deletes `outs` before a run: an interpolated params value
     # there is a shell injection and a way to delete any folder. Stages read their values themselves.
+    # The one value allowed is a matrix item, whose values are plain names written in the pipeline file itself.
     stage = STAGES[name]
+    matrix = stage.get("matrix", {})
+    for key, values in matrix.items():
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", str(value)) for value in values), f"stage {name}: matrix {key}"
+    allowed = {f"item.{key}" for key in matrix}
     for key in ("cmd", "deps", "outs"):
         text = yaml.safe_dump(stage.get(key, ""))
-        assert "${" not in text, f"stage {name}: its {key} interpolates a value: {text.strip()}"
+        interpolated = set(re.findall(r"\$\{([^}]*)\}", text))
+        assert interpolated <= allowed, f"stage {name}: its {key} interpolates a value: {text.strip()}"
+
+
+def test_an_ensemble_member_reruns_on_its_own_model_settings_and_the_shared_train_keys_only():
+    stage = STAGES["ensemble/dvc.yaml:member"]
+    shared = {f"train.{key}" for key in TrainParams.model_fields if key not in ("model", "refit")}
+    assert set(stage["params"]) == shared | {"train.${item.model}", "ensemble.refit"}
+    trained = stage["matrix"]["model"]
+    assert set(trained) <= set(REGISTRY)
+    listed = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))["ensemble"]["members"]
+    assert set(listed) <= set(trained), "ensemble.members lists a model the member stage does not train"

@@ -19,6 +19,7 @@ from ..errors import PipelineError
 from ..params import PARAMS_FILE, SECTIONS, load_section, train_params_with
 from . import baselines, closed_form, factorization, neural, ranking  # noqa: F401  (each registers its models)
 from .base import REGISTRY, GradientModel, RatingModel
+from .blend import BLEND, Blend
 
 # The train section as the train stage reads it: the shared keys and each model's typed settings.
 TrainParams = train_params_with({name: model.Settings for name, model in REGISTRY.items()})
@@ -40,19 +41,35 @@ class CheckpointError(PipelineError):
     """A checkpoint that cannot be read, or that names no model this code knows."""
 
 
-def load_model(checkpoint_path, source: str | None = None) -> RatingModel:
+def load_model(checkpoint_path, source: str | None = None) -> RatingModel | Blend:
     """Rebuild a trained model from its checkpoint without unpickling arbitrary objects, in eval mode.
 
     `source` names the checkpoint in messages (when `checkpoint_path` is a buffer)."""
     source = source or str(checkpoint_path)
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        name, hyper_parameters = checkpoint["model_name"], checkpoint["hyper_parameters"]
-        state = checkpoint["state_dict"]
     except FileNotFoundError:
         raise CheckpointError(f"{source}: not found; the train stage writes it (dvc repro train)") from None
-    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError) as error:
+    except (OSError, RuntimeError, EOFError, TypeError, ValueError) as error:
         raise CheckpointError(f"{source}: not a checkpoint the train stage wrote: {error}") from None
+    return model_of_checkpoint(checkpoint, source)
+
+
+def model_of_checkpoint(checkpoint: object, source: str) -> RatingModel | Blend:
+    """The model a checkpoint's contents (as `torch.load` read them) describe, in eval mode: a rating model, or
+    the ensemble's blend of several (each member's checkpoint inside it)."""
+    try:
+        name = checkpoint["model_name"]
+        if name == BLEND:
+            members = {
+                member: model_of_checkpoint(contents, f"{source}, member {member}")
+                for member, contents in checkpoint["members"].items()
+            }
+            weights = [checkpoint["weights"][member] for member in members]
+            return Blend(members, checkpoint["intercept"], weights).eval()
+        hyper_parameters, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{source}: not a checkpoint the train stage wrote: {error!r}") from None
     if name not in REGISTRY:
         raise CheckpointError(f"{source}: model {name!r} is unknown; known models: {', '.join(REGISTRY)}")
     cls = REGISTRY[name]
@@ -84,4 +101,14 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
 
 
-__all__ = ["REGISTRY", "DataShape", "GradientModel", "RatingModel", "TrainParams", "build_model", "load_model"]
+__all__ = [
+    "BLEND",
+    "REGISTRY",
+    "Blend",
+    "DataShape",
+    "GradientModel",
+    "RatingModel",
+    "TrainParams",
+    "build_model",
+    "load_model",
+]

@@ -60,23 +60,24 @@ def ridge_rows(
     draw_std: Tensor | float | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """For every owner o (a user, or a movie), the coefficients x = [bias, factors] minimising
-    |t_o - D_o x|^2 + sum_j penalty[o, j] (x_j - prior_mean_j)^2, where D_o = [1, factors[others]] are the
+    |t_o - D_o x|^2 + sum_j penalty[o, j] (x_j - prior_mean[o, j])^2, where D_o = [1, factors[others]] are the
     rows of o's ratings (the other side's factors) and t_o their `targets` (in the order `padded` was made
-    from): the ridge regression, or a Normal posterior's mean. `penalty` broadcasts to (owners, 1 +
-    factors); `prior_mean` (1 + factors,) defaults to 0. With `draw_std`, also a draw from N(that mean,
-    draw_std^2 (D_o'D_o + diag penalty)^-1): the Gibbs sampler's joint conditional of a row, draw_std being
-    the noise's sd; then (means, draws). An owner without ratings gets the prior mean (and a draw from the
-    prior).
+    from): the ridge regression, or a Normal posterior's mean. `penalty` and `prior_mean` broadcast to
+    (owners, 1 + factors): one row for all owners, or one per owner; `prior_mean` defaults to 0. With
+    `draw_std`, also a draw from N(that mean, draw_std^2 (D_o'D_o + diag penalty)^-1): the Gibbs sampler's
+    joint conditional of a row, draw_std being the noise's sd; then (means, draws). An owner without
+    ratings gets its prior mean (and a draw from the prior).
     """
     device, dtype = factors.device, factors.dtype
     n_owners, dim = len(padded.counts), factors.shape[1] + 1
     penalty = penalty.to(dtype).expand(n_owners, dim)
     prior_mean = torch.zeros(dim, device=device, dtype=dtype) if prior_mean is None else prior_mean
+    prior_mean = prior_mean.expand(n_owners, dim)
     # Padded slots point one past the last design row and target, both zeros: padding adds nothing to the
     # Gram matrices, with no mask to multiply by.
     design_rows = F.pad(torch.cat([torch.ones(len(factors), 1, device=device, dtype=dtype), factors], 1), (0, 0, 0, 1))
     targets = F.pad(targets, (0, 1))
-    solutions = prior_mean.expand(n_owners, dim).clone()
+    solutions = prior_mean.clone()
     draws = solutions.clone()
     empty = padded.counts == 0
     if draw_std is not None and bool(empty.any()):
@@ -88,7 +89,7 @@ def ridge_rows(
         gram = design.transpose(1, 2) @ design
         gram.diagonal(dim1=1, dim2=2).add_(penalty[owners])
         right = design.transpose(1, 2) @ targets.index_select(0, slots.view(-1)).view(*slots.shape, 1)
-        right += (penalty[owners] * prior_mean).unsqueeze(2)
+        right += (penalty[owners] * prior_mean[owners]).unsqueeze(2)
         cholesky = torch.linalg.cholesky(gram)
         solved = torch.cholesky_solve(right, cholesky)
         solutions[owners] = solved.squeeze(2)
