@@ -31,7 +31,6 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-runs.json"
 SWEEP_FILE = PROJECT / "bench" / "results" / "ml-100k-sweep.json"
-BLEND_FILE = PROJECT / "bench" / "results" / "ml-100k-blend.json"  # bench/blend.py's runs, in the same format
 RESULTS_PAGE = PROJECT / "docs" / "results.md"
 README = PROJECT / "README.md"
 START, END = "<!-- experiment-table:start -->", "<!-- experiment-table:end -->"
@@ -153,8 +152,15 @@ def swept(recorded: list[dict]) -> dict[str, list[tuple[dict, float]]]:
             if key not in ("threads", "run") and len({json.dumps(run.get(key)) for run in model_runs}) > 1
         )
         rows = [({key: run[key] for key in keys}, val_rmse(run["run"])) for run in model_runs]
-        settings[model] = sorted(rows, key=lambda row: row[1])
+        # An exact tie (a sampler that peaked before its last sweep scores the same with more) goes to the
+        # smaller setting: fewer sweeps, a lower rank.
+        settings[model] = sorted(rows, key=lambda row: (row[1], [_order(value) for value in row[0].values()]))
     return settings
+
+
+def _order(value: object) -> tuple:
+    """A setting's place among others of its key: numbers (and booleans) by value, before anything else."""
+    return (0, value, "") if isinstance(value, int | float) else (1, 0, json.dumps(value))
 
 
 def chosen(recorded: list[dict]) -> dict[str, dict]:
@@ -217,9 +223,8 @@ def write_json(path: Path, recorded: list[dict]) -> None:
 
 
 def kept_pages() -> dict[Path, str]:
-    """The docs as the kept runs (pipeline runs, bench/blend.py's blends, the sweep) say they should read."""
-    blends = read_json(BLEND_FILE) if BLEND_FILE.exists() else []
-    return pages(read_json(RUNS_FILE) + blends, read_json(SWEEP_FILE))
+    """The docs as the kept runs (pipeline runs, ensembles among them, and the sweep) say they should read."""
+    return pages(read_json(RUNS_FILE), read_json(SWEEP_FILE))
 
 
 def update_docs() -> None:

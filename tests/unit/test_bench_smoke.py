@@ -3,8 +3,8 @@
 The scripts read the project's files (params.yaml, data/prepared, data/split): the tests point them
 at a project of 1,500 synthetic ratings made by the pipeline's own download, preprocess and split
 code, with few epochs, and check what each prints: the right rows, finite values on the rating
-scale (or in [0, 1], or positive for speeds). blend.py (ten trainings) and scale.py (every stage
-through `dvc repro`) take a minute each: they are marked slow. experiment_table.py and
+scale (or in [0, 1], or positive for speeds). scale.py (every stage through `dvc repro`) takes a
+minute: it is marked slow. experiment_table.py and
 synthetic_oracle.py's estimator have their own tests (test_experiment_table.py, test_synthetic_oracle.py).
 """
 
@@ -91,29 +91,6 @@ def table_rows(output: str) -> dict[str, list[str]]:
 
 def assert_rmse(value: float) -> None:
     assert math.isfinite(value) and 0 < value < SCALE_WIDTH, value
-
-
-@pytest.mark.slow  # ten trainings (five members, with and without refit): 30 s on an idle 2-core machine
-def test_blend_fits_weights_on_val_and_records_a_test_rmse_per_member_and_for_the_blend(
-    tiny_project, bench, monkeypatch, capsys
-):
-    blend = bench("blend")
-    monkeypatch.setattr(blend, "PREPARED", tiny_project / "data" / "prepared")
-    monkeypatch.setattr(blend, "PARAMS_FILE", tiny_project / "params.yaml")
-    recorded, docs_updates = [], []
-    monkeypatch.setattr(blend, "write_json", lambda path, runs: recorded.append((path, runs)))
-    monkeypatch.setattr(blend, "update_docs", lambda: docs_updates.append(True))  # never the real docs
-    output = run_main(blend, monkeypatch, capsys, "--seeds", "0", "--record")
-    [(path, [run])] = recorded
-    assert path == blend.BLEND_FILE and docs_updates == [True]
-    assert run["name"] == "blend-s0" and run["params"]["train"]["members"] == list(blend.MEMBERS)
-    assert set(run["metrics"]["members"]) == set(blend.MEMBERS)
-    metrics = run["metrics"]
-    for rmse in [metrics["test"]["rmse"], metrics["baseline"]["rmse"], *metrics["members"].values()]:
-        assert_rmse(rmse)
-    weights = run["training"]["weights"]
-    assert len(weights) == 1 + len(blend.MEMBERS) and all(math.isfinite(weight) for weight in weights)
-    assert re.search(rf"blend {run['metrics']['test']['rmse']:.4f}$", output, re.MULTILINE)
 
 
 def test_ranking_scores_each_model_and_popularity_with_the_evaluate_stages_metrics(

@@ -333,6 +333,8 @@ def test_the_sampler_with_bags_is_seeded_and_keeps_the_same_checkpoint_keys():
         torch.testing.assert_close(fitted["again"][key], value, rtol=0, atol=0)
     assert fitted["bags"].keys() == fitted["plain"].keys()
     assert not torch.equal(fitted["bags"]["user_factors"], fitted["plain"]["user_factors"])
+    # Without bags nothing of them is held: the memory estimate and a run at any size are those before bags.
+    assert model.current_user_bag_vectors.numel() == model.prior_mean_movie_bag.numel() == 0 and not model.bags
 
 
 def test_conjugate_gradients_draw_the_same_conditional_without_a_dense_matrix():

@@ -101,6 +101,15 @@ def test_a_sweep_table_shows_the_params_that_vary_best_val_rmse_first_and_the_ch
     ]
 
 
+def test_an_exact_tie_in_val_rmse_goes_to_the_smaller_setting():
+    tied = [
+        run(name, "bayes_mf", 0, 0.88, val_rmse=0.89, sweeps=sweeps, embedding_dim=16)
+        for name, sweeps in (("a-500", 500), ("b-300", 300), ("c-1000", 1000))
+    ]
+    recorded = experiment_table.runs(exp_show(*tied), baselines=False)
+    assert [row[0]["sweeps"] for row in experiment_table.swept(recorded)["bayes_mf"]] == [300, 500, 1000]
+
+
 def test_each_models_committed_settings_are_the_recorded_sweeps_choice():
     sweep = json.loads(experiment_table.SWEEP_FILE.read_text(encoding="utf-8"))
     committed = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))["train"]
