@@ -4,7 +4,7 @@
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record       # keep the runs, update the docs
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record-sweep # the same for a sweep
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --add          # add runs to the kept ones
-    dvc exp show --json | .venv/bin/python bench/experiment_table.py --add --ensemble  # and their ensembles
+    dvc exp show --json | .venv/bin/python bench/experiment_table.py --add --ensemble --match 'ens-'  # ensembles too
     .venv/bin/python bench/experiment_table.py --update                             # update the docs from the kept runs
 
 Runs are grouped by (data set, split fractions, model, refit); each cell is the mean over the
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -246,9 +247,11 @@ def main() -> None:
     parser.add_argument(
         "--ensemble", action="store_true", help="the runs ran ensemble/dvc.yaml too: read its metrics as well"
     )
+    parser.add_argument("--match", metavar="REGEX", help="only the runs whose name matches (re.match)")
     args = parser.parse_args()
     if not args.update:
         read = runs(json.load(sys.stdin), baselines=not args.record_sweep, ensemble=args.ensemble)
+        read = [run for run in read if args.match is None or re.match(args.match, run["name"])]
         if not (args.record or args.record_sweep or args.add):
             print(tables(read))
             return

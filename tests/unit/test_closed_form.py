@@ -342,7 +342,13 @@ def test_conjugate_gradients_draw_the_same_conditional_without_a_dense_matrix():
     bags, basis, inputs, _ = bag_problem(n_coordinates=3, transposed=False)
     start = torch.zeros(4, 3, dtype=torch.float64)
     solved = bag_vectors_by_conjugate_gradients(bags, **inputs, start=start, draw=False)
-    torch.testing.assert_close(solved, bag_vectors_conditional(basis, bags, **inputs, draw=False), rtol=1e-5, atol=1e-8)
+    exact = bag_vectors_conditional(basis, bags, **inputs, draw=False)
+    torch.testing.assert_close(solved, exact, rtol=1e-5, atol=1e-8)
+    # A float32 model's: the passes over the ratings in float32, the iterates in float64.
+    inputs32 = {name: value.float() for name, value in inputs.items()}
+    solved = bag_vectors_by_conjugate_gradients(bags, **inputs32, start=start.float(), draw=False)
+    assert solved.dtype == torch.float32
+    torch.testing.assert_close(solved.double(), exact, rtol=1e-5, atol=1e-6)
     bags, basis, inputs, matrix = bag_problem(n_coordinates=1, transposed=False)
     inputs = many_draws(inputs, 4000)
     torch.manual_seed(0)
@@ -362,3 +368,13 @@ def test_bags_with_more_members_than_the_exact_draw_takes_are_drawn_by_conjugate
     run_sweeps(model, 12)
     assert set(model.bag_bases) == {"movie"}
     assert torch.isfinite(model.user_factors).all() and int(model.samples) == 7
+
+
+def test_a_checkpoint_from_before_the_bags_loads_as_a_model_without_them(tmp_path):
+    model = sampler([0, 1, 1], [0, 0, 1], [4.0, 3.0, 5.0], n_users=2, n_movies=2, implicit=False)
+    checkpoint = model.checkpoint()
+    del checkpoint["hyper_parameters"]["settings"]["implicit"]  # what the train stage saved before bags
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = load_model(tmp_path / "old.ckpt")
+    assert loaded.settings.implicit is False
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())

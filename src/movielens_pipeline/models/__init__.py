@@ -83,7 +83,8 @@ def _shape_and_settings(cls: type[RatingModel], hyper_parameters: dict) -> tuple
     """The DataShape and settings a checkpoint's hyper-parameters hold; checkpoints written before models had
     settings of their own (one flat list) hold both in one mapping, with settings the model did not use."""
     if "shape" in hyper_parameters:
-        return DataShape(**hyper_parameters["shape"]), cls.Settings.model_validate(hyper_parameters["settings"])
+        settings = cls.checkpoint_settings(hyper_parameters["settings"])
+        return DataShape(**hyper_parameters["shape"]), cls.Settings.model_validate(settings)
     shape = DataShape(**{key: hyper_parameters[key] for key in DataShape.__dataclass_fields__})
     fields = {key: hyper_parameters[key] for key in cls.Settings.model_fields if key in hyper_parameters}
     # batch_size was never saved: it shapes no weight.

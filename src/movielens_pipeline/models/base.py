@@ -96,6 +96,11 @@ class RatingModel(pl.LightningModule):
         return self(users, movies, days)
 
     @classmethod
+    def checkpoint_settings(cls, saved: dict) -> dict:
+        """The settings a checkpoint saved, completed with what a setting added since then meant before it."""
+        return saved
+
+    @classmethod
     def fixed_epochs(cls, settings: ModelSettings) -> int | None:
         """How many epochs the model trains, if it decides that itself (a sampler); None: early stopping decides."""
         return None
