@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PLOTS_TEMPLATE := build/plots-template.html
 REV ?= main
 
-.PHONY: venv pipeline test test-unit test-all report plots-template lock clean-venv
+.PHONY: venv pipeline test test-unit test-all lint-workflows report plots-template lock clean-venv
 
 venv: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
@@ -50,6 +50,18 @@ test-unit: venv
 # Includes the tests marked slow.
 test-all: venv
 	$(PYTEST) -m ''
+
+# The GitHub workflows against GitHub's schema and zizmor's security audits (offline), with pinned tools
+# in a venv of their own (.ci/run runs it before the tests).
+LINT_VENV := build/lint-venv
+lint-workflows: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(LINT_VENV)/bin/zizmor --offline .github/workflows/
+
+$(LINT_VENV)/.installed: requirements-lint.lock
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-lint.lock
+	touch $@
 
 # What the pull-request comment will say: the workspace against REV (default main), in report/.
 report: venv

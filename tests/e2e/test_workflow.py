@@ -24,7 +24,8 @@ def commands() -> str:
 def test_runs_on_every_pull_request_and_may_comment():
     document = workflow()
     assert "pull_request" in document[True]  # YAML 1.1 reads the key `on` as True
-    assert document["permissions"]["pull-requests"] == "write"
+    assert document["permissions"] == {}  # nothing by default: each job says what it needs
+    assert document["jobs"]["report"]["permissions"] == {"contents": "write", "pull-requests": "write"}
 
 
 def test_sets_up_reproduces_with_the_remote_and_reports_like_make_report():
@@ -76,7 +77,21 @@ def test_sweep_is_started_by_hand_and_fans_out_one_job_per_combination():
     run = "\n".join(step.get("run", "") for step in run_job["steps"])
     assert 'dvc exp run $SET_ARGS --name "$EXPERIMENT" --pull --allow-missing' in run
     assert "dvc push" in run and 'dvc exp push origin "$EXPERIMENT"' in run
-    assert document["permissions"]["contents"] == "write"  # experiments are pushed as git refs
+    assert document["permissions"] == {} and document["jobs"]["plan"]["permissions"] == {"contents": "read"}
+    assert run_job["permissions"] == {"contents": "write"}  # experiments are pushed as git refs
     text = SWEEP.read_text()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING"):
         assert f"{name}: ${{{{ secrets.{name} }}}}" in text
+
+
+def test_every_action_is_pinned_by_commit_and_only_jobs_that_push_keep_the_checkouts_credentials():
+    pushing_jobs = {("dvc-report.yml", "report"), ("dvc-sweep.yml", "run")}  # the assets branch; dvc exp push
+    for path in sorted((PROJECT / ".github/workflows").glob("*.yml")):
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            for step in job["steps"]:
+                if "uses" not in step:
+                    continue
+                assert re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", step["uses"]), (path.name, name, step["uses"])
+                if step["uses"].startswith("actions/checkout@"):
+                    kept = step.get("with", {}).get("persist-credentials", True)
+                    assert kept == ((path.name, name) in pushing_jobs), (path.name, name)
