@@ -95,3 +95,32 @@ def test_every_action_is_pinned_by_commit_and_only_jobs_that_push_keep_the_check
                 if step["uses"].startswith("actions/checkout@"):
                     kept = step.get("with", {}).get("persist-credentials", True)
                     assert kept == ((path.name, name) in pushing_jobs), (path.name, name)
+
+
+TESTS = PROJECT / ".github/workflows/tests.yml"
+
+
+def test_the_tests_workflow_runs_ci_and_the_readme_pipeline_on_every_pull_request_and_push():
+    document = yaml.safe_load(TESTS.read_text())
+    assert set(document[True]) == {"pull_request", "push"}
+    suite, pipeline = document["jobs"]["suite"], document["jobs"]["pipeline"]
+    assert [step["run"] for step in suite["steps"] if "run" in step] == ["sudo --preserve-env=PATH bash .ci/run"]
+    runs = [step["run"] for step in pipeline["steps"] if "run" in step]
+    assert runs[0] == "make pipeline" and 'test -z "$(git status --porcelain)"' in runs[1]
+    cached = [step["with"] for step in pipeline["steps"] if step.get("uses", "").startswith("actions/cache@")]
+    assert cached == [
+        {"path": ".dvc/cache", "key": "dvc-cache-${{ hashFiles('dvc.lock') }}", "restore-keys": "dvc-cache-"}
+    ]
+    assert all(job["permissions"] == {"contents": "read"} for job in document["jobs"].values())
+
+
+def test_every_make_target_a_workflow_or_ci_runs_exists():
+    targets = set(re.findall(r"^([a-z][\w-]*):", (PROJECT / "Makefile").read_text(), re.MULTILINE))
+    texts = [path.read_text() for path in sorted((PROJECT / ".github/workflows").glob("*.yml"))]
+    called = {
+        target
+        for text in [*texts, (PROJECT / ".ci/run").read_text()]
+        for target in re.findall(r"\bmake ([a-z][\w-]*)", text)
+    }
+    assert {"venv", "test", "pipeline", "lint-workflows"} <= called
+    assert called <= targets, called - targets
