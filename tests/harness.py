@@ -17,9 +17,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Built at set-up by `make venv` (scripts/offline_plots_template.py); git ignores it.
 PLOTS_TEMPLATE = Path("build/plots-template.html")
-# What the pipelines wrote into the project (the main one's, the ensemble's): not copied, the tests run them.
-PIPELINE_OUTPUTS = ("dvclive/", "eval/", "ensemble/eval/", "ensemble/blend.json")
-LOCK_FILES = ("dvc.lock", "ensemble/dvc.lock")
+# What the pipeline wrote into the project: not copied, the tests run it. Nor is the second pipeline,
+# ensemble/: plain `dvc status`, `dvc pull` and `dvc exp show` would take it in (never run, never pushed);
+# tests/e2e/test_ensemble_pipeline.py adds it (`with_ensemble_pipeline`).
+PIPELINE_OUTPUTS = ("dvclive/", "eval/", "ensemble/")
+LOCK_FILES = ("dvc.lock",)
 GIT_IDENTITY = {"user.name": "Pipeline Test", "user.email": "pipeline-test@example.invalid"}
 
 
@@ -73,6 +75,12 @@ def copy_project(repo: Path, params: dict[str, dict]) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "project under test")
     return repo
+
+
+def with_ensemble_pipeline(repo: Path) -> None:
+    """Add the project's ensemble pipeline (ensemble/dvc.yaml, never run) to a copy `copy_project` made."""
+    (repo / "ensemble").mkdir(exist_ok=True)
+    shutil.copy2(PROJECT / "ensemble" / "dvc.yaml", repo / "ensemble" / "dvc.yaml")
 
 
 def exp_runs(repo: Path, experiments_only: bool = False) -> list[dict]:

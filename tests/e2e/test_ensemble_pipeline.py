@@ -9,7 +9,7 @@ import shutil
 import polars as pl
 import pytest
 import yaml
-from harness import dvc, exp_runs, git, merged, python
+from harness import dvc, exp_runs, git, merged, python, with_ensemble_pipeline
 
 from movielens_pipeline.models import load_model
 from movielens_pipeline.trained import ENSEMBLE_CHECKPOINT, load_trained
@@ -48,6 +48,7 @@ def ran(output: str) -> set[str]:
 def ensemble_repo(baseline_repo, tmp_path_factory):
     """The baseline project after `dvc repro ensemble/dvc.yaml`, committed."""
     repo = shutil.copytree(baseline_repo, tmp_path_factory.mktemp("ensemble") / "project", symlinks=True)
+    with_ensemble_pipeline(repo)
     set_params(repo, ENSEMBLE_PARAMS)
     with_members(repo, MEMBERS)
     first = dvc(repo, "repro", PIPELINE)
