@@ -11,7 +11,6 @@ they read one model's.
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from .evaluate import error_metrics
 from .models import REGISTRY, TrainParams, load_model
 from .models.blend import blend_checkpoint
 from .params import EnsembleParams, ParamsError
+from .schema import RATING_MAX, RATING_MIN
 from .trained import predicted_ratings
-from .training import train
+from .training import saved_bytes, train
 
 # A member's folder: its predictions of each part (one `predicted_rating` column, in the part's row order),
 # the model that predicts test, and its training's dvclive folder.
@@ -78,11 +78,15 @@ def train_member(
 
 def read_member_predictions(members_dir: Path, members: list[str], part: str, rows: int) -> np.ndarray:
     """The members' predictions of `part` (`rows` ratings), one column per member, in `members`' order."""
-    trained = sorted(path.name for path in members_dir.iterdir() if path.is_dir()) if members_dir.is_dir() else []
     columns = []
     for member in members:
         path = members_dir / member / PREDICTIONS[part]
         if not path.is_file():
+            trained = (
+                sorted(folder.name for folder in members_dir.iterdir() if folder.is_dir())
+                if members_dir.is_dir()
+                else []
+            )
             raise ParamsError(
                 f"ensemble.members: '{member}' has no predictions at {path}; the member stage of ensemble/dvc.yaml "
                 f"trains {', '.join(trained) or 'none yet'} (list a model there to train it)"
@@ -122,7 +126,7 @@ def blend(
     val_ratings = val["rating"].to_numpy()
     predictions = read_member_predictions(members_dir, params.members, "val", val.height)
     intercept, weights = fit_weights(predictions, val_ratings, params.weight_penalty)
-    blended = np.clip(predictions @ weights + intercept, 0.5, 5.0)
+    blended = np.clip(predictions @ weights + intercept, RATING_MIN, RATING_MAX)
     summary = {
         # In-sample: the weights were fitted on these ratings. The test metrics are the evaluate stage's.
         "val_fit": {"rmse": error_metrics(blended, val_ratings)["rmse"]},
@@ -138,10 +142,8 @@ def blend(
         for member in params.members
     }
     before_writing()
-    buffer = io.BytesIO()  # via a buffer: the same blend gives the same bytes (see training.checkpoint_bytes)
-    torch.save(blend_checkpoint(checkpoints, intercept, weights.tolist()), buffer)
     with atomic_path(model_path) as staging, writing(staging, "the blend's checkpoint"):
-        staging.write_bytes(buffer.getvalue())
+        staging.write_bytes(saved_bytes(blend_checkpoint(checkpoints, intercept, weights.tolist())))
     with atomic_path(summary_path) as staging:
         write_json(summary, staging, "the blend's weights", indent=4)
     return summary

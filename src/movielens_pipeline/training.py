@@ -276,12 +276,15 @@ def new_trainer(
 def checkpoint_bytes(model: RatingModel, state: dict[str, torch.Tensor], epochs: int) -> bytes:
     """The checkpoint of `model` with the weights `state`, trained for `epochs` epochs: what `models.load_model` reads.
 
-    Optimiser states are left out (twice the weights' size, and nothing resumes from them). The
-    bytes are written via a buffer because torch names the archive's inner folder after the file:
-    so the same training gives the same checkpoint, byte for byte, and DVC sees an unchanged output.
-    """
+    Optimiser states are left out (twice the weights' size, and nothing resumes from them)."""
+    return saved_bytes(model.checkpoint() | {"state_dict": state, "epochs": epochs})
+
+
+def saved_bytes(contents: dict) -> bytes:
+    """`torch.save` of `contents`, as bytes. Saved via a buffer because torch names the archive's inner folder
+    after the file: so the same contents give the same bytes, and DVC sees an unchanged output."""
     buffer = io.BytesIO()
-    torch.save(model.checkpoint() | {"state_dict": state, "epochs": epochs}, buffer)
+    torch.save(contents, buffer)
     return buffer.getvalue()
 
 
