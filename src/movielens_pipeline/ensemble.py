@@ -29,10 +29,10 @@ from .trained import predicted_ratings
 from .training import saved_bytes, train
 
 # A member's folder: its predictions of each part (one `predicted_rating` column, in the part's row order),
-# the model that predicts test, and its training's dvclive folder.
+# and the model that predicts test. Not its training's dvclive folder: that holds the training's timings, which
+# differ from run to run, and would make DVC see a new member, and rerun the blend, whenever one is retrained.
 PREDICTIONS = {"val": "val.parquet", "test": "test.parquet"}
 MEMBER_CHECKPOINT = "model.ckpt"
-MEMBER_LIVE = "live"
 
 
 def member_params(train_params: TrainParams, model: str, refit: bool) -> TrainParams:
@@ -61,7 +61,7 @@ def train_member(
             users,
             movies,
             checkpoint_path=staging / MEMBER_CHECKPOINT,
-            live_dir=staging / MEMBER_LIVE,
+            live_dir=Path(scratch) / "live",
             first_fit_path=first_fit,
             before_writing=before_writing,
         )

@@ -81,6 +81,13 @@ def test_a_members_val_predictions_come_from_its_first_fit_and_its_test_predicti
     assert first_fit_val_rmse > refit_val_rmse
 
 
+def test_a_member_folder_holds_its_predictions_and_model_only(members_dir):
+    # No timings (dvclive's): a retrained member with the same results is the same DVC output, byte for byte.
+    assert sorted(path.name for path in (members_dir / "svdpp").iterdir()) == sorted(
+        [*PREDICTIONS.values(), MEMBER_CHECKPOINT]
+    )
+
+
 def test_changing_the_test_ratings_changes_no_weight(prepared, members_dir, tmp_path):
     parts, users, movies = prepared
     shuffled_test = parts["test"].with_columns(pl.col("rating").shuffle(seed=1))
