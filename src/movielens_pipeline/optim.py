@@ -121,35 +121,42 @@ def use_sparse_tables(model: nn.Module, sparse: bool) -> None:
 
 
 def table_optimizers(
-    model: nn.Module, learning_rate: float, weight_decay: float
+    model: nn.Module, learning_rate: float, weight_decay: float, table_decays: dict[nn.Module, float] | None = None
 ) -> tuple[list[torch.optim.Optimizer], Callable[[], torch.Tensor | float]]:
     """The optimisers of a gradient-trained model, and the L2 term its loss adds each step.
 
-    Sparse tables: RowAdam (which applies the L2 penalty itself) for the tables, Adam for the rest; the
-    loss adds nothing. Dense tables: one Adam, fused where the device has it, and the loss adds the same
-    penalty from the rows each step looked up (under DDP it must be in the loss, to be averaged with it).
+    Every table's penalty is `weight_decay`, unless `table_decays` gives that table its own. Sparse tables:
+    RowAdam (which applies the L2 penalty itself) for the tables, Adam for the rest; the loss adds nothing.
+    Dense tables: one Adam, fused where the device has it, and the loss adds the same penalty from the rows
+    each step looked up (under DDP it must be in the loss, to be averaged with it).
     """
     tables = [module for module in model.modules() if isinstance(module, TABLES)]
+    decays = {table: (table_decays or {}).get(table, weight_decay) for table in tables}
     table_weights = {id(module.weight) for module in tables}
     rest = [parameter for parameter in model.parameters() if id(parameter) not in table_weights]
     if any(not module.sparse for module in tables):
-        return [torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)], LookupPenalty(tables, weight_decay)
+        return [torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)], LookupPenalty(decays)
     optimizers: list[torch.optim.Optimizer] = []
     if tables:
-        optimizers.append(RowAdam([module.weight for module in tables], lr=learning_rate, weight_decay=weight_decay))
+        # One parameter group per penalty, in the tables' order.
+        groups = [
+            {"params": [table.weight for table in tables if decays[table] == decay], "weight_decay": decay}
+            for decay in dict.fromkeys(decays.values())
+        ]
+        optimizers.append(RowAdam(groups, lr=learning_rate))
     if rest:
         optimizers.append(torch.optim.Adam(rest, lr=learning_rate))
     return optimizers, lambda: 0.0
 
 
 class LookupPenalty:
-    """RowAdam's L2 penalty as a loss term, for dense tables: weight_decay x the mean squared norm of the rows
-    each table looked up in this training step (a row looked up k times counts k times)."""
+    """RowAdam's L2 penalty as a loss term, for dense tables: per table, its weight decay x the mean squared
+    norm of the rows it looked up in this training step (a row looked up k times counts k times)."""
 
-    def __init__(self, tables: list[nn.Module], weight_decay: float):
-        self.weight_decay = weight_decay
+    def __init__(self, decays: dict[nn.Module, float]):
+        self.decays = decays
         self.lookups: dict[nn.Module, list[torch.Tensor]] = {}
-        for table in tables:
+        for table in decays:
             table.register_forward_hook(self.record)
 
     def record(self, table: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -163,6 +170,6 @@ class LookupPenalty:
         for table, calls in self.lookups.items():
             # Each row's squared norm once, then one number per lookup: a bag looks up more rows than a table has.
             squared_norms = table.weight.square().sum(dim=1).index_select(0, torch.cat(calls))
-            penalty = penalty + squared_norms.mean()
+            penalty = penalty + self.decays[table] * squared_norms.mean()
         self.lookups.clear()
-        return self.weight_decay * penalty
+        return penalty

@@ -452,9 +452,12 @@ def test_ranking_draws_at_most_ranking_max_users_the_same_way_each_time(prepared
 
 def gradients_with_the_penalty(model, sparse: bool, users, movies, ratings, weight_decay) -> dict[str, torch.Tensor]:
     """Each parameter's full gradient with its tables `sparse` or dense: for sparse tables, the MSE's plus the
-    penalty RowAdam adds (optim.py); for dense ones, of the MSE plus the loss term training adds."""
+    penalty RowAdam adds (optim.py); for dense ones, of the MSE plus the loss term training adds. A table
+    the model gives its own penalty (svdpp's implicit factors) has it."""
     use_sparse_tables(model, sparse)
-    _, penalty = table_optimizers(model, 0.01, weight_decay)
+    table_decays = model.table_weight_decays()
+    _, penalty = table_optimizers(model, 0.01, weight_decay, table_decays)
+    decay_of = {id(table.weight): decay for table, decay in table_decays.items()}
     model.train()
     model.zero_grad()
     loss = torch.nn.functional.mse_loss(model(users, movies), ratings)
@@ -465,7 +468,7 @@ def gradients_with_the_penalty(model, sparse: bool, users, movies, ratings, weig
         if grad is not None and grad.is_sparse:
             lookups = grad._indices()[0]  # one entry per lookup, as RowAdam counts them
             counts = torch.bincount(lookups, minlength=parameter.shape[0]).to(parameter.dtype)
-            share = 2 * weight_decay * counts / len(lookups)
+            share = 2 * decay_of.get(id(parameter), weight_decay) * counts / len(lookups)
             grad = grad.to_dense() + share.view(-1, *[1] * (parameter.dim() - 1)) * parameter.detach()
         found[name] = torch.zeros_like(parameter) if grad is None else grad
     return found
@@ -478,8 +481,9 @@ def test_the_dense_path_has_the_same_loss_gradient_as_rowadams(name, prepared, p
     models = {}
     for sparse in (True, False):
         torch.manual_seed(0)
+        own_penalty = {"implicit_weight_decay": 2.0} if name == "svdpp" else {}
         models[sparse] = new_model(
-            name, training, data.n_users, data.n_movies, embedding_dim=8, weight_decay=0.3, dropout=0.0
+            name, training, data.n_users, data.n_movies, embedding_dim=8, weight_decay=0.3, dropout=0.0, **own_penalty
         )
     users, movies = training.users[:500], training.movies[:500]
     ratings = torch.tensor(parts["train"]["rating"].to_numpy()[:500])
@@ -494,8 +498,10 @@ def test_the_dense_path_has_the_same_loss_gradient_as_rowadams(name, prepared, p
     assert tables and not any(table.sparse for table in tables)
     optimizers, _ = table_optimizers(models[False], 0.01, 0.3)
     assert [type(o).__name__ for o in optimizers] == ["Adam"] and optimizers[0].defaults["fused"] is True
-    optimizers, _ = table_optimizers(models[True], 0.01, 0.3)
+    optimizers, _ = table_optimizers(models[True], 0.01, 0.3, models[True].table_weight_decays())
     assert type(optimizers[0]).__name__ == "RowAdam"
+    # One RowAdam group per penalty: svdpp's implicit factors in their own.
+    assert [group["weight_decay"] for group in optimizers[0].param_groups] == [0.3, 2.0] if name == "svdpp" else [0.3]
 
 
 def test_training_on_the_dense_path_learns_and_its_checkpoint_loads(prepared, parts, tmp_path):
@@ -535,3 +541,14 @@ def test_unchanged_params_notices_a_rewrite(tmp_path):
     path.write_text("train: {model: svdpp}\n")
     with pytest.raises(ParamsError, match=r"params\.yaml changed while the stage ran .* `dvc exp run --queue`"):
         check()
+
+
+def test_an_svdpp_checkpoint_from_before_its_own_implicit_penalty_loads_with_the_model_penalty(tmp_path):
+    model = new_model("svdpp", tiny_data(3, 4), 3, 4, embedding_dim=4, weight_decay=0.25, implicit_weight_decay=1.0)
+    checkpoint = model.checkpoint()
+    del checkpoint["hyper_parameters"]["settings"]["implicit_weight_decay"]  # what the train stage saved before
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = load_model(tmp_path / "old.ckpt")
+    assert loaded.settings.implicit_weight_decay == 0.25
+    assert loaded.table_weight_decays() == {loaded.implicit_factors: 0.25}
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())

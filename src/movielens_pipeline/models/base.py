@@ -154,8 +154,14 @@ class GradientModel(RatingModel):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # global_mean has no tables, and no weight_decay to set.
         weight_decay = getattr(self.settings, "weight_decay", 0.0)
-        optimizers, self.row_penalty = table_optimizers(self, self.settings.learning_rate, weight_decay)
+        optimizers, self.row_penalty = table_optimizers(
+            self, self.settings.learning_rate, weight_decay, self.table_weight_decays()
+        )
         return optimizers
+
+    def table_weight_decays(self) -> dict[nn.Module, float]:
+        """Tables whose L2 penalty is not the model's `weight_decay`, with their own."""
+        return {}
 
 
 class SweepModel(RatingModel):

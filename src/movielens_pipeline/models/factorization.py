@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data import TrainingData, csr_index, csr_rows
 from ..params import EmbeddingDim, GradientSettings, WeightDecay
@@ -40,6 +40,10 @@ class BiasedMF(Biases):
 class SVDppSettings(BiasedMFSettings):
     """`svdpp`: biased MF whose user vector adds the implicit factors of the movies the user rated."""
 
+    implicit_weight_decay: WeightDecay = Field(
+        description="L2 penalty on the implicit factors each batch looks up through the users' rated movies"
+    )
+
 
 @register
 class SVDpp(BiasedMF):
@@ -61,6 +65,14 @@ class SVDpp(BiasedMF):
         starts, order = csr_index(data.users, self.shape.n_users)
         self.rated_start[:] = starts
         self.rated_movies[:] = data.movies[order]
+
+    @classmethod
+    def checkpoint_settings(cls, saved: dict) -> dict:
+        # Before implicit_weight_decay, the implicit factors had the model's weight_decay.
+        return {"implicit_weight_decay": saved["weight_decay"]} | saved
+
+    def table_weight_decays(self) -> dict[nn.Module, float]:
+        return {self.implicit_factors: self.settings.implicit_weight_decay}
 
     def implicit(self, users: Tensor) -> Tensor:
         """|N(u)|^-1/2 * sum of y_j over the movies j each user rated, computed once per distinct user."""
