@@ -1,9 +1,14 @@
-"""The one home of the ratings a model sees: a LightningDataModule over the split's tables.
+"""The one home of the ratings a model sees: a data module over the split's tables.
 
 Each part (train, val, predict) becomes four tensors once, in `setup`, on the device the
 model trains on (moved there once per fit, not once per batch); an epoch is one
 permutation of the row numbers, drawn on that device, and each batch a slice of it: no
 per-sample `__getitem__` and no collate, which is what makes an epoch fast.
+
+`RatingsDataModule` has a LightningDataModule's hooks (`setup`, `train_dataloader`, ...)
+without being one: training's Lightning module (`training.Fitting`) calls them and tells it
+the Trainer's device and this process's shard (`place`). Nothing here imports Lightning, so
+serving (the CSR index, the models' `DataShape`) does not pay for its import.
 
 Batches come in two layouts, as the model asks (`RatingModel.batches`): "ratings", any
 ratings in random order, or "movies", the ratings of movies in random order, grouped by
@@ -20,7 +25,6 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-import pytorch_lightning as lightning
 import torch
 from torch import Tensor
 
@@ -169,11 +173,12 @@ def csr_rows(starts: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
     return starts[keys].repeat_interleave(lengths) + within, offsets
 
 
-class RatingsDataModule(lightning.LightningDataModule):
+class RatingsDataModule:
     """Train, val and predict ratings as tensors, batched by slicing; the index space from the users and movies tables.
 
     Any part may be left out: evaluate gives only `train` (for its statistics) and `predict`.
-    `batches` is the training batches' layout the model asks for (`RatingModel.batches`).
+    `batches` is the training batches' layout the model asks for (`RatingModel.batches`). The tensors live on
+    `device` (the CPU by default) and each batch is whole, until a fit `place`s them on its own.
     """
 
     def __init__(
@@ -189,12 +194,12 @@ class RatingsDataModule(lightning.LightningDataModule):
         seed: int = 0,
         device: torch.device | str | None = None,
     ):
-        super().__init__()
         self.batch_size = batch_size
         self.tables = {"train": train, "val": val, "predict": predict}
         self.users, self.movies = users, movies
         self.seed = seed
-        self.fixed_device = None if device is None else torch.device(device)
+        self.device = torch.device("cpu" if device is None else device)
+        self.rank, self.world_size = 0, 1  # this process's shard of each batch (`RatingBatches`)
         self.tensors: dict[str, Part] = {}
         self.batches = batches
 
@@ -204,12 +209,9 @@ class RatingsDataModule(lightning.LightningDataModule):
         tables = {name: None if path is None else pl.read_parquet(path) for name, path in paths.items()}
         return cls(batch_size, seed=seed, **tables)
 
-    @property
-    def device(self) -> torch.device:
-        """Where the tensors live: the device given, else the Trainer's, else the CPU."""
-        if self.fixed_device is not None:
-            return self.fixed_device
-        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+    def place(self, device: torch.device, rank: int = 0, world_size: int = 1) -> None:
+        """Fit on `device`, as process `rank` of `world_size` (DDP): the Trainer's, before `setup`."""
+        self.device, self.rank, self.world_size = torch.device(device), rank, world_size
 
     def setup(self, stage: str | None = None) -> None:
         """Turn each part into tensors, once, and put them on the device (a no-op once they are there)."""
@@ -246,7 +248,7 @@ class RatingsDataModule(lightning.LightningDataModule):
             users=self.users,
             movies=self.movies,
             seed=self.seed,
-            device=self.fixed_device,
+            device=self.device,
         )
 
     def _part(self, part: str) -> Part:
@@ -269,18 +271,14 @@ class RatingsDataModule(lightning.LightningDataModule):
         if self.batches == "whole":  # one batch of every rating, in row order
             generator = None
         group_by_movie = self.batches == "movies"
-        return RatingBatches(self.tensors["train"], self.batch_size, generator, *self._shard(), group_by_movie)
+        return RatingBatches(
+            self.tensors["train"], self.batch_size, generator, self.rank, self.world_size, group_by_movie
+        )
 
     def val_dataloader(self) -> RatingBatches | list:
         if "val" not in self.tensors:  # a fit without validation (train's refit on train + val)
             return []
-        return RatingBatches(self.tensors["val"], self.batch_size, None, *self._shard())
-
-    def _shard(self) -> tuple[int, int]:
-        """(rank, world size) of this process when a Trainer runs it; one process otherwise."""
-        if self.trainer is None:
-            return 0, 1
-        return self.trainer.global_rank, self.trainer.world_size
+        return RatingBatches(self.tensors["val"], self.batch_size, None, self.rank, self.world_size)
 
     def predict_dataloader(self) -> RatingBatches:
         return RatingBatches(self.tensors["predict"], self.batch_size)

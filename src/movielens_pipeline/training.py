@@ -2,7 +2,9 @@
 
 `train` is the train stage: it resolves the model's `auto` settings once, builds the data
 module with its final batch size and layout, fits (`fit`, which refit calls again on train
-+ val), and writes the checkpoint and dvclive's folder. `BestEpoch` is the one place that
++ val), and writes the checkpoint and dvclive's folder. `Fitting` is the one Lightning
+module: it holds the model (a plain torch module, which serving loads without Lightning)
+and its data, and hands each step to the model's family. `BestEpoch` is the one place that
 watches validation: it keeps the best epoch and its weights and stops training.
 """
 
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -26,7 +30,8 @@ from pytorch_lightning.callbacks import Callback
 
 from .atomic import atomic_dir, atomic_path, write_json, writing
 from .data import DataShape, RatingsDataModule
-from .models import REGISTRY, RatingModel, TrainParams, build_model, quiet_lightning
+from .models import REGISTRY, RatingModel, TrainParams, build_model
+from .models.base import Batch
 from .optim import use_sparse_tables
 from .params import GradientSettings, ParamsError
 
@@ -36,6 +41,47 @@ TIME_TO_ACCURACY_TOLERANCE = 0.01
 # out of git: the git-tracked metrics.json holds only what the same params and data reproduce.
 TIMINGS = ("train_seconds", "ratings_per_second", "seconds_to_1pct_of_best_val_rmse")
 TIMINGS_FILE = "timings.json"
+
+
+class Fitting(lightning.LightningModule):
+    """A rating model and its data as the Trainer fits them: the one Lightning module.
+
+    The model is a plain torch module; each training step is its family's (`RatingModel.training_step`, handed
+    this module for logging, the optimisers and the backward pass; optimisation is manual, so a family steps its
+    own optimisers, or none), and so are its optimisers. Validation logs the model's loss. The data module's
+    tensors go to the Trainer's device, and each process takes its shard of every batch. The checkpoint is the
+    model's own (its keys not prefixed): `BestEpoch` and `train` save `fitting.model`.
+    """
+
+    def __init__(self, model: RatingModel, data: RatingsDataModule):
+        super().__init__()
+        self.model, self.data = model, data
+        self.automatic_optimization = False
+
+    def setup(self, stage: str) -> None:
+        self.data.place(self.trainer.strategy.root_device, self.trainer.global_rank, self.trainer.world_size)
+        self.data.setup(stage)
+
+    def train_dataloader(self):
+        return self.data.train_dataloader()
+
+    def val_dataloader(self):
+        return self.data.val_dataloader()
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer] | None:
+        return self.model.configure_optimizers()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        return self.model.training_step(batch, self)
+
+    def on_validation_epoch_start(self) -> None:
+        self.model.start_validation()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        users, movies, ratings, days = batch
+        # Under DDP each process validates its shard; the mean over processes decides early stopping.
+        loss = self.model.loss(users, movies, ratings, days)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
 
 
 class BestEpoch(Callback):
@@ -55,13 +101,14 @@ class BestEpoch(Callback):
         self.state: dict[str, torch.Tensor] = {}  # the best epoch's weights and buffers, on the CPU
         self.epochs_without_progress = 0
 
-    def on_validation_end(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+    def on_validation_end(self, trainer: lightning.Trainer, module: Fitting) -> None:
         val_loss = float(trainer.callback_metrics["val_loss"])
         progress = math.sqrt(val_loss) < math.sqrt(self.val_loss) * (1 - self.min_improvement)
         self.epochs_without_progress = 0 if progress else self.epochs_without_progress + 1
         if val_loss < self.val_loss:
             self.epoch, self.val_loss = trainer.current_epoch, val_loss
-            self.state = {key: value.detach().to("cpu", copy=True) for key, value in module.state_dict().items()}
+            state = module.model.state_dict()
+            self.state = {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
         if self.epochs_without_progress >= self.patience:
             trainer.should_stop = True
 
@@ -75,16 +122,16 @@ class EpochLog(Callback):
         self.elapsed: list[float] = []  # seconds from the start of fitting to the end of each epoch's validation
         self.val_losses: list[float] = []
 
-    def on_fit_start(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+    def on_fit_start(self, trainer: lightning.Trainer, module: Fitting) -> None:
         self.fit_started = time.perf_counter()
 
-    def on_train_epoch_start(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+    def on_train_epoch_start(self, trainer: lightning.Trainer, module: Fitting) -> None:
         self.epoch_started = time.perf_counter()
 
-    def on_validation_start(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+    def on_validation_start(self, trainer: lightning.Trainer, module: Fitting) -> None:
         self.epoch_seconds.append(time.perf_counter() - self.epoch_started)
 
-    def on_train_epoch_end(self, trainer: lightning.Trainer, module: RatingModel) -> None:
+    def on_train_epoch_end(self, trainer: lightning.Trainer, module: Fitting) -> None:
         train_loss = float(trainer.callback_metrics["train_loss"])
         val_loss = float(trainer.callback_metrics["val_loss"])
         self.elapsed.append(time.perf_counter() - self.fit_started)
@@ -204,6 +251,17 @@ def train(
     return summary
 
 
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up notes (hardware found, product tips) out of `dvc repro` output.
+
+    They drown the per-epoch lines; warnings and errors still show.
+    """
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
+    # A model fitted by closed-form sweeps has no optimiser, by design.
+    warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
+
+
 def check_memory(params: TrainParams, settings, shape: DataShape, memory_bytes: int | None = None) -> None:
     """Refuse a model whose tables would not fit in this machine's memory (`memory_bytes`, physical memory by
     default), before any is built: one line naming the setting that sizes them most, the estimate and the memory.
@@ -256,7 +314,7 @@ def fit(
     lightning.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(params.model, settings, data.training_data(), data.shape())
     use_sparse_tables(model, sparse_tables)
-    trainer.fit(model, datamodule=data)
+    trainer.fit(Fitting(model, data))
     return model
 
 

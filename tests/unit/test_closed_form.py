@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from unittest import mock
-
 import numpy as np
 import polars as pl
 import pytest
@@ -147,7 +145,7 @@ def test_the_gibbs_chain_starts_from_alternating_least_squares():
     als = build_model("als", als_settings, data, shape)
     als.global_bias.copy_(sampler.current_global_bias)
     als.movie_factors.copy_(sampler.current_movie_factors)
-    sampler.sweep(), als.sweep()
+    sampler.sweep(0), als.sweep(0)
     for name in ("user_bias", "user_factors", "movie_bias", "movie_factors"):
         torch.testing.assert_close(getattr(sampler, f"current_{name}"), getattr(als, name))
     assert int(sampler.samples) == 0  # a start sweep is no sample
@@ -162,11 +160,10 @@ def test_a_sweep_model_refuses_more_than_one_process(prepared, tmp_path):
 
 
 def run_sweeps(model, sweeps: int) -> None:
-    """`sweeps` sweeps of a model outside a Trainer, each seeing its epoch number as a Trainer's would."""
-    with mock.patch.object(type(model), "current_epoch", new_callable=mock.PropertyMock) as epoch, torch.no_grad():
-        for number in range(sweeps):
-            epoch.return_value = number
-            model.sweep()
+    """`sweeps` sweeps of a model outside a Trainer, each given its epoch number as training gives it."""
+    with torch.no_grad():
+        for epoch in range(sweeps):
+            model.sweep(epoch)
 
 
 def sampler(users, movies, ratings, n_users: int, n_movies: int, **settings):

@@ -106,9 +106,19 @@ def test_tensors_and_the_permutation_live_on_the_device_given(indexed):
     assert all(column.device == data.device for column in next(iter(batches)))
 
 
-def test_without_a_device_or_trainer_the_tensors_stay_on_the_cpu(indexed):
+def test_without_a_device_or_a_fit_the_tensors_stay_on_the_cpu_and_batches_are_whole(indexed):
     data = module(indexed)
-    assert data.trainer is None and data.device == torch.device("cpu")
+    assert data.device == torch.device("cpu") and (data.rank, data.world_size) == (0, 1)
+
+
+def test_a_fit_places_the_tensors_and_takes_its_shard(indexed):
+    data = module(indexed)
+    data.place(torch.device("cpu"), rank=1, world_size=2)  # what training.Fitting does with the Trainer's
+    data.setup("fit")
+    batches = data.train_dataloader()
+    assert (batches.rank, batches.world_size) == (1, 2) and len(next(iter(batches))[0]) == 32
+    refit = data.with_val_in_training()
+    assert refit.device == data.device and (refit.rank, refit.world_size) == (0, 1)
 
 
 def rows_of(batch: tuple[torch.Tensor, ...], part: tuple) -> set[int]:

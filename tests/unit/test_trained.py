@@ -3,6 +3,9 @@ the pipeline's (the revision option is tested end to end, in e2e/test_trained_re
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
@@ -186,6 +189,33 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         print(stop.code, file=__import__("sys").stderr)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# Serving must start fast (docs/models.md, "Serving"): Lightning's import alone costs seconds (torch._dynamo, through
+# lightning_fabric), dvclive's and DVC's most of one. A command that answers from the workspace imports none of them,
+# nor the training modules that do.
+NOT_FOR_SERVING = ("pytorch_lightning", "lightning", "lightning_fabric", "dvclive", "dvc", "torch._dynamo")
+SERVING_RUN = """
+import sys
+from movielens_pipeline import cli
+cli.main(sys.argv[1:])
+heavy = {heavy!r}
+heavy += ("movielens_pipeline.training", "movielens_pipeline.ensemble")
+loaded = sorted({{m for m in sys.modules for h in heavy if m == h or m.startswith(h + ".")}})
+sys.exit(f"imported: {{loaded}}" if loaded else 0)
+"""
+
+
+@pytest.mark.parametrize("command", [["predict", "1:10", "2:20"], ["recommend", "1", "-n", "3"]])
+def test_serving_imports_neither_lightning_nor_dvc_nor_training(project, command):
+    run = subprocess.run(
+        [sys.executable, "-c", SERVING_RUN.format(heavy=NOT_FOR_SERVING), *command, "--repo", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("userId,")
 
 
 def test_cli_predicts_pairs_from_arguments_and_files(project, capsys, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -195,7 +196,7 @@ def epochs_until_stopped(val_rmses: list[float], patience: int, min_improvement:
     best = BestEpoch(patience, min_improvement)
     for epoch, val_rmse in enumerate(val_rmses, start=1):
         trainer.callback_metrics["val_loss"] = torch.tensor(val_rmse**2)
-        best.on_validation_end(trainer, torch.nn.Linear(1, 1))
+        best.on_validation_end(trainer, SimpleNamespace(model=torch.nn.Linear(1, 1)))
         trainer.current_epoch += 1
         if trainer.should_stop:
             return epoch
@@ -209,7 +210,7 @@ def test_the_best_epoch_keeps_its_own_weights_not_the_last_ones():
         trainer.current_epoch, trainer.callback_metrics["val_loss"] = epoch, torch.tensor(val_loss)
         with torch.no_grad():
             module.weight.fill_(weight)
-        best.on_validation_end(trainer, module)
+        best.on_validation_end(trainer, SimpleNamespace(model=module))  # a Fitting's model
     # Epoch 1 is the best (a later tie does not replace it), with the weights it had then.
     assert (best.epoch, best.val_loss) == (1, 0.5) and float(best.state["weight"]) == 2.0
 

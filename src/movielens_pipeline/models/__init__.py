@@ -9,9 +9,6 @@ params or from a checkpoint. Adding a model: a class with `@register` in a famil
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 import torch
 
 from ..data import DataShape, TrainingData
@@ -89,17 +86,6 @@ def _shape_and_settings(cls: type[RatingModel], hyper_parameters: dict) -> tuple
     fields = {key: hyper_parameters[key] for key in cls.Settings.model_fields if key in hyper_parameters}
     # batch_size was never saved: it shapes no weight.
     return shape, cls.Settings.model_construct(**fields)
-
-
-def quiet_lightning() -> None:
-    """Keep Lightning's start-up notes (hardware found, product tips) out of `dvc repro` output.
-
-    They drown the per-epoch lines; warnings and errors still show.
-    """
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.13
-    # A model fitted by closed-form sweeps has no optimiser, by design.
-    warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
 
 
 __all__ = [

@@ -5,18 +5,22 @@ A model is a `RatingModel`: it registers its name and its settings (a section of
 a bias and an interaction per rating, which its output form (`output`) turns into a rating:
 a sigmoid over the sum, scaled to the rating scale (the seed's form), or the sum clipped to
 it. What is common lives here: cold starts (a user or movie training never saw gets the
-bias alone), the validation loss, predictions, the checkpoint's contents. How a model is
-fitted is its family's: `GradientModel` (minibatch gradient steps) below, or a model of its
-own that fits by closed-form sweeps, one per epoch, under manual optimisation.
+bias alone), the loss, predictions, the checkpoint's contents. How a model is fitted is its
+family's: `GradientModel` (minibatch gradient steps) below, or `SweepModel` (closed-form
+sweeps, one per epoch).
+
+A model is a plain torch module: serving (`trained.py`, the `movielens` command) loads and
+scores it without importing Lightning, whose import costs seconds. Training wraps it in
+Lightning's module (`training.Fitting`), which hands each family's `training_step` what only
+Lightning has (`Fit`: logging, the optimisers, the backward pass, the epoch).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,6 +31,7 @@ from ..params import ModelSettings
 from ..schema import RATING_MAX, RATING_MIN
 
 REGISTRY: dict[str, type[RatingModel]] = {}
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # user index, movie index, rating, day: one row per rating
 
 
 def register(model: type[RatingModel]) -> type[RatingModel]:
@@ -37,7 +42,19 @@ def register(model: type[RatingModel]) -> type[RatingModel]:
     return model
 
 
-class RatingModel(pl.LightningModule):
+class Fit(Protocol):
+    """What a family's `training_step` asks of the Lightning module that trains it (`training.Fitting`)."""
+
+    current_epoch: int
+
+    def log(self, name: str, value: Tensor, **options: Any) -> None: ...
+
+    def optimizers(self) -> Any: ...
+
+    def manual_backward(self, loss: Tensor) -> None: ...
+
+
+class RatingModel(nn.Module):
     """Shared contract; a model sets `name`, `Settings`, creates parameters and defines `score`."""
 
     name: ClassVar[str]
@@ -53,11 +70,16 @@ class RatingModel(pl.LightningModule):
     def __init__(self, shape: DataShape, settings: ModelSettings):
         super().__init__()
         self.shape, self.settings = shape, settings
-        # Plain types only: the checkpoint is read back with torch.load(weights_only=True).
-        self.save_hyperparameters({"shape": asdict(shape), "settings": settings.model_dump()})
+        # What rebuilds the model, in plain types only: the checkpoint is read back with torch.load(weights_only=True).
+        self.hyper_parameters = {"shape": asdict(shape), "settings": settings.model_dump()}
         # Users and movies with training ratings: the others get the bias-only prediction.
         self.register_buffer("user_seen", torch.zeros(shape.n_users, dtype=torch.bool))
         self.register_buffer("movie_seen", torch.zeros(shape.n_movies, dtype=torch.bool))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's tensors are."""
+        return self.user_seen.device
 
     def remember(self, data: TrainingData) -> None:
         """Record, before training, what the model needs from the training data (in buffers)."""
@@ -85,15 +107,16 @@ class RatingModel(pl.LightningModule):
         """What training minimises and validation reports: the squared error of the predicted ratings."""
         return F.mse_loss(self(users, movies, days), ratings)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        users, movies, ratings, days = batch
-        # Under DDP each process validates its shard; the mean over processes decides early stopping.
-        loss = self.loss(users, movies, ratings, days)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
+    def training_step(self, batch: Batch, fit: Fit) -> Tensor | None:
+        """One training step on `batch`, the family's fit; `fit` logs `train_loss` and steps the optimisers."""
+        raise NotImplementedError
 
-    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        users, movies, _, days = batch
-        return self(users, movies, days)
+    def configure_optimizers(self) -> list[torch.optim.Optimizer] | None:
+        """The optimisers `training_step` steps (through `fit.optimizers()`); None: none."""
+        return None
+
+    def start_validation(self) -> None:
+        """Called before each validation pass (which calls `loss` in eval mode)."""
 
     @classmethod
     def checkpoint_settings(cls, saved: dict) -> dict:
@@ -120,7 +143,8 @@ class RatingModel(pl.LightningModule):
 
     def checkpoint(self) -> dict[str, Any]:
         """What a trained model's checkpoint holds: the name, what rebuilds it, and the weights (plain types)."""
-        return {"model_name": self.name, "hyper_parameters": dict(self.hparams), "state_dict": self.state_dict()}
+        hyper_parameters = dict(self.hyper_parameters)
+        return {"model_name": self.name, "hyper_parameters": hyper_parameters, "state_dict": self.state_dict()}
 
 
 class GradientModel(RatingModel):
@@ -132,23 +156,22 @@ class GradientModel(RatingModel):
 
     def __init__(self, shape: DataShape, settings: ModelSettings):
         super().__init__(shape, settings)
-        # Sparse tables have their own optimiser beside Adam for the rest: Lightning steps two
-        # optimisers only under manual optimisation.
-        self.automatic_optimization = False
+        # Sparse tables have their own optimiser beside Adam for the rest: each step steps both (Lightning's
+        # manual optimisation; `training.Fitting`).
         self.row_penalty = None  # set with the optimisers: the dense tables' L2 as a loss term
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, fit: Fit) -> Tensor:
         users, movies, ratings, days = batch
         loss = self.loss(users, movies, ratings, days)
-        optimizers = self.optimizers()
+        optimizers = fit.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
             optimizer.zero_grad()
-        self.manual_backward(loss + self.row_penalty())
+        fit.manual_backward(loss + self.row_penalty())
         for optimizer in optimizers:
             optimizer.step()
         # Logged as a tensor, summed on the device: no host sync per step.
-        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
+        fit.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
         return loss
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -165,16 +188,15 @@ class GradientModel(RatingModel):
 
 
 class SweepModel(RatingModel):
-    """A model fitted by closed-form sweeps over users and movies, one per epoch, under manual optimisation
-    (no optimiser): `sweep` updates every parameter from the training ratings, which the model keeps
-    beside it (not in its checkpoint), and returns the training MSE. Its output is linear."""
+    """A model fitted by closed-form sweeps over users and movies, one per epoch, with no optimiser: `sweep`
+    updates every parameter from the training ratings, which the model keeps beside it (not in its
+    checkpoint), and returns the training MSE. Its output is linear."""
 
     batches = "whole"
     output = "linear"
 
     def __init__(self, shape: DataShape, settings: ModelSettings):
         super().__init__(shape, settings)
-        self.automatic_optimization = False
         for name in ("train_users", "train_movies", "train_ratings"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
 
@@ -182,18 +204,15 @@ class SweepModel(RatingModel):
         super().remember(data)
         self.train_users, self.train_movies, self.train_ratings = data.users, data.movies, data.ratings
 
-    def sweep(self) -> Tensor:
-        """One pass over users, then movies; returns the training MSE."""
+    def sweep(self, epoch: int) -> Tensor:
+        """One pass over users, then movies, the `epoch`-th (from 0); returns the training MSE."""
         raise NotImplementedError
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: Batch, fit: Fit) -> None:
         # The batch is every training rating, which the model already keeps: one sweep per epoch.
         with torch.no_grad():
-            mse = self.sweep()
-        self.log("train_loss", mse, on_step=False, on_epoch=True, batch_size=len(self.train_ratings))
-
-    def configure_optimizers(self) -> None:
-        return None
+            mse = self.sweep(fit.current_epoch)
+        fit.log("train_loss", mse, on_step=False, on_epoch=True, batch_size=len(self.train_ratings))
 
     def training_mse(self) -> Tensor:
         """The mean squared error of the (unclipped) predictions of the training ratings."""

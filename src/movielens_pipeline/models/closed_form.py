@@ -126,7 +126,7 @@ class ALS(SweptMF):
     def __init__(self, shape, settings):
         super().__init__(shape, settings, start_std=factor_std(settings.embedding_dim))
 
-    def sweep(self) -> Tensor:
+    def sweep(self, epoch: int) -> Tensor:
         # The global bias stays the training mean: the biases absorb the rest.
         self.alternate_ridge("", self.global_bias, self.settings.regularization)
         return self.training_mse()
@@ -235,8 +235,8 @@ class BayesMF(SweptMF):
         bias = self.current_global_bias + self.current_user_bias[users] + self.current_movie_bias[movies]
         return bias + interactions(self.current_user_factors, self.current_movie_factors, users, movies)
 
-    def sweep(self) -> Tensor:
-        if self.current_epoch < self.START_SWEEPS:
+    def sweep(self, epoch: int) -> Tensor:
+        if epoch < self.START_SWEEPS:
             self.alternate_ridge("current_", self.current_global_bias, self.settings.start_regularization)
             return (self.train_ratings - self.current_prediction()).square().mean()
         residual = self.train_ratings - self.current_prediction()
@@ -267,7 +267,7 @@ class BayesMF(SweptMF):
             if offsets is not None:
                 self.draw_bag_vectors(side, drawn - prior_mean, prior_precision)
             conditional_means[side] = means
-        if self.current_epoch >= self.settings.burn_in:
+        if epoch >= self.settings.burn_in:
             self.keep_sample(conditional_means)
         return (self.train_ratings - self.current_prediction()).square().mean()
 

@@ -40,12 +40,12 @@ class BPR(GradientModel):
     def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.movie_bias(movies)[:, 0], (self.user_factors(users) * self.movie_factors(movies)).sum(dim=1)
 
-    def on_validation_epoch_start(self) -> None:
+    def start_validation(self) -> None:
         # The same negatives at every validation: the val loss then moves only with the model.
         self.validation_negatives = torch.Generator(device=self.device).manual_seed(0)
 
     def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
-        """The BPR loss of each rated movie against one random movie (in training from Lightning's seeded RNG)."""
+        """The BPR loss of each rated movie against one random movie (in training from torch's seeded RNG)."""
         generator = None if self.training else self.validation_negatives
         negatives = torch.randint(0, self.shape.n_movies, movies.shape, device=movies.device, generator=generator)
         both = self.ranking_score(users.repeat(2), torch.cat([movies, negatives]))
