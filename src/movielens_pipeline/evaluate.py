@@ -39,7 +39,8 @@ def error_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]
 
 def rating_histogram(predicted: np.ndarray, actual: np.ndarray) -> list[dict[str, float | str]]:
     """Share of test ratings per half star, true and predicted (rounded to the nearest half star), long form:
-    one row per (rating, series), so the plot draws the two series side by side, for any number of ratings."""
+    one row per (rating, series), `actual` then `predicted`, every half star present. The plot
+    (.dvc/plots/rating_shares.json) draws the `actual` rows once, whatever the number of revisions."""
     stars = np.arange(RATING_MIN, RATING_MAX + HALF_STAR / 2, HALF_STAR)
     rows = []
     for series, values in (("actual", actual), ("predicted", predicted)):
@@ -113,11 +114,13 @@ def rmse_by_user_activity(
 def ranking(
     trained: TrainedModel, test: pl.DataFrame, train: pl.DataFrame, params: EvaluateParams
 ) -> tuple[dict, list]:
-    """Top-k quality of the model and of the popularity baseline, and the model's NDCG by user activity.
+    """Top-k quality of the model and of the popularity baseline, and both NDCGs by user activity.
 
     Over test users with at least one liked test movie (rated `ranking_relevant_rating` or more;
     at most `ranking_max_users` of them, drawn with `ranking_seed`): each user's top k among
     the movies they did not rate in training, against the movies they liked in test.
+    The rows by activity are long form, one per bucket and series (`model`, then `popularity`: the plot draws
+    the baseline once, however many revisions it compares); an empty bucket has ndcg null.
     """
     k = params.ranking_k
     liked = test.filter(pl.col("rating") >= params.ranking_relevant_rating)
@@ -145,8 +148,9 @@ def ranking(
     rows = []
     for label, lowest, highest in activity_buckets(params):
         chosen = torch.from_numpy((activity >= lowest) & (activity < highest))
-        value = float(ndcg_of["test"][chosen].mean()) if chosen.any() else None
-        rows.append({"user_activity": label, "ndcg": value, "users": int(chosen.sum())})
+        for series, group in (("model", "test"), ("popularity", "popularity")):
+            value = float(ndcg_of[group][chosen].mean()) if chosen.any() else None
+            rows.append({"user_activity": label, "series": series, "ndcg": value, "users": int(chosen.sum())})
     return metrics, rows
 
 
