@@ -1,7 +1,9 @@
-"""Using a trained model at ML-25M's size: load time, `recommend` for one user, `predict` throughput.
+"""Using a trained model at ML-25M's size: load time, `recommend` for one user, `predict` throughput, and the
+`movielens` command's wall time against `import torch`.
 
     .venv/bin/python bench/serving.py                     # biased_mf, 162,541 users x 59,047 movies, dim 64
     .venv/bin/python bench/serving.py --model svdpp --train-ratings 1000000
+    .venv/bin/python bench/serving.py --users 943 --movies 1682 --train-ratings 70000   # ML-100K's size
 
 Writes, in a scratch folder laid out as the pipeline leaves a project (models/, data/prepared/,
 data/split/), a checkpoint of an untrained model of that size (its weights drawn at random:
@@ -9,6 +11,10 @@ speed does not depend on what was learned) and random training ratings, then tim
 `load_trained()` (reading the checkpoint, the users and movies tables and the training ratings,
 and indexing each user's rated movies), `recommend()` for single users (scoring every movie)
 and `predict()` on a million random pairs. Medians over repeats, after one warm-up call.
+
+Then what a user waits for: `movielens predict USER:MOVIE` and `movielens recommend USER` against that
+folder, each a new process, beside `python -c 'import torch'`, the floor of any command that uses torch;
+the best of `--cli-runs` runs of each (the least disturbed by other work on the machine).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import argparse
 import io
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,6 +105,52 @@ def timed(function, repeats: int) -> tuple[float, object]:
     return statistics.median(seconds), result
 
 
+def time_api(root: Path, args: argparse.Namespace) -> None:
+    """Print the medians of `load_trained`, `recommend` for one user and `predict` throughput, in this process."""
+    load_seconds, trained = timed(lambda: load_trained(root), max(1, args.repeats // 2))
+    rng = np.random.default_rng(1)
+    one_user = iter(rng.integers(1, args.users + 1, args.repeats + 1).tolist())
+    recommend_seconds, top = timed(lambda: trained.recommend([next(one_user)], n=10), args.repeats)
+    pairs = pl.DataFrame(
+        {
+            "userId": rng.integers(1, args.users + 1, args.pairs),
+            "movieId": rng.integers(0, args.movies, args.pairs) * 3 + 1,
+        }
+    )
+    predict_seconds, predicted = timed(lambda: trained.predict(pairs), args.repeats)
+    assert top.height == 10 and predicted.height == args.pairs
+    print(f"load_trained:          {load_seconds:6.2f} s")
+    print(f"recommend, one user:   {recommend_seconds * 1000:6.1f} ms (scoring {args.movies:,} movies)")
+    print(f"predict:               {args.pairs / predict_seconds / 1e6:6.2f} M pairs/s ({args.pairs:,} pairs)")
+
+
+def best_wall_seconds(command: list[str], runs: int) -> float:
+    """The shortest wall time of `runs` runs of `command`, each a new process, which must print a table."""
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        seconds.append(time.perf_counter() - started)
+        assert done.stdout.startswith("userId,") or command[-2:] == ["-c", "import torch"], done.stdout[:200]
+    return min(seconds)
+
+
+def movielens_command() -> list[str]:
+    """The `movielens` command of this environment (`make venv` installs it beside python), else its module."""
+    script = Path(sys.executable).with_name("movielens")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "movielens_pipeline.cli"]
+
+
+def time_commands(root: Path, runs: int) -> None:
+    """Print the best wall time of `import torch` and of the `movielens` commands for one user, and the difference."""
+    floor = best_wall_seconds([sys.executable, "-c", "import torch"], runs)
+    print(f"python -c 'import torch':            {floor:6.2f} s (best of {runs})")
+    for name, arguments in (("predict 1:1", ["predict", "1:1"]), ("recommend 1", ["recommend", "1"])):
+        seconds = best_wall_seconds([*movielens_command(), *arguments, "--repo", str(root)], runs)
+        over = seconds - floor
+        print(f"movielens {name + ':':27s}{seconds:6.2f} s (best of {runs}), {over:+.2f} s over import torch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="biased_mf")
@@ -106,6 +160,7 @@ def main() -> None:
     parser.add_argument("--train-ratings", type=int, default=ML_25M_TRAIN_RATINGS)
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cli-runs", type=int, default=3, help="runs of each command timed (0: none)")
     args = parser.parse_args()
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -116,21 +171,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         write_project(root, args)
-        load_seconds, trained = timed(lambda: load_trained(root), max(1, args.repeats // 2))
-        rng = np.random.default_rng(1)
-        one_user = iter(rng.integers(1, args.users + 1, args.repeats + 1).tolist())
-        recommend_seconds, top = timed(lambda: trained.recommend([next(one_user)], n=10), args.repeats)
-        pairs = pl.DataFrame(
-            {
-                "userId": rng.integers(1, args.users + 1, args.pairs),
-                "movieId": rng.integers(0, args.movies, args.pairs) * 3 + 1,
-            }
-        )
-        predict_seconds, predicted = timed(lambda: trained.predict(pairs), args.repeats)
-    assert top.height == 10 and predicted.height == args.pairs
-    print(f"load_trained:          {load_seconds:6.2f} s")
-    print(f"recommend, one user:   {recommend_seconds * 1000:6.1f} ms (scoring {args.movies:,} movies)")
-    print(f"predict:               {args.pairs / predict_seconds / 1e6:6.2f} M pairs/s ({args.pairs:,} pairs)")
+        time_api(root, args)  # returns what it loaded to the allocator before the commands run beside this process
+        if args.cli_runs:
+            time_commands(root, args.cli_runs)
 
 
 if __name__ == "__main__":

@@ -112,12 +112,19 @@ def test_ranking_scores_each_model_and_popularity_with_the_evaluate_stages_metri
 def test_serving_times_loading_recommending_and_predicting(tiny_project, bench, monkeypatch, capsys):
     monkeypatch.chdir(tiny_project)  # params.yaml's train section sizes the model
     args = ("--users", "50", "--movies", "40", "--train-ratings", "400", "--pairs", "2000", "--repeats", "1")
-    output = run_main(bench("serving"), monkeypatch, capsys, *args)
+    output = run_main(bench("serving"), monkeypatch, capsys, *args, "--cli-runs", "1")
     assert output.startswith("biased_mf, dim 64: 50 users, 40 movies, 400 training ratings")
     load = float(re.search(rf"load_trained: +{NUMBER} s", output).group(1))
     recommend = float(re.search(rf"recommend, one user: +{NUMBER} ms \(scoring 40 movies\)", output).group(1))
     pairs_per_second = float(re.search(rf"predict: +{NUMBER} M pairs/s \(2,000 pairs\)", output).group(1))
     assert 0 < load < 60 and 0 < recommend < 60_000 and pairs_per_second > 0
+    # The commands, each a new process against the scratch project, beside `import torch`.
+    torch_seconds = float(re.search(rf"python -c 'import torch': +{NUMBER} s \(best of 1\)", output).group(1))
+    for command in ("predict 1:1", "recommend 1"):
+        found = re.search(rf"movielens {command}: +{NUMBER} s \(best of 1\), \+?{NUMBER} s over import torch", output)
+        assert float(found.group(1)) > 0 and float(found.group(2)) == pytest.approx(
+            float(found.group(1)) - torch_seconds, abs=0.011
+        )
 
 
 def test_synthetic_generation_reports_time_peak_memory_and_size_of_the_generated_set(
