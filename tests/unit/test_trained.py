@@ -191,9 +191,9 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-# Serving must start fast (docs/models.md, "Serving"): Lightning's import alone costs seconds (torch._dynamo, through
-# lightning_fabric), dvclive's and DVC's most of one. A command that answers from the workspace imports none of them,
-# nor the training modules that do.
+# Serving must start fast (docs/models.md, "Serving without Lightning"): Lightning's import alone costs seconds
+# (torch._dynamo, through lightning_fabric), and dvclive's and DVC's add to it. A command that answers from the
+# workspace imports none of them, nor the training modules that do.
 NOT_FOR_SERVING = ("pytorch_lightning", "lightning", "lightning_fabric", "dvclive", "dvc", "torch._dynamo")
 SERVING_RUN = """
 import sys
