@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,9 @@ def dvc(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None =
     return result
 
 
+QUEUE_TIMEOUT_SECONDS = 600  # a queued sweep of the small end-to-end project
+
+
 def start_queue(repo: Path, jobs: int) -> None:
     """`dvc queue start -j jobs` in `repo`, its output in a file rather than a pipe.
 
@@ -52,6 +56,21 @@ def start_queue(repo: Path, jobs: int) -> None:
         started = subprocess.run(command, cwd=repo, env=tool_env(repo), stdout=output, stderr=subprocess.STDOUT)
     if started.returncode != 0:
         pytest.fail(f"dvc queue start failed ({started.returncode}):\n{log.read_text()}")
+
+
+def wait_for_the_queue(repo) -> str:
+    """`dvc queue status` once none is Queued or Running. A status call can fail while a worker rewrites its
+    state file (DVC reads it half-written: "Expecting value"): that call is retried, until the deadline."""
+    deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
+    while True:
+        result = dvc(repo, "queue", "status", check=False)
+        status = result.stdout
+        if result.returncode == 0 and "Queued" not in status and "Running" not in status:
+            return status
+        assert time.monotonic() < deadline, (
+            f"queue still busy after {QUEUE_TIMEOUT_SECONDS} s:\n{status}{result.stderr}"
+        )
+        time.sleep(2)
 
 
 def git(repo: Path, *args: str) -> str:

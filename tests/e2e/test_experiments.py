@@ -4,12 +4,9 @@ misspelled params and a queued sweep."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-from harness import dvc, exp_runs, git, python, require, start_queue
-
-QUEUE_TIMEOUT_SECONDS = 600
+from harness import dvc, exp_runs, git, python, require, start_queue, wait_for_the_queue
 
 
 def params_of(run: dict) -> dict:
@@ -93,21 +90,6 @@ def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
     output = forced.stdout + forced.stderr
     assert forced.returncode != 0 and "Running stage 'train'" in output and "epoch" not in output
     assert "train.biased_mf.embeding_dim: unknown key; valid keys are:" in output and "embedding_dim," in output
-
-
-def wait_for_the_queue(repo) -> str:
-    """`dvc queue status` once none is Queued or Running. A status call can fail while a worker rewrites its
-    state file (DVC reads it half-written: "Expecting value"): that call is retried, until the deadline."""
-    deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
-    while True:
-        result = dvc(repo, "queue", "status", check=False)
-        status = result.stdout
-        if result.returncode == 0 and "Queued" not in status and "Running" not in status:
-            return status
-        assert time.monotonic() < deadline, (
-            f"queue still busy after {QUEUE_TIMEOUT_SECONDS} s:\n{status}{result.stderr}"
-        )
-        time.sleep(2)
 
 
 def test_queued_sweep_of_three_values_finishes(project_repo):
