@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PLOTS_TEMPLATE := build/plots-template.html
 REV ?= main
 
-.PHONY: venv pipeline test test-unit test-all lint-workflows report plots-template lock clean-venv
+.PHONY: venv pipeline test test-unit test-all test-readme lint-workflows report plots-template lock clean-venv
 
 venv: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
@@ -50,6 +50,10 @@ test-unit: venv
 # Includes the tests marked slow.
 test-all: venv
 	$(PYTEST) -m ''
+
+# Every README block the tests run, the slow experiments block too.
+test-readme: venv
+	$(PYTEST) -m '' tests/e2e/test_readme.py
 
 # The GitHub workflows against GitHub's schema and zizmor's security audits (offline), with pinned tools
 # in a venv of their own (.ci/run runs it before the tests).
