@@ -27,21 +27,19 @@ def commands_under(heading: str) -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
+def run_line(command: str, repo) -> subprocess.CompletedProcess:
+    """Run one README line in `repo` as a reader's shell would (the venv first on PATH); it must succeed."""
+    result = subprocess.run(["bash", "-c", command], cwd=repo, env=tool_env(repo), capture_output=True, text=True)
+    assert result.returncode == 0, f"README: `{command}` failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
 def test_the_commands_that_ask_the_trained_model_run(project_repo):
     commands = commands_under("## Ask the trained model")
     assert any(command.startswith("movielens recommend") for command in commands)
     for command in commands:
-        result = subprocess.run(
-            ["bash", "-c", command], cwd=project_repo, env=tool_env(project_repo), capture_output=True, text=True
-        )
-        assert result.returncode == 0, f"README: `{command}` failed:\n{result.stdout}\n{result.stderr}"
+        run_line(command, project_repo)
     assert (project_repo / "predicted.parquet").is_file()
-
-
-def run_line(command: str, repo) -> subprocess.CompletedProcess:
-    result = subprocess.run(["bash", "-c", command], cwd=repo, env=tool_env(repo), capture_output=True, text=True)
-    assert result.returncode == 0, f"README: `{command}` failed:\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 @pytest.mark.slow  # twelve experiments, five minutes: `make test-readme` (the tests workflow's readme job)
