@@ -1,18 +1,42 @@
 """The README's commands, run as a reader would type them: a command that no longer runs fails CI.
 
-Run on the end-to-end project (a generated data set of ML-100K's ids): asking the trained model, and running
-and comparing experiments, every line but those `NOT_RUN_HERE` names (with the test that covers each)."""
+Run on the end-to-end project (a generated data set of ML-100K's ids): `make pipeline` on a fresh copy, asking the
+trained model, and running and comparing experiments, every line but those `RUN_AS_THE_SUITE` and `NOT_RUN_HERE`
+name (with what covers each)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
 import pytest
 import yaml
-from harness import PROJECT, dvc, git, start_queue, tool_env, wait_for_the_queue
+from harness import (
+    LOCK_FILES,
+    PIPELINE_OUTPUTS,
+    PLOTS_TEMPLATE,
+    PROJECT,
+    copy_project,
+    dvc,
+    git,
+    start_queue,
+    tool_env,
+    wait_for_the_queue,
+)
 
 README = PROJECT / "README.md"
+VENV = PROJECT / ".venv"
+# Lines of the "Two commands" block that are the test suite itself, and what runs them.
+RUN_AS_THE_SUITE = {
+    "make test": "CI's suite job (.ci/run), of which this test is a part",
+    "make test-unit": "tests/unit, a part of `make test`",
+}
+# What `make venv` builds, and the files Make rebuilds it from when they are newer.
+MAKE_PREREQUISITES = {
+    VENV / ".installed": ("requirements.lock", "pyproject.toml"),
+    PROJECT / PLOTS_TEMPLATE: ("scripts/offline_plots_template.py",),
+}
 # Lines of the experiments block that cannot run here as written, and what covers them instead.
 NOT_RUN_HERE = {
     "data.dataset=ml-1m": "a download from GroupLens; tests/unit/test_releases.py checks each release's layout",
@@ -32,6 +56,52 @@ def run_line(command: str, repo) -> subprocess.CompletedProcess:
     result = subprocess.run(["bash", "-c", command], cwd=repo, env=tool_env(repo), capture_output=True, text=True)
     assert result.returncode == 0, f"README: `{command}` failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def test_the_two_commands_run_the_whole_pipeline_on_a_fresh_copy(baseline_repo, plots_template, tmp_path):
+    # With `plots_template` (copy_project copies it) and the venv built, `make venv` has nothing to build.
+    if not (VENV / ".installed").is_file():
+        pytest.skip(f"{VENV} is not built: `make venv`")
+    commands = commands_under("## Two commands")
+    assert "make pipeline" in commands
+    for line in RUN_AS_THE_SUITE:
+        assert commands.count(line) == 1, f"each exception names one README line: {line!r} in {commands}"
+    # The data source is params.yaml's to name (`make pipeline` takes no -S): the end-to-end params, the generated
+    # data set served on 127.0.0.1 instead of GroupLens, committed so that the clone starts clean as a fresh one.
+    repo = copy_project(tmp_path / "clone", yaml.safe_load((baseline_repo / "params.yaml").read_text()))
+    (repo / ".venv").symlink_to(VENV)
+    # .gitignore's `.venv/` matches a clone's folder, not this link to the project's.
+    with (repo / ".git" / "info" / "exclude").open("a") as exclude:
+        exclude.write("/.venv\n")
+    # A copy's files are as new as the project's checkout, often newer than its venv: older, Make keeps what is built.
+    for built, sources in MAKE_PREREQUISITES.items():
+        for source in sources:
+            older = built.stat().st_mtime - 1
+            os.utime(repo / source, (older, older))
+    targets = [str(built.relative_to(PROJECT)) for built in MAKE_PREREQUISITES]
+    up_to_date = subprocess.run(["make", "--question", *targets], cwd=repo, env=tool_env(repo))
+    assert up_to_date.returncode == 0, f"make would rebuild {targets}: never in the project's own venv"
+
+    for command in commands:
+        if command not in RUN_AS_THE_SUITE:
+            run_line(command, repo)
+
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == set(stages)
+    assert (repo / "models/model.ckpt").is_file() and (repo / "eval/metrics.json").is_file()
+    # New files only, each one the project tracks (the outputs copy_project leaves out): nothing modified, and
+    # nothing a fresh clone would show untracked.
+    tracked_outputs = {
+        name
+        for name in git(PROJECT, "ls-files").splitlines()
+        if name.startswith(PIPELINE_OUTPUTS) or name in LOCK_FILES
+    }
+    changes = git(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
+    assert changes and all(change[:2] in ("??", "A ") and change[3:] in tracked_outputs for change in changes), changes
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "make pipeline")
+    assert "Running stage" not in dvc(repo, "repro").stdout
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_the_commands_that_ask_the_trained_model_run(project_repo):
