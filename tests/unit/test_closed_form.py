@@ -375,3 +375,49 @@ def test_a_checkpoint_from_before_the_bags_loads_as_a_model_without_them(tmp_pat
     loaded = load_model(tmp_path / "old.ckpt")
     assert loaded.settings.implicit is False
     torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+
+
+def test_chains_run_one_after_another_and_predict_with_the_mean_of_their_predictions():
+    users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
+    settings = {"embedding_dim": 2, "sweeps": 8, "burn_in": 5, "implicit": True}
+    torch.manual_seed(0)
+    one = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings, chains=1)
+    run_sweeps(one, 8)
+    torch.manual_seed(0)
+    three = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings, chains=3)
+    run_sweeps(three, 8)
+    # The first chain is the one-chain sampler's, draw for draw.
+    torch.testing.assert_close(three.user_bias, one.user_bias, rtol=0, atol=0)
+    torch.testing.assert_close(three.user_factors[:, :2], one.user_factors, rtol=0, atol=0)
+    assert three.user_factors[:, 2:].abs().sum() == 0  # the chains still to run predict nothing yet
+
+    with torch.no_grad():
+        for epoch in range(8, 24):
+            three.sweep(epoch)
+    assert int(three.samples) == 3 * 3
+    query_users, query_movies = torch.from_numpy(users), torch.from_numpy(movies)
+    chain_predictions = torch.stack(
+        [
+            three.chain_global_bias[chain]
+            + three.chain_user_bias[chain][query_users]
+            + three.chain_movie_bias[chain][query_movies]
+            + (three.chain_user_factors[chain][query_users] * three.chain_movie_factors[chain][query_movies]).sum(1)
+            for chain in range(3)
+        ]
+    )
+    bias, interaction = three.score(query_users, query_movies)
+    torch.testing.assert_close((bias + interaction).double(), chain_predictions.mean(0), rtol=1e-5, atol=1e-5)
+    # Each chain from its own random start: three different fits.
+    assert not torch.allclose(chain_predictions[0], chain_predictions[1])
+    assert not torch.allclose(chain_predictions[1], chain_predictions[2])
+
+
+def test_a_checkpoint_from_before_chains_loads_as_one_chain(prepared, tmp_path):
+    settings = {"embedding_dim": 4, "sweeps": 6, "burn_in": 2}
+    _, checkpoint = fit(prepared, tmp_path, "bayes_mf", settings, patience=1)
+    saved = torch.load(checkpoint, weights_only=True)
+    del saved["hyper_parameters"]["settings"]["chains"]
+    torch.save(saved, tmp_path / "old.ckpt")
+    parts = prepared[0]
+    assert load_model(tmp_path / "old.ckpt").settings.chains == 1
+    assert rmse_of(tmp_path / "old.ckpt", parts["test"]) == rmse_of(checkpoint, parts["test"])

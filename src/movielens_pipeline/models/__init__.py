@@ -14,7 +14,7 @@ import torch
 from ..data import DataShape, TrainingData
 from ..errors import PipelineError
 from ..params import PARAMS_FILE, SECTIONS, load_section, train_params_with
-from . import baselines, closed_form, factorization, neural, ranking  # noqa: F401  (each registers its models)
+from . import baselines, closed_form, factorization, neighbours, neural, ranking  # noqa: F401  (each registers its models)
 from .base import REGISTRY, GradientModel, RatingModel
 from .blend import BLEND, Blend
 

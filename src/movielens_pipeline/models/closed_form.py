@@ -8,6 +8,7 @@ whatever device the model is on (`ridge_rows`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -148,6 +149,12 @@ class BayesMFSettings(ModelSettings):
         description="implicit feedback (flipped SVD++): each user's prior mean adds a vector per movie it rated, "
         "over the root of their number; each movie's, one per user who rated it; false: without"
     )
+    chains: int = Field(
+        ge=1,
+        le=100,
+        description="independent chains, one after another, each of `sweeps` sweeps from its own random start; "
+        "the model predicts with the mean of the chains' predictions",
+    )
 
 
 @register
@@ -171,6 +178,12 @@ class BayesMF(SweptMF):
     The model predicts with the average of the parameters over the sweeps after `burn_in`, each user's
     (movie's) conditional mean rather than its draw (the posterior mean of each parameter); what that
     costs against averaging the samples' predictions is measured in docs/models.md.
+
+    With `chains` above 1 the sampler runs that many chains one after another, each from its own random
+    start, and predicts with the mean of their predictions: each chain settles near its own mode (factors
+    are only defined up to a rotation, so their means cannot be averaged across chains), and averaging the
+    modes' predictions cuts the error one chain leaves. That mean is itself one biased MF: the chains'
+    biases averaged, their factors side by side (rank chains x embedding_dim), each over sqrt(chains).
     """
 
     name = "bayes_mf"
@@ -187,8 +200,10 @@ class BayesMF(SweptMF):
     def __init__(self, shape, settings):
         # The parameters are the posterior means: what predicts and what the checkpoint keeps.
         super().__init__(shape, settings, start_std=0.0)
-        dim = settings.embedding_dim
-        self.register_buffer("samples", torch.tensor(0))  # kept so far
+        dim, chains = settings.embedding_dim, settings.chains
+        for name, rows in (("user_factors", shape.n_users), ("movie_factors", shape.n_movies)):
+            self.register_buffer(name, torch.zeros(rows, chains * dim))  # the chains' factors side by side
+        self.register_buffer("samples", torch.tensor(0))  # kept so far, all chains
         # The chain's current sample, and the sums of the kept ones: not in the checkpoint.
         sample = {
             "global_bias": torch.tensor(shape.train_mean),
@@ -200,6 +215,10 @@ class BayesMF(SweptMF):
         for name, value in sample.items():
             self.register_buffer(f"current_{name}", value, persistent=False)
             self.register_buffer(f"sum_{name}", torch.zeros_like(value, dtype=torch.float64), persistent=False)
+            # Each chain's mean of its kept samples so far.
+            chain_means = torch.zeros(chains, *value.shape, dtype=torch.float64)
+            self.register_buffer(f"chain_{name}", chain_means, persistent=False)
+        self.chain, self.chain_samples = 0, 0  # the chain running, and the samples it kept
         # Each side's prior mean per coordinate (the bias, then each factor dimension): the chain's state. With
         # `implicit`, so are each side's bag vectors (one per member of the other side) and their prior mean,
         # made by `remember`: empty without, so that the model is then the one before bags, byte for byte.
@@ -214,20 +233,41 @@ class BayesMF(SweptMF):
 
     @classmethod
     def checkpoint_settings(cls, saved: dict) -> dict:
-        return {"implicit": False} | saved  # a checkpoint from before the bags had none
+        return {"implicit": False, "chains": 1} | saved  # a checkpoint from before the bags, or the chains, had one
 
     @classmethod
     def fixed_epochs(cls, settings: BayesMFSettings) -> int:
-        return settings.sweeps
+        return settings.chains * settings.sweeps
 
     def remember(self, data: TrainingData) -> None:
         super().remember(data)
+        self.start_bags()
+
+    def start_bags(self) -> None:
+        """With `implicit`, each side's bag vectors at their random start, and their prior mean at 0."""
         if not self.settings.implicit:
             return
         coordinates = 1 + self.settings.embedding_dim
         for side, n_members in (("user", self.shape.n_movies), ("movie", self.shape.n_users)):
-            setattr(self, f"current_{side}_bag_vectors", torch.randn(n_members, coordinates) * BAG_INIT_STD)
-            setattr(self, f"prior_mean_{side}_bag", torch.zeros(coordinates))
+            vectors = torch.randn(n_members, coordinates, device=self.device) * BAG_INIT_STD
+            setattr(self, f"current_{side}_bag_vectors", vectors)
+            setattr(self, f"prior_mean_{side}_bag", torch.zeros(coordinates, device=self.device))
+
+    def start_chain(self, chain: int) -> None:
+        """Start chain number `chain` afresh: the first sample and the bags' vectors drawn again, as the first
+        chain's were, the priors and the sums of kept samples at 0. The chains before it keep their means."""
+        self.chain, self.chain_samples = chain, 0
+        dim = self.settings.embedding_dim
+        self.current_global_bias = torch.tensor(self.shape.train_mean, device=self.device)
+        self.current_user_bias.zero_()
+        self.current_movie_bias.zero_()
+        for side, rows in (("user", self.shape.n_users), ("movie", self.shape.n_movies)):
+            start = torch.randn(rows, dim, device=self.device) * self.INIT_STD
+            getattr(self, f"current_{side}_factors").copy_(start)
+            getattr(self, f"prior_mean_{side}").zero_()
+        for name in ("global_bias", "user_bias", "movie_bias", "user_factors", "movie_factors"):
+            getattr(self, f"sum_{name}").zero_()
+        self.start_bags()
 
     def current_prediction(self) -> Tensor:
         """The current sample's prediction of every training rating, unclipped."""
@@ -236,6 +276,9 @@ class BayesMF(SweptMF):
         return bias + interactions(self.current_user_factors, self.current_movie_factors, users, movies)
 
     def sweep(self, epoch: int) -> Tensor:
+        chain, epoch = divmod(epoch, self.settings.sweeps)  # the epoch within its chain, from here on
+        if chain != self.chain:
+            self.start_chain(chain)
         if epoch < self.START_SWEEPS:
             self.alternate_ridge("current_", self.current_global_bias, self.settings.start_regularization)
             return (self.train_ratings - self.current_prediction()).square().mean()
@@ -328,12 +371,26 @@ class BayesMF(SweptMF):
         row adds its conditional mean, not its draw: the same expectation, less noise (Rao-Blackwellisation),
         so the average settles in fewer sweeps."""
         self.samples += 1
+        self.chain_samples += 1
         kept = {"global_bias": self.current_global_bias}
         for side, means in conditional_means.items():
             kept |= {f"{side}_bias": means[:, 0], f"{side}_factors": means[:, 1:]}
         for name, value in kept.items():
             total = getattr(self, f"sum_{name}").add_(value)
-            getattr(self, name).copy_(total / self.samples)
+            getattr(self, f"chain_{name}")[self.chain].copy_(total / self.chain_samples)
+        self.average_chains()
+
+    def average_chains(self) -> None:
+        """The model's parameters: the mean prediction of the chains so far. Biases add, so theirs is the mean
+        of the chains' biases; the mean of the chains' p_u . q_m is the product of their factors side by side,
+        each over sqrt(chains)."""
+        chains, dim = self.chain + 1, self.settings.embedding_dim
+        for name in ("global_bias", "user_bias", "movie_bias"):
+            getattr(self, name).copy_(getattr(self, f"chain_{name}")[:chains].mean(0))
+        for side in ("user", "movie"):
+            means = getattr(self, f"chain_{side}_factors")[:chains]  # chains x rows x dim
+            side_by_side = means.permute(1, 0, 2).reshape(means.shape[1], chains * dim) / math.sqrt(chains)
+            getattr(self, f"{side}_factors")[:, : chains * dim].copy_(side_by_side)
 
 
 class Bags(NamedTuple):
