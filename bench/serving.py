@@ -8,8 +8,8 @@
 Writes, in a scratch folder laid out as the pipeline leaves a project (models/, data/prepared/,
 data/split/), a checkpoint of an untrained model of that size (its weights drawn at random:
 speed does not depend on what was learned) and random training ratings, then times
-`load_trained()` (reading the checkpoint, the users and movies tables and the training ratings,
-and indexing each user's rated movies), `recommend()` for single users (scoring every movie)
+`load_trained()` (reading the checkpoint and the users and movies tables: no training rating yet),
+`recommend()` for single users (reading that user's training ratings, scoring every movie)
 and `predict()` on a million random pairs. Medians over repeats, after one warm-up call.
 
 Then what a user waits for: `movielens predict USER:MOVIE` and `movielens recommend USER` against that

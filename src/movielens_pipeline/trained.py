@@ -1,16 +1,19 @@
 """A trained model with its id mappings: predicted ratings and top-N movies in MovieLens ids, at any revision.
 
-`load_trained()` reads the train stage's checkpoint, the prepared users and movies tables
-(the id <-> index mappings, titles, genres) and the training ratings (what each user has
-already rated, how popular each movie is), from the workspace or, through `dvc.api`, from
-any git revision or experiment without checking it out. The CLI (`cli.py`) and the
+`load_trained()` reads the train stage's checkpoint and the prepared users and movies tables
+(the id <-> index mappings, titles, genres), from the workspace or, through `dvc.api`, from
+any git revision or experiment without checking it out. Of the training ratings (what each user
+has already rated, how popular each movie is, their mean) it reads only what a question needs,
+when it is asked: `predict` none, `recommend` the asked users' own. The CLI (`cli.py`) and the
 evaluate stage's ranking metrics are layers over the `TrainedModel` it returns.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,9 @@ from torch import Tensor
 
 from .data import csr_index, csr_rows
 from .errors import PipelineError
-from .inputs import read_index, read_ratings
+from .inputs import RATINGS_COLUMNS, check_columns, read_index, read_ratings
 from .models import RatingModel, load_model
-from .schema import MOVIE_INDEX, MOVIES_SCHEMA, USER_INDEX
+from .schema import MOVIE_INDEX, MOVIES_SCHEMA, RATING_MAX, RATING_MIN, USER_INDEX
 
 # What load_trained reads, as dvc.yaml names them (tests/unit/test_trained.py checks they are its outs).
 CHECKPOINT = "models/model.ckpt"
@@ -91,22 +94,75 @@ class IdIndex:
         return np.where(found, self.index_of_sorted[position], -1)
 
 
+@dataclass(frozen=True)
+class TrainingRatings:
+    """The training ratings, read only as far as a question needs. The split leaves them ordered by user, so one
+    user's are a row group or two of the Parquet file, not all 17.5 M at ML-25M's size."""
+
+    ratings: pl.LazyFrame
+    n_users: int
+    n_movies: int
+    # Reads the whole file as `inputs.read_ratings`, to name its first bad row; None: read and checked already.
+    check_file: Callable[[], object] | None = None
+
+    def read(self, *columns: str, users: Tensor | None = None) -> pl.DataFrame:
+        """Those columns of every training rating, or of the ratings of `users` (user indices) only."""
+        ratings = self.ratings if users is None else self.ratings.filter(pl.col(USER_INDEX).is_in(users.tolist()))
+        read = ratings.select(columns).collect()
+        valid = {
+            "rating": pl.col("rating").is_between(RATING_MIN, RATING_MAX),
+            USER_INDEX: pl.col(USER_INDEX).is_between(0, self.n_users - 1),
+            MOVIE_INDEX: pl.col(MOVIE_INDEX).is_between(0, self.n_movies - 1),
+        }
+        all_valid = pl.all_horizontal(valid[column] for column in columns).fill_null(False).all()
+        if self.check_file and not read.select(all_valid).item():
+            self.check_file()
+        return read
+
+
+def scan_ratings(source: Path | bytes, name: str, n_users: int, n_movies: int) -> TrainingRatings:
+    """The training ratings at `source` (a path, or the file's bytes), named `name` in messages: its columns are
+    checked now, from the file's footer; the values of the rows each question reads, when it reads them."""
+    check_file = partial(read_ratings, source, name, n_users, n_movies)
+    try:
+        ratings = pl.scan_parquet(source)
+        schema = ratings.collect_schema()
+    except (pl.exceptions.PolarsError, OSError):
+        check_file()  # names the file and what makes it unreadable
+        raise
+    check_columns(pl.DataFrame(schema=schema), name, RATINGS_COLUMNS, "a ratings table")
+    return TrainingRatings(ratings, n_users, n_movies, check_file)
+
+
 @dataclass
 class TrainedModel:
-    """A model in eval mode, the id mappings, and each user's training movies (CSR, by user index)."""
+    """A model in eval mode, the id mappings, and the training ratings (read as each question needs them)."""
 
     model: RatingModel
     user_index: IdIndex
     movie_index: IdIndex
     movies: pl.DataFrame  # movieId, title, genres; row i is movie index i
-    rated_start: Tensor  # user index u rated rated_movies[rated_start[u]:rated_start[u + 1]] in training
-    rated_movies: Tensor
-    movie_ratings: Tensor  # training ratings per movie index: popularity
-    train_mean: float
+    train: TrainingRatings
 
     @property
     def n_movies(self) -> int:
         return self.movies.height
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_index.sorted_ids)
+
+    @cached_property
+    def movie_ratings(self) -> Tensor:
+        """Training ratings per movie index: popularity."""
+        movies = self.train.read(MOVIE_INDEX)[MOVIE_INDEX].to_numpy().astype(np.int64)
+        return torch.bincount(torch.from_numpy(movies), minlength=self.n_movies)
+
+    @cached_property
+    def train_mean(self) -> float:
+        """The mean training rating: what a cold start is predicted."""
+        mean = self.train.read("rating")["rating"].mean()
+        return float("nan") if mean is None else float(mean)
 
     def predict(self, pairs: pl.DataFrame, cold_start: bool = False) -> pl.DataFrame:
         """`pairs` (userId, movieId) with a `predicted_rating` column, in the same order.
@@ -121,7 +177,8 @@ class TrainedModel:
         predicted = predicted_ratings(
             self.model, torch.from_numpy(users.clip(min=0)), torch.from_numpy(movies.clip(min=0))
         )
-        predicted[~known] = self.train_mean
+        if not known.all():
+            predicted[~known] = self.train_mean
         return pairs.with_columns(predicted_rating=pl.Series(predicted, dtype=pl.Float32))
 
     def recommend(self, user_ids: list[int], n: int = 10, cold_start: bool = False) -> pl.DataFrame:
@@ -136,8 +193,10 @@ class TrainedModel:
         asked = np.array(list(dict.fromkeys(user_ids)), dtype=np.int64)
         user_indices = self.user_index.indices(asked, cold_start)
         scores, movie_indices = self.top_movies(torch.from_numpy(user_indices.clip(min=0)), n)
-        scores[torch.from_numpy(user_indices < 0)] = torch.nan  # unknown users: popularity's choice, no score
-        movie_indices[torch.from_numpy(user_indices < 0)] = self.popular_movies(n)[: movie_indices.shape[1]]
+        unknown = torch.from_numpy(user_indices < 0)
+        if unknown.any():  # popularity reads every training rating: only for a cold start
+            scores[unknown] = torch.nan  # popularity's choice, no score
+            movie_indices[unknown] = self.popular_movies(n)[: movie_indices.shape[1]]
         kept = ~torch.isneginf(scores)  # a user who rated nearly everything has fewer than n left
         movie_rows = movie_indices[kept].numpy()
         return pl.concat(
@@ -161,6 +220,7 @@ class TrainedModel:
         `by_popularity` the movie's number of training ratings (the popularity baseline). Scored in chunks of users.
         """
         n = min(n, self.n_movies)
+        rated_start, rated_movies = self.rated_index(user_indices)
         every_movie = torch.arange(self.n_movies)
         users_per_chunk = max(1, SCORES_PER_CHUNK // self.n_movies)
         best_scores, best_movies = [torch.empty(0, n)], [torch.empty(0, n, dtype=torch.int64)]
@@ -172,18 +232,19 @@ class TrainedModel:
                 else:
                     pairs = users.repeat_interleave(self.n_movies), every_movie.repeat(len(users))
                     scores = torch.from_numpy(predicted_ratings(self.model, *pairs)).view(len(users), self.n_movies)
-                rows, movies = self.rated_pairs(users)
+                rows, movies = rated_pairs(rated_start, rated_movies, users)
                 scores[rows, movies] = -torch.inf
                 top = torch.topk(scores, n, dim=1)
                 best_scores.append(top.values)
                 best_movies.append(top.indices)
         return torch.cat(best_scores), torch.cat(best_movies)
 
-    def rated_pairs(self, user_indices: Tensor) -> tuple[Tensor, Tensor]:
-        """(position in `user_indices`, movie index) of every training rating of those users."""
-        rated, _ = csr_rows(self.rated_start, user_indices)
-        lengths = self.rated_start[user_indices + 1] - self.rated_start[user_indices]
-        return torch.repeat_interleave(torch.arange(len(user_indices)), lengths), self.rated_movies[rated]
+    def rated_index(self, user_indices: Tensor) -> tuple[Tensor, Tensor]:
+        """The training movies of those users (their ratings only, read now), by user index, as CSR: user u
+        rated rated_movies[rated_start[u]:rated_start[u + 1]]."""
+        rated = self.train.read(USER_INDEX, MOVIE_INDEX, users=user_indices)
+        rated_start, order = csr_index(torch.from_numpy(rated[USER_INDEX].to_numpy().astype(np.int64)), self.n_users)
+        return rated_start, torch.from_numpy(rated[MOVIE_INDEX].to_numpy().astype(np.int64))[order]
 
     def popularity(self) -> Tensor:
         """Per movie index, a score that orders movies by training ratings, most first, ties by lower index."""
@@ -193,6 +254,14 @@ class TrainedModel:
     def popular_movies(self, n: int) -> Tensor:
         """The `n` movie indices with the most training ratings (ties: the lower index first)."""
         return torch.topk(self.popularity(), min(n, self.n_movies)).indices
+
+
+def rated_pairs(rated_start: Tensor, rated_movies: Tensor, user_indices: Tensor) -> tuple[Tensor, Tensor]:
+    """(position in `user_indices`, movie index) of every training rating of those users, from the CSR of
+    `TrainedModel.rated_index`."""
+    rated, _ = csr_rows(rated_start, user_indices)
+    lengths = rated_start[user_indices + 1] - rated_start[user_indices]
+    return torch.repeat_interleave(torch.arange(len(user_indices)), lengths), rated_movies[rated]
 
 
 def load_trained(
@@ -215,10 +284,11 @@ def load_trained(
         rev, checkpoint = artifact_revision(Path(repo), artifact)
     read = _reader(Path(repo), rev)
     at = "" if rev is None else f" at {artifact or rev}"
-    model = load_model(io.BytesIO(read(checkpoint)), f"{checkpoint}{at}")
+    model_file = read(checkpoint)
+    model = load_model(io.BytesIO(model_file) if isinstance(model_file, bytes) else model_file, f"{checkpoint}{at}")
     users = read_index(read(USERS), f"{USERS}{at}", "user")
     movies = read_index(read(MOVIES), f"{MOVIES}{at}", "movie")
-    train = read_ratings(read(TRAIN), f"{TRAIN}{at}", users.height, movies.height)
+    train = scan_ratings(read(TRAIN), f"{TRAIN}{at}", users.height, movies.height)
     return trained_model(model, users=users, movies=movies, train=train)
 
 
@@ -261,11 +331,13 @@ def artifact_revision(repo: Path, artifact: str) -> tuple[str, str]:
     return found["rev"], found["path"]
 
 
-def trained_model(model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame, train: pl.DataFrame) -> TrainedModel:
-    """A TrainedModel from the tables the pipeline writes: prepared users and movies, the training ratings."""
-    user_indices = torch.from_numpy(train[USER_INDEX].to_numpy().astype(np.int64))
-    rated_start, order = csr_index(user_indices, users.height)
-    rated_movies = torch.from_numpy(train[MOVIE_INDEX].to_numpy().astype(np.int64))[order]
+def trained_model(
+    model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame, train: pl.DataFrame | TrainingRatings
+) -> TrainedModel:
+    """A TrainedModel from the tables the pipeline writes: prepared users and movies, the training ratings (read
+    and checked, or scanned)."""
+    if isinstance(train, pl.DataFrame):
+        train = TrainingRatings(train.lazy(), users.height, movies.height)
     return TrainedModel(
         model=model,
         user_index=IdIndex.of(users, "userId", USER_INDEX, "user"),
@@ -276,22 +348,19 @@ def trained_model(model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame,
         )
         .sort(MOVIE_INDEX)
         .select("movieId", *MOVIE_DETAILS),
-        rated_start=rated_start,
-        rated_movies=rated_movies,
-        movie_ratings=torch.bincount(rated_movies, minlength=movies.height),
-        train_mean=float(train["rating"].mean()) if train.height else float("nan"),
+        train=train,
     )
 
 
 def _reader(repo: Path, rev: str | None):
-    """A function from a path in the project to its bytes, in the workspace or at `rev`; errors say which file."""
+    """A function from a path in the project to the file: its path in the workspace (read as far as needed), or its
+    bytes at `rev`; errors say which file."""
     if rev is None:
 
-        def read(path: str) -> bytes:
-            try:
-                return (repo / path).read_bytes()
-            except FileNotFoundError:
-                raise PipelineError(f"{repo / path} not found: run `dvc repro` (or `dvc pull`) first") from None
+        def read(path: str) -> Path:
+            if not (repo / path).exists():
+                raise PipelineError(f"{repo / path} not found: run `dvc repro` (or `dvc pull`) first")
+            return repo / path
 
         return read
 

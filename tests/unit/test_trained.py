@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
-import torch
 import yaml
 from fakes import low_rank_rows, ratings_frame
 from harness import PROJECT, project_params
@@ -30,6 +29,7 @@ from movielens_pipeline.trained import (
     load_trained,
     parse_artifact,
     predicted_ratings,
+    trained_model,
 )
 from movielens_pipeline.training import train
 
@@ -148,20 +148,37 @@ def test_recommend_ranks_every_movie_the_user_did_not_rate_in_training(project):
 
 
 def test_a_user_who_rated_almost_everything_gets_only_what_is_left(project):
-    trained = load_trained(project)
-    n_users = len(trained.user_index.sorted_ids)
-    rated = [trained.rated_movies[trained.rated_start[u] : trained.rated_start[u + 1]] for u in range(n_users)]
-    rated[0] = torch.arange(2, trained.n_movies)  # user index 0 has rated all but movie indices 0 and 1
-    trained.rated_start = torch.cat(
-        [torch.zeros(1, dtype=torch.int64), torch.tensor([len(r) for r in rated]).cumsum(0)]
-    )
-    trained.rated_movies = torch.cat(rated)
-    users = pl.read_parquet(project / USERS)
+    users, movies = pl.read_parquet(project / USERS), pl.read_parquet(project / MOVIES)
+    train = pl.read_parquet(project / TRAIN).select("userIdMapped", "movieIdMapped")
+    # User index 0 has rated all but movie indices 0 and 1.
+    rated = range(2, movies.height)
+    almost_all = pl.DataFrame({"userIdMapped": [0] * len(rated), "movieIdMapped": rated}, schema=train.schema)
+    train = pl.concat([almost_all, train.filter(pl.col("userIdMapped") != 0)])
+    trained = trained_model(load_trained(project).model, users, movies, train)
     user_id = users.filter(pl.col("userIdMapped") == 0)["userId"][0]
     top = trained.recommend([user_id], n=10)
     assert top["rank"].to_list() == [1, 2]
-    movies = pl.read_parquet(project / MOVIES)
     assert sorted(top["movieId"]) == sorted(movies.filter(pl.col("movieIdMapped") < 2)["movieId"])
+
+
+def test_predict_reads_no_training_rating_and_recommend_only_the_asked_users(project, tmp_path):
+    for path in (CHECKPOINT, USERS, MOVIES):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes((project / path).read_bytes())
+    train = pl.read_parquet(project / TRAIN)
+    user = train["userId"][0]
+    # Every other user's ratings name a movie index the movies table does not have: reading one of them fails.
+    mine = pl.col("userId") == user
+    broken = train.with_columns(movieIdMapped=pl.when(mine).then("movieIdMapped").otherwise(10**6).cast(pl.UInt32))
+    (tmp_path / TRAIN).parent.mkdir(parents=True)
+    broken.write_parquet(tmp_path / TRAIN)
+    trained, expected = load_trained(tmp_path), load_trained(project)
+    pairs = train.select("userId", "movieId").head(20)
+    assert trained.predict(pairs).equals(expected.predict(pairs))
+    assert trained.recommend([user], n=5).equals(expected.recommend([user], n=5))
+    first_bad_row = int(train.with_row_index("row", offset=1).filter(~mine)["row"][0])
+    with pytest.raises(PipelineError, match=rf"{TRAIN}: row {first_bad_row}: movieIdMapped is 1000000 \("):
+        trained.recommend([train.filter(~mine)["userId"][0]])
 
 
 def test_recommend_refuses_an_unknown_user_or_offers_popular_movies_with_cold_start(project):
