@@ -391,25 +391,37 @@ def test_chains_run_one_after_another_and_predict_with_the_mean_of_their_predict
     torch.testing.assert_close(three.user_factors[:, :2], one.user_factors, rtol=0, atol=0)
     assert three.user_factors[:, 2:].abs().sum() == 0  # the chains still to run predict nothing yet
 
+    query_users, query_movies = torch.from_numpy(users), torch.from_numpy(movies)
+
+    def chain_predictions(model) -> torch.Tensor:
+        """Each chain's prediction of the queries from its own mean parameters (chains x queries)."""
+        return torch.stack(
+            [
+                model.chain_global_bias[chain]
+                + model.chain_user_bias[chain][query_users]
+                + model.chain_movie_bias[chain][query_movies]
+                + (model.chain_user_factors[chain][query_users] * model.chain_movie_factors[chain][query_movies]).sum(1)
+                for chain in range(3)
+            ]
+        )
+
+    def predicted(model) -> torch.Tensor:
+        bias, interaction = model.score(query_users, query_movies)
+        return (bias + interaction).double()
+
     with torch.no_grad():
-        for epoch in range(8, 24):
+        for epoch in range(8, 14):  # the second chain keeps its first sample (burn-in 5)
+            three.sweep(epoch)
+        # Each chain weighs by the samples it kept: 3 and 1.
+        expected = (3 * chain_predictions(three)[0] + chain_predictions(three)[1]) / 4
+        torch.testing.assert_close(predicted(three), expected, rtol=1e-5, atol=1e-5)
+        for epoch in range(14, 24):
             three.sweep(epoch)
     assert int(three.samples) == 3 * 3
-    query_users, query_movies = torch.from_numpy(users), torch.from_numpy(movies)
-    chain_predictions = torch.stack(
-        [
-            three.chain_global_bias[chain]
-            + three.chain_user_bias[chain][query_users]
-            + three.chain_movie_bias[chain][query_movies]
-            + (three.chain_user_factors[chain][query_users] * three.chain_movie_factors[chain][query_movies]).sum(1)
-            for chain in range(3)
-        ]
-    )
-    bias, interaction = three.score(query_users, query_movies)
-    torch.testing.assert_close((bias + interaction).double(), chain_predictions.mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(predicted(three), chain_predictions(three).mean(0), rtol=1e-5, atol=1e-5)
     # Each chain from its own random start: three different fits.
-    assert not torch.allclose(chain_predictions[0], chain_predictions[1])
-    assert not torch.allclose(chain_predictions[1], chain_predictions[2])
+    assert not torch.allclose(chain_predictions(three)[0], chain_predictions(three)[1])
+    assert not torch.allclose(chain_predictions(three)[1], chain_predictions(three)[2])
 
 
 def test_a_checkpoint_from_before_chains_loads_as_one_chain(prepared, tmp_path):

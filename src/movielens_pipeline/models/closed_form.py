@@ -8,7 +8,6 @@ whatever device the model is on (`ridge_rows`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -180,10 +179,11 @@ class BayesMF(SweptMF):
     costs against averaging the samples' predictions is measured in docs/models.md.
 
     With `chains` above 1 the sampler runs that many chains one after another, each from its own random
-    start, and predicts with the mean of their predictions: each chain settles near its own mode (factors
-    are only defined up to a rotation, so their means cannot be averaged across chains), and averaging the
-    modes' predictions cuts the error one chain leaves. That mean is itself one biased MF: the chains'
-    biases averaged, their factors side by side (rank chains x embedding_dim), each over sqrt(chains).
+    start, and predicts with the mean of their predictions, each weighted by the samples it kept: each
+    chain settles near its own mode (factors are only defined up to a rotation, so their means cannot be
+    averaged across chains), and averaging the modes' predictions cuts the error one chain leaves. A chain
+    just started, with few samples, weighs little. That mean is itself one biased MF: the chains' biases
+    averaged, their factors side by side (rank chains x embedding_dim), each times the root of its weight.
     """
 
     name = "bayes_mf"
@@ -218,7 +218,8 @@ class BayesMF(SweptMF):
             # Each chain's mean of its kept samples so far.
             chain_means = torch.zeros(chains, *value.shape, dtype=torch.float64)
             self.register_buffer(f"chain_{name}", chain_means, persistent=False)
-        self.chain, self.chain_samples = 0, 0  # the chain running, and the samples it kept
+        self.chain = 0  # the chain running
+        self.register_buffer("chain_samples", torch.zeros(chains, dtype=torch.float64), persistent=False)
         # Each side's prior mean per coordinate (the bias, then each factor dimension): the chain's state. With
         # `implicit`, so are each side's bag vectors (one per member of the other side) and their prior mean,
         # made by `remember`: empty without, so that the model is then the one before bags, byte for byte.
@@ -256,7 +257,7 @@ class BayesMF(SweptMF):
     def start_chain(self, chain: int) -> None:
         """Start chain number `chain` afresh: the first sample and the bags' vectors drawn again, as the first
         chain's were, the priors and the sums of kept samples at 0. The chains before it keep their means."""
-        self.chain, self.chain_samples = chain, 0
+        self.chain = chain
         dim = self.settings.embedding_dim
         self.current_global_bias = torch.tensor(self.shape.train_mean, device=self.device)
         self.current_user_bias.zero_()
@@ -371,25 +372,27 @@ class BayesMF(SweptMF):
         row adds its conditional mean, not its draw: the same expectation, less noise (Rao-Blackwellisation),
         so the average settles in fewer sweeps."""
         self.samples += 1
-        self.chain_samples += 1
+        self.chain_samples[self.chain] += 1
         kept = {"global_bias": self.current_global_bias}
         for side, means in conditional_means.items():
             kept |= {f"{side}_bias": means[:, 0], f"{side}_factors": means[:, 1:]}
         for name, value in kept.items():
             total = getattr(self, f"sum_{name}").add_(value)
-            getattr(self, f"chain_{name}")[self.chain].copy_(total / self.chain_samples)
+            getattr(self, f"chain_{name}")[self.chain].copy_(total / self.chain_samples[self.chain])
         self.average_chains()
 
     def average_chains(self) -> None:
-        """The model's parameters: the mean prediction of the chains so far. Biases add, so theirs is the mean
-        of the chains' biases; the mean of the chains' p_u . q_m is the product of their factors side by side,
-        each over sqrt(chains)."""
+        """The model's parameters: the chains' mean prediction, each chain weighted by its share w_c of the
+        samples kept. Biases add, so theirs is the weighted mean of the chains' biases; sum_c w_c p_cu . q_cm
+        is the product of their factors side by side, each times sqrt(w_c)."""
         chains, dim = self.chain + 1, self.settings.embedding_dim
+        weights = self.chain_samples[:chains] / self.chain_samples[:chains].sum()
         for name in ("global_bias", "user_bias", "movie_bias"):
-            getattr(self, name).copy_(getattr(self, f"chain_{name}")[:chains].mean(0))
+            means = getattr(self, f"chain_{name}")[:chains]
+            getattr(self, name).copy_(torch.tensordot(weights, means, dims=1))
         for side in ("user", "movie"):
-            means = getattr(self, f"chain_{side}_factors")[:chains]  # chains x rows x dim
-            side_by_side = means.permute(1, 0, 2).reshape(means.shape[1], chains * dim) / math.sqrt(chains)
+            means = getattr(self, f"chain_{side}_factors")[:chains] * weights.sqrt().view(-1, 1, 1)
+            side_by_side = means.permute(1, 0, 2).reshape(means.shape[1], chains * dim)
             getattr(self, f"{side}_factors")[:, : chains * dim].copy_(side_by_side)
 
 
