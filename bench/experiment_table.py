@@ -29,6 +29,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from movielens_pipeline.models import REGISTRY
+
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-runs.json"
 SWEEP_FILE = PROJECT / "bench" / "results" / "ml-100k-sweep.json"
@@ -137,7 +139,11 @@ def train_settings(train: dict) -> dict:
     Runs recorded before each model had its own sub-section (`train.<model>`) hold one flat list."""
     own = train.get(train["model"])
     shared = {key: value for key, value in train.items() if not isinstance(value, dict)}
-    return shared | own if isinstance(own, dict) else shared
+    if not isinstance(own, dict):
+        return shared
+    # A run from before one of its model's settings existed ran with what that setting means for an old checkpoint.
+    model = REGISTRY.get(train["model"])
+    return shared | (model.checkpoint_settings(own) if model else own)
 
 
 def swept(recorded: list[dict]) -> dict[str, list[tuple[dict, float]]]:

@@ -131,8 +131,18 @@ def test_a_recorded_sweep_replaces_the_kept_runs_of_the_models_it_swept_and_keep
 
 
 def test_a_runs_settings_are_its_models_own_or_the_flat_list_of_older_runs():
-    nested = {"model": "svdpp", "seed": 0, "svdpp": {"weight_decay": 0.1}, "biased_mf": {"weight_decay": 0.05}}
-    assert experiment_table.train_settings(nested) == {"model": "svdpp", "seed": 0, "weight_decay": 0.1}
+    nested = {"model": "biased_mf", "seed": 0, "biased_mf": {"weight_decay": 0.05}, "svdpp": {"weight_decay": 0.1}}
+    assert experiment_table.train_settings(nested) == {"model": "biased_mf", "seed": 0, "weight_decay": 0.05}
+    # A setting added since a run was made reads as what it meant then, as an old checkpoint's does.
+    before_chains = {"model": "bayes_mf", "bayes_mf": {"sweeps": 300, "implicit": True}}
+    assert experiment_table.train_settings(before_chains) == {
+        "model": "bayes_mf",
+        "sweeps": 300,
+        "implicit": True,
+        "chains": 1,
+    }
+    before_own_penalty = {"model": "svdpp", "svdpp": {"weight_decay": 0.1}}
+    assert experiment_table.train_settings(before_own_penalty)["implicit_weight_decay"] == 0.1
     flat = {"model": "svdpp", "seed": 0, "weight_decay": 0.1, "dropout": 0.5}
     assert experiment_table.train_settings(flat) == flat
 
