@@ -118,7 +118,7 @@ def test_als_beats_the_mean_and_its_checkpoint_gives_back_the_val_rmse(prepared,
 
 
 def test_bayes_mf_runs_its_sweeps_and_averages_the_samples_after_burn_in(prepared, tmp_path):
-    settings = {"embedding_dim": 4, "sweeps": 30, "burn_in": 10}
+    settings = {"embedding_dim": 4, "sweeps": 30, "burn_in": 10, "chains": 1}
     summary, checkpoint = fit(prepared, tmp_path / "a", "bayes_mf", settings, patience=1)
     assert summary["epochs"] == 30  # a sampler runs its sweeps: patience does not stop it
     kept = torch.load(checkpoint, weights_only=True)
@@ -308,7 +308,7 @@ def test_without_implicit_the_sampler_is_the_one_before_bags():
     # The values the sampler gave before bags existed (same seed, same ratings, the same random stream).
     users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
     torch.manual_seed(0)
-    settings = {"embedding_dim": 2, "burn_in": 5, "start_regularization": 0.15, "implicit": False}
+    settings = {"embedding_dim": 2, "burn_in": 5, "start_regularization": 0.15, "implicit": False, "chains": 1}
     model = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings)
     run_sweeps(model, 8)
     assert int(model.samples) == 3
@@ -425,7 +425,7 @@ def test_chains_run_one_after_another_and_predict_with_the_mean_of_their_predict
 
 
 def test_a_checkpoint_from_before_chains_loads_as_one_chain(prepared, tmp_path):
-    settings = {"embedding_dim": 4, "sweeps": 6, "burn_in": 2}
+    settings = {"embedding_dim": 4, "sweeps": 6, "burn_in": 2, "chains": 1}  # as every checkpoint before chains
     _, checkpoint = fit(prepared, tmp_path, "bayes_mf", settings, patience=1)
     saved = torch.load(checkpoint, weights_only=True)
     del saved["hyper_parameters"]["settings"]["chains"]
