@@ -7,7 +7,7 @@ import _checkout  # noqa: F401  (first: the library from this checkout)
 
 from movielens_pipeline.ensemble import blend
 from movielens_pipeline.errors import run_stage
-from movielens_pipeline.inputs import read_index, read_ratings
+from movielens_pipeline.inputs import read_indexes, read_ratings
 from movielens_pipeline.params import load_section, unchanged_params
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_section("ensemble")
     params_unchanged = unchanged_params()  # checked again before the outputs are written
-    users, movies = read_index(args.users, str(args.users), "user"), read_index(args.movies, str(args.movies), "movie")
+    users, movies = read_indexes(args.users, args.movies)
     val = read_ratings(args.val, str(args.val), users.height, movies.height, allow_empty=False)
     summary = blend(params, args.members, val, args.model, args.summary, before_writing=params_unchanged)
     weights = ", ".join(f"{member} {weight:.3f}" for member, weight in summary["weights"].items())

@@ -9,7 +9,7 @@ from movielens_pipeline.atomic import atomic_dir
 from movielens_pipeline.data import RatingsDataModule
 from movielens_pipeline.errors import run_stage
 from movielens_pipeline.evaluate import evaluate
-from movielens_pipeline.inputs import read_index, read_manifest, read_ratings
+from movielens_pipeline.inputs import read_indexes, read_manifest, read_ratings
 from movielens_pipeline.params import load_section, unchanged_params
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     params = load_section("evaluate")
     params_unchanged = unchanged_params()  # checked again before the outputs are written
     dataset = read_manifest(args.dataset, str(args.dataset), ("noise_floor_rmse",))
-    users, movies = read_index(args.users, str(args.users), "user"), read_index(args.movies, str(args.movies), "movie")
+    users, movies = read_indexes(args.users, args.movies)
     train, test = (
         read_ratings(path, str(path), users.height, movies.height, allow_empty=False)
         for path in (args.train, args.test)

@@ -7,7 +7,7 @@ import _checkout  # noqa: F401  (first: the library from this checkout)
 
 from movielens_pipeline.ensemble import member_params, train_member
 from movielens_pipeline.errors import run_stage
-from movielens_pipeline.inputs import read_index, read_ratings
+from movielens_pipeline.inputs import read_indexes, read_ratings
 from movielens_pipeline.models import load_train_params
 from movielens_pipeline.params import load_section, unchanged_params
 
@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     params = member_params(load_train_params(), args.model, refit=load_section("ensemble").refit)
     params_unchanged = unchanged_params()  # checked again before the outputs are written
-    users, movies = read_index(args.users, str(args.users), "user"), read_index(args.movies, str(args.movies), "movie")
+    users, movies = read_indexes(args.users, args.movies)
     parts = {
         part: read_ratings(path, str(path), users.height, movies.height, allow_empty=False)
         for part, path in (("train", args.train), ("val", args.val), ("test", args.test))

@@ -6,7 +6,7 @@ from pathlib import Path
 import _checkout  # noqa: F401  (first: the library from this checkout)
 
 from movielens_pipeline.errors import run_stage
-from movielens_pipeline.inputs import read_index, read_ratings
+from movielens_pipeline.inputs import read_indexes, read_ratings
 from movielens_pipeline.models import load_train_params
 from movielens_pipeline.params import unchanged_params
 from movielens_pipeline.training import train
@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_train_params()
     params_unchanged = unchanged_params()  # checked again before the outputs are written
-    users, movies = read_index(args.users, str(args.users), "user"), read_index(args.movies, str(args.movies), "movie")
+    users, movies = read_indexes(args.users, args.movies)
     train_ratings, val_ratings = (
         read_ratings(path, str(path), users.height, movies.height, allow_empty=False) for path in (args.train, args.val)
     )

@@ -87,6 +87,11 @@ def read_index(source: Path | bytes, name: str, kind: str) -> pl.DataFrame:
     return table
 
 
+def read_indexes(users_path: Path, movies_path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The prepare stage's user and movie index tables, each checked as `read_index` checks it."""
+    return read_index(users_path, str(users_path), "user"), read_index(movies_path, str(movies_path), "movie")
+
+
 def read_manifest(path: Path, name: str, keys: tuple[str, ...]) -> dict:
     """A JSON mapping the pipeline wrote (dataset.json), with at least `keys`."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from movielens_pipeline.inputs import InputError, read_index, read_manifest, read_parquet, read_ratings
+from movielens_pipeline.inputs import InputError, read_index, read_indexes, read_manifest, read_parquet, read_ratings
 
 
 def ratings(**changes) -> pl.DataFrame:
@@ -88,6 +88,14 @@ def test_an_index_table_numbers_its_rows_from_zero(tmp_path):
             read_index(written(tmp_path, broken), "users.parquet", "user")
     with pytest.raises(InputError, match=r"^movies\.parquet: no column 'movieId'"):
         read_index(written(tmp_path, users, "movies.parquet"), "movies.parquet", "movie")
+
+
+def test_the_stages_read_both_index_tables_each_named_by_its_path(tmp_path):
+    users = written(tmp_path, pl.DataFrame({"userId": [5], "userIdMapped": [0]}), "users.parquet")
+    movies = written(tmp_path, pl.DataFrame({"movieId": [7, 3], "movieIdMapped": [0, 1]}), "movies.parquet")
+    assert [table.height for table in read_indexes(users, movies)] == [1, 2]
+    with pytest.raises(InputError, match=r"^.*movies\.parquet: no column 'userId'"):
+        read_indexes(movies, users)  # the tables swapped: the file read as the users' is named
 
 
 @pytest.mark.parametrize(
