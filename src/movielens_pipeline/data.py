@@ -268,12 +268,11 @@ class RatingsDataModule:
     def train_dataloader(self) -> RatingBatches:
         # One generator for the whole fit: each epoch draws the next permutation from it (the same on every process).
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        if self.batches == "whole":  # one batch of every rating, in row order
-            generator = None
+        batch_size = self.batch_size
+        if self.batches == "whole":  # one batch of every rating, in row order, whatever the part's size (refit's)
+            generator, batch_size = None, len(self.tensors["train"][0])
         group_by_movie = self.batches == "movies"
-        return RatingBatches(
-            self.tensors["train"], self.batch_size, generator, self.rank, self.world_size, group_by_movie
-        )
+        return RatingBatches(self.tensors["train"], batch_size, generator, self.rank, self.world_size, group_by_movie)
 
     def val_dataloader(self) -> RatingBatches | list:
         if "val" not in self.tensors:  # a fit without validation (train's refit on train + val)

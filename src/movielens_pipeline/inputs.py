@@ -70,6 +70,20 @@ def read_ratings(
     return table
 
 
+def scan_ratings(source: Path | bytes, name: str, n_users: int, n_movies: int) -> pl.LazyFrame:
+    """The ratings table at `source` as a lazy scan, for a reader that needs only some of its rows: its columns
+    are checked now, from the file's footer; the rows' values are the reader's to check (`read_ratings` on the
+    whole file names the first bad one)."""
+    try:
+        ratings = pl.scan_parquet(source)
+        schema = ratings.collect_schema()
+    except (pl.exceptions.PolarsError, OSError):
+        read_ratings(source, name, n_users, n_movies)  # names the file and what makes it unreadable
+        raise
+    check_columns(pl.DataFrame(schema=schema), name, RATINGS_COLUMNS, "a ratings table")
+    return ratings
+
+
 def read_index(source: Path | bytes, name: str, kind: str) -> pl.DataFrame:
     """The users or movies table (`kind` "user" or "movie"): distinct ids, and indices 0 to n - 1, each once."""
     table = read_parquet(source, name)

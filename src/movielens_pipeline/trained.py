@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .data import csr_index, csr_rows
 from .errors import PipelineError
-from .inputs import RATINGS_COLUMNS, check_columns, read_index, read_ratings
+from .inputs import read_index, read_ratings, scan_ratings
 from .models import RatingModel, load_model
 from .schema import MOVIE_INDEX, MOVIES_SCHEMA, RATING_MAX, RATING_MIN, USER_INDEX
 
@@ -118,20 +118,6 @@ class TrainingRatings:
         if self.check_file and not read.select(all_valid).item():
             self.check_file()
         return read
-
-
-def scan_ratings(source: Path | bytes, name: str, n_users: int, n_movies: int) -> TrainingRatings:
-    """The training ratings at `source` (a path, or the file's bytes), named `name` in messages: its columns are
-    checked now, from the file's footer; the values of the rows each question reads, when it reads them."""
-    check_file = partial(read_ratings, source, name, n_users, n_movies)
-    try:
-        ratings = pl.scan_parquet(source)
-        schema = ratings.collect_schema()
-    except (pl.exceptions.PolarsError, OSError):
-        check_file()  # names the file and what makes it unreadable
-        raise
-    check_columns(pl.DataFrame(schema=schema), name, RATINGS_COLUMNS, "a ratings table")
-    return TrainingRatings(ratings, n_users, n_movies, check_file)
 
 
 @dataclass
@@ -288,7 +274,8 @@ def load_trained(
     model = load_model(io.BytesIO(model_file) if isinstance(model_file, bytes) else model_file, f"{checkpoint}{at}")
     users = read_index(read(USERS), f"{USERS}{at}", "user")
     movies = read_index(read(MOVIES), f"{MOVIES}{at}", "movie")
-    train = scan_ratings(read(TRAIN), f"{TRAIN}{at}", users.height, movies.height)
+    source, name, sizes = read(TRAIN), f"{TRAIN}{at}", (users.height, movies.height)
+    train = TrainingRatings(scan_ratings(source, name, *sizes), *sizes, partial(read_ratings, source, name, *sizes))
     return trained_model(model, users=users, movies=movies, train=train)
 
 

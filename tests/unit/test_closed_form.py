@@ -122,8 +122,9 @@ def test_bayes_mf_runs_its_sweeps_and_averages_the_samples_after_burn_in(prepare
     summary, checkpoint = fit(prepared, tmp_path / "a", "bayes_mf", settings, patience=1)
     assert summary["epochs"] == 30  # a sampler runs its sweeps: patience does not stop it
     kept = torch.load(checkpoint, weights_only=True)
-    # The best epoch is chosen on val; its parameters are the mean of the samples kept by then.
-    assert int(kept["state_dict"]["samples"]) == summary["best_epoch"] + 1 - 10
+    # It keeps its last sweep, not one chosen on val: the mean of every sample after burn-in.
+    assert summary["best_epoch"] == 29 and int(kept["state_dict"]["samples"]) == 30 - 10
+    assert summary["best_val_mse"] == pytest.approx(rmse_of(checkpoint, prepared[0]["val"]) ** 2, rel=1e-5)
     assert "current_user_factors" not in kept["state_dict"] and "train_ratings" not in kept["state_dict"]
     parts = prepared[0]
     mean = parts["train"]["rating"].mean()
@@ -131,6 +132,30 @@ def test_bayes_mf_runs_its_sweeps_and_averages_the_samples_after_burn_in(prepare
     # Seeded: the same params give the same checkpoint, byte for byte.
     _, again = fit(prepared, tmp_path / "b", "bayes_mf", settings, patience=1)
     assert checkpoint.read_bytes() == again.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("model", "settings"),
+    [("als", {"embedding_dim": 4, "regularization": 0.1}), ("bayes_mf", {"embedding_dim": 4, "sweeps": 12})],
+)
+def test_a_refit_sweeps_once_an_epoch_over_train_and_val(model, settings, prepared, tmp_path, monkeypatch):
+    # The refit's training part (train + val) is larger than the batch size the first fit was given: it is
+    # still one batch, so one sweep, an epoch.
+    model_class, swept = {"als": closed_form.ALS, "bayes_mf": closed_form.BayesMF}[model], []
+    sweep = model_class.sweep
+
+    def counted_sweep(self, epoch):
+        swept.append((len(self.train_ratings), epoch))
+        return sweep(self, epoch)
+
+    monkeypatch.setattr(model_class, "sweep", counted_sweep)
+    summary, checkpoint = fit(prepared, tmp_path, model, settings, refit=True)
+    parts = prepared[0]
+    first, refit = parts["train"].height, parts["train"].height + parts["val"].height
+    assert swept == [(first, epoch) for epoch in range(summary["epochs"])] + [
+        (refit, epoch) for epoch in range(summary["refit_epochs"])
+    ]
+    assert torch.load(checkpoint, weights_only=True)["epochs"] == summary["refit_epochs"]
 
 
 def test_the_gibbs_chain_starts_from_alternating_least_squares():

@@ -30,6 +30,10 @@ from ..optim import table_optimizers
 from ..params import ModelSettings
 from ..schema import RATING_MAX, RATING_MIN
 
+# Training ratings a sweep model predicts at once for its training MSE: bounds the temporaries of a prediction
+# that gathers many values per rating (item_knn's `candidates`).
+PREDICTION_CHUNK = 65_536
+
 REGISTRY: dict[str, type[RatingModel]] = {}
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # user index, movie index, rating, day: one row per rating
 
@@ -215,9 +219,14 @@ class SweepModel(RatingModel):
         fit.log("train_loss", mse, on_step=False, on_epoch=True, batch_size=len(self.train_ratings))
 
     def training_mse(self) -> Tensor:
-        """The mean squared error of the (unclipped) predictions of the training ratings."""
-        bias, interaction = self.score(self.train_users, self.train_movies)
-        return (self.train_ratings - bias - interaction).square().mean()
+        """The mean squared error of the (unclipped) predictions of the training ratings, PREDICTION_CHUNK at a
+        time (a prediction may gather many values: item_knn's look at `candidates` movies each)."""
+        squared_errors = torch.zeros((), dtype=torch.float64, device=self.device)
+        for first in range(0, len(self.train_ratings), PREDICTION_CHUNK):
+            chunk = slice(first, first + PREDICTION_CHUNK)
+            bias, interaction = self.score(self.train_users[chunk], self.train_movies[chunk])
+            squared_errors += (self.train_ratings[chunk] - bias - interaction).double().square().sum()
+        return (squared_errors / len(self.train_ratings)).float()
 
 
 def table(rows: int, columns: int, std: float = 0.0, bag: bool = False) -> nn.Embedding | nn.EmbeddingBag:

@@ -41,12 +41,13 @@ CG_MAX_ITERATIONS = 200
 
 class SweptMF(SweepModel):
     """Biased MF whose parameters are buffers that each sweep sets (no gradients):
-    r = global bias + b_u + b_m + p_u . q_m. The factors start at N(0, start_std), or at 0.
+    r = global bias + b_u + b_m + p_u . q_m. The factors (`factor_width` of them, the embedding_dim unless
+    given) start at N(0, start_std), or at 0.
     Keeps the training ratings grouped by user and by movie, and their padded layouts, which every sweep reads."""
 
-    def __init__(self, shape: DataShape, settings: ModelSettings, start_std: float):
+    def __init__(self, shape: DataShape, settings: ModelSettings, start_std: float, factor_width: int | None = None):
         super().__init__(shape, settings)
-        dim = settings.embedding_dim
+        dim = factor_width or settings.embedding_dim
         self.register_buffer("global_bias", torch.tensor(shape.train_mean))
         self.register_buffer("user_bias", torch.zeros(shape.n_users))
         self.register_buffer("movie_bias", torch.zeros(shape.n_movies))
@@ -138,7 +139,10 @@ class BayesMFSettings(ModelSettings):
 
     embedding_dim: EmbeddingDim
     sweeps: int = Field(
-        ge=1, le=100_000, description="sweeps (epochs), the ALS start's 4 first: exactly this many, no early stopping"
+        ge=1,
+        le=100_000,
+        description="sweeps (epochs) per chain, the ALS start's 4 first: exactly this many, no early stopping; the "
+        "model is the last sweep's (every sample after burn_in), not a best val epoch's",
     )
     burn_in: int = Field(ge=0, le=100_000, description="sweeps before the samples are averaged into the model")
     start_regularization: float = Field(
@@ -198,21 +202,13 @@ class BayesMF(SweptMF):
     START_SWEEPS = 4
 
     def __init__(self, shape, settings):
-        # The parameters are the posterior means: what predicts and what the checkpoint keeps.
-        super().__init__(shape, settings, start_std=0.0)
+        # The parameters are the posterior means: what predicts and what the checkpoint keeps. The chains'
+        # factors sit side by side.
         dim, chains = settings.embedding_dim, settings.chains
-        for name, rows in (("user_factors", shape.n_users), ("movie_factors", shape.n_movies)):
-            self.register_buffer(name, torch.zeros(rows, chains * dim))  # the chains' factors side by side
+        super().__init__(shape, settings, start_std=0.0, factor_width=chains * dim)
         self.register_buffer("samples", torch.tensor(0))  # kept so far, all chains
         # The chain's current sample, and the sums of the kept ones: not in the checkpoint.
-        sample = {
-            "global_bias": torch.tensor(shape.train_mean),
-            "user_bias": torch.zeros(shape.n_users),
-            "movie_bias": torch.zeros(shape.n_movies),
-            "user_factors": torch.randn(shape.n_users, dim) * self.INIT_STD,
-            "movie_factors": torch.randn(shape.n_movies, dim) * self.INIT_STD,
-        }
-        for name, value in sample.items():
+        for name, value in self.first_sample(torch.get_default_device()).items():
             self.register_buffer(f"current_{name}", value, persistent=False)
             self.register_buffer(f"sum_{name}", torch.zeros_like(value, dtype=torch.float64), persistent=False)
             # Each chain's mean of its kept samples so far.
@@ -221,11 +217,13 @@ class BayesMF(SweptMF):
         self.chain = 0  # the chain running
         self.register_buffer("chain_samples", torch.zeros(chains, dtype=torch.float64), persistent=False)
         # Each side's prior mean per coordinate (the bias, then each factor dimension): the chain's state. With
-        # `implicit`, so are each side's bag vectors (one per member of the other side) and their prior mean,
-        # made by `remember`: empty without, so that the model is then the one before bags, byte for byte.
-        for side in ("user", "movie"):
+        # `implicit`, so are each side's bag vectors (one per member of the other side; sized here, so that the
+        # memory estimate counts them, and drawn by `remember`) and their prior mean: empty without, so that the
+        # model is then the one before bags, byte for byte.
+        for side, n_members in (("user", shape.n_movies), ("movie", shape.n_users)):
             self.register_buffer(f"prior_mean_{side}", torch.zeros(1 + dim), persistent=False)
-            self.register_buffer(f"current_{side}_bag_vectors", torch.zeros(0), persistent=False)
+            vectors = torch.zeros(n_members if settings.implicit else 0, 1 + dim)
+            self.register_buffer(f"current_{side}_bag_vectors", vectors, persistent=False)
             self.register_buffer(f"prior_mean_{side}_bag", torch.zeros(0), persistent=False)
         # Each side's bags and the eigenbasis of their Gram matrix: made by the first Gibbs sweep, on the
         # model's device, from the ratings grouped by owner.
@@ -254,20 +252,26 @@ class BayesMF(SweptMF):
             setattr(self, f"current_{side}_bag_vectors", vectors)
             setattr(self, f"prior_mean_{side}_bag", torch.zeros(coordinates, device=self.device))
 
+    def first_sample(self, device: torch.device) -> dict[str, Tensor]:
+        """A chain's first sample: the global bias at the training mean, the biases at 0, the factors drawn."""
+        dim, shape = self.settings.embedding_dim, self.shape
+        return {
+            "global_bias": torch.tensor(shape.train_mean, device=device),
+            "user_bias": torch.zeros(shape.n_users, device=device),
+            "movie_bias": torch.zeros(shape.n_movies, device=device),
+            "user_factors": torch.randn(shape.n_users, dim, device=device) * self.INIT_STD,
+            "movie_factors": torch.randn(shape.n_movies, dim, device=device) * self.INIT_STD,
+        }
+
     def start_chain(self, chain: int) -> None:
         """Start chain number `chain` afresh: the first sample and the bags' vectors drawn again, as the first
         chain's were, the priors and the sums of kept samples at 0. The chains before it keep their means."""
         self.chain = chain
-        dim = self.settings.embedding_dim
-        self.current_global_bias = torch.tensor(self.shape.train_mean, device=self.device)
-        self.current_user_bias.zero_()
-        self.current_movie_bias.zero_()
-        for side, rows in (("user", self.shape.n_users), ("movie", self.shape.n_movies)):
-            start = torch.randn(rows, dim, device=self.device) * self.INIT_STD
-            getattr(self, f"current_{side}_factors").copy_(start)
-            getattr(self, f"prior_mean_{side}").zero_()
-        for name in ("global_bias", "user_bias", "movie_bias", "user_factors", "movie_factors"):
+        for name, value in self.first_sample(self.device).items():
+            setattr(self, f"current_{name}", value)
             getattr(self, f"sum_{name}").zero_()
+        for side in ("user", "movie"):
+            getattr(self, f"prior_mean_{side}").zero_()
         self.start_bags()
 
     def current_prediction(self) -> Tensor:

@@ -26,8 +26,6 @@ BASELINE_SWEEPS = 10
 # Movies per block of the similarity computation: each block holds a users x block and a movies x block dense
 # matrix (float32), 4 x 16 M floats at most.
 SIMILARITY_BLOCK_FLOATS = 2**24
-# Training ratings predicted at once for the training MSE (a chunk x candidates gather).
-PREDICTION_CHUNK = 65_536
 
 
 class ItemKNNSettings(ModelSettings):
@@ -80,15 +78,6 @@ class ItemKNN(SweepModel):
         self.fit_neighbours(users, movies, residuals)
         return self.training_mse()
 
-    def training_mse(self) -> Tensor:
-        # In chunks: each prediction looks at `candidates` movies, too many at once over every training rating.
-        squared_errors = torch.zeros((), dtype=torch.float64, device=self.device)
-        for first in range(0, len(self.train_ratings), PREDICTION_CHUNK):
-            chunk = slice(first, first + PREDICTION_CHUNK)
-            bias, interaction = self.score(self.train_users[chunk], self.train_movies[chunk])
-            squared_errors += (self.train_ratings[chunk] - bias - interaction).double().square().sum()
-        return (squared_errors / len(self.train_ratings)).float()
-
     def fit_baseline(self, users: Tensor, movies: Tensor, ratings: Tensor) -> None:
         """The biases by alternating ridge means: each movie's given the users', then each user's given the movies'."""
         settings = self.settings
@@ -126,13 +115,13 @@ class ItemKNN(SweepModel):
             block_users, block_movies = users[in_block], movies[in_block] - first
             dense = {
                 name: torch.zeros(n_users, len(columns), dtype=residuals.dtype, device=residuals.device)
-                for name in ("residual", "square", "rated")
+                for name in ("residual", "rated")
             }
             dense["residual"][block_users, block_movies] = residuals[in_block]
-            dense["square"][block_users, block_movies] = residuals[in_block].square()
             dense["rated"][block_users, block_movies] = 1.0
             products = (residual_matrix @ dense["residual"]).T  # block x movies
-            own_squares = (rated_matrix @ dense["square"]).T  # sum over common raters of the block movie's r^2
+            # The sum over common raters of the block movie's r^2 (unrated cells are 0, and stay 0 squared).
+            own_squares = (rated_matrix @ dense["residual"].square()).T
             other_squares = (squares_matrix @ dense["rated"]).T  # ... and of the other movie's
             common = (rated_matrix @ dense["rated"]).T
             norms = (own_squares * other_squares).sqrt()
