@@ -128,7 +128,7 @@ class ItemKNN(SweepModel):
             similarity = torch.where(norms > 0, products / norms.clamp_min(1e-12), torch.zeros_like(products))
             similarity = similarity * (common - 1).clamp_min(0) / (common - 1 + shrinkage).clamp_min(1e-12)
             similarity[torch.arange(len(columns)), columns] = -torch.inf  # a movie is not its own neighbour
-            top, which = similarity.topk(self.neighbour_movies.shape[1], dim=1)
+            top, which = similarity.topk(self.neighbour_movies.shape[1], dim=1, sorted=True)  # `score` needs the order
             self.neighbour_movies[columns] = which
             self.neighbour_similarities[columns] = top.clamp_min(0)  # only positive similarities predict
 
@@ -138,9 +138,11 @@ class ItemKNN(SweepModel):
         keys = users.unsqueeze(1) * self.shape.n_movies + candidates
         positions = torch.searchsorted(self.rated_keys, keys).clamp_max(len(self.rated_keys) - 1)
         rated = self.rated_keys[positions] == keys
-        similarities = torch.where(rated, similarities, torch.zeros_like(similarities))
-        top, which = similarities.topk(min(self.settings.neighbours, similarities.shape[1]), dim=1)
-        residuals = self.rated_residuals[positions.gather(1, which)]
+        # The candidates are in descending similarity (`fit_neighbours`): the `neighbours` most similar rated ones
+        # are the first that many rated, found by a running count rather than a top-k over every candidate.
+        used = rated & (rated.cumsum(dim=1) <= self.settings.neighbours)
+        top = torch.where(used, similarities, torch.zeros_like(similarities))
+        residuals = self.rated_residuals[positions]
         weight = top.sum(dim=1)
         interaction = (top * residuals).sum(dim=1) / weight.clamp_min(1e-12)
         return bias, torch.where(weight > 0, interaction, torch.zeros_like(interaction))
