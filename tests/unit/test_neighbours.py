@@ -90,6 +90,19 @@ def test_a_prediction_is_the_baseline_plus_the_weighted_residuals_of_the_most_si
     torch.testing.assert_close(bias, baseline)
 
 
+def test_a_few_pairs_score_as_they_do_among_every_movie_of_their_users():
+    # Every movie for every user reads the ratings from a users x movies table; a few pairs, by binary search.
+    model, *_ = fitted({"neighbours": 3, "shrinkage": 1.0})
+    every_user, every_movie = torch.arange(N_USERS).repeat_interleave(N_MOVIES), torch.arange(N_MOVIES).repeat(N_USERS)
+    candidates = model.neighbour_movies[every_movie]
+    assert N_USERS * N_MOVIES <= candidates.numel()  # the table
+    _, all_pairs = model.score(every_user, every_movie)
+    for pair in torch.randperm(len(every_user), generator=torch.Generator().manual_seed(0))[:40].split(1):
+        assert len(every_user[pair].unique()) * N_MOVIES > candidates[pair].numel()  # the binary search
+        _, few_pairs = model.score(every_user[pair], every_movie[pair])
+        assert torch.equal(few_pairs, all_pairs[pair])
+
+
 def test_the_similarities_are_the_same_in_blocks_of_movies(monkeypatch):
     whole, *_ = fitted({})
     monkeypatch.setattr(neighbours_module, "SIMILARITY_BLOCK_FLOATS", 5 * N_USERS)  # blocks of 5 movies
