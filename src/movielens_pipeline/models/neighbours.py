@@ -155,10 +155,8 @@ class ItemKNN(SweepModel):
         if len(distinct) * n_movies > candidates.numel():
             keys = users.unsqueeze(1) * n_movies + candidates
             positions = torch.searchsorted(self.rated_keys, keys).clamp_max(len(self.rated_keys) - 1)
-            rated = self.rated_keys[positions] == keys
-            return rated, torch.where(
-                rated, self.rated_residuals[positions], torch.zeros_like(candidates, dtype=torch.float32)
-            )
+            rated, residuals = self.rated_keys[positions] == keys, self.rated_residuals[positions]
+            return rated, torch.where(rated, residuals, torch.zeros_like(residuals))
         starts = torch.searchsorted(self.rated_keys, distinct * n_movies)
         counts = torch.searchsorted(self.rated_keys, (distinct + 1) * n_movies) - starts
         owners = torch.repeat_interleave(torch.arange(len(distinct), device=users.device), counts)
