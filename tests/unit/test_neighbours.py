@@ -103,6 +103,16 @@ def test_a_few_pairs_score_as_they_do_among_every_movie_of_their_users():
         assert torch.equal(few_pairs, all_pairs[pair])
 
 
+def test_pairs_scored_a_few_at_a_time_score_as_in_one_call(monkeypatch):
+    model, *_ = fitted({"neighbours": 3, "shrinkage": 1.0})
+    every_user, every_movie = torch.arange(N_USERS).repeat_interleave(N_MOVIES), torch.arange(N_MOVIES).repeat(N_USERS)
+    _, whole = model.score(every_user, every_movie)
+    # 7 pairs a call, the last 3 (360 pairs): the calls' results must come back in order.
+    monkeypatch.setattr(neighbours_module, "CANDIDATE_LOOKUPS", 7 * model.neighbour_movies.shape[1])
+    _, chunked = model.score(every_user, every_movie)
+    assert torch.equal(chunked, whole)
+
+
 def test_the_similarities_are_the_same_in_blocks_of_movies(monkeypatch):
     whole, *_ = fitted({})
     monkeypatch.setattr(neighbours_module, "SIMILARITY_BLOCK_FLOATS", 5 * N_USERS)  # blocks of 5 movies
