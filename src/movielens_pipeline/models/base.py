@@ -12,7 +12,7 @@ sweeps, one per epoch).
 A model is a plain torch module: serving (`trained.py`, the `movielens` command) loads and
 scores it without importing Lightning, whose import costs seconds. Training wraps it in
 Lightning's module (`training.Fitting`), which hands each family's `training_step` what only
-Lightning has (`Fit`: logging, the optimisers, the backward pass, the epoch).
+Lightning has (`Fit`: the training loss's tally, the optimisers, the backward pass, the epoch).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Fit(Protocol):
 
     current_epoch: int
 
-    def log(self, name: str, value: Tensor, **options: Any) -> None: ...
+    def add_train_loss(self, loss: Tensor, ratings: int) -> None: ...
 
     def optimizers(self) -> Any: ...
 
@@ -112,7 +112,7 @@ class RatingModel(nn.Module):
         return F.mse_loss(self(users, movies, days), ratings)
 
     def training_step(self, batch: Batch, fit: Fit) -> Tensor | None:
-        """One training step on `batch`, the family's fit; `fit` logs `train_loss` and steps the optimisers."""
+        """One training step on `batch`, the family's fit; `fit` tallies its training loss and steps the optimisers."""
         raise NotImplementedError
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer] | None:
@@ -174,8 +174,7 @@ class GradientModel(RatingModel):
         fit.manual_backward(loss + self.row_penalty())
         for optimizer in optimizers:
             optimizer.step()
-        # Logged as a tensor, summed on the device: no host sync per step.
-        fit.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(ratings), sync_dist=True)
+        fit.add_train_loss(loss.detach(), len(ratings))
         return loss
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -216,7 +215,7 @@ class SweepModel(RatingModel):
         # The batch is every training rating, which the model already keeps: one sweep per epoch.
         with torch.no_grad():
             mse = self.sweep(fit.current_epoch)
-        fit.log("train_loss", mse, on_step=False, on_epoch=True, batch_size=len(self.train_ratings))
+        fit.add_train_loss(mse, len(self.train_ratings))
 
     def training_mse(self) -> Tensor:
         """The mean squared error of the (unclipped) predictions of the training ratings, PREDICTION_CHUNK at a
