@@ -215,6 +215,8 @@ class BayesMF(SweptMF):
             chain_means = torch.zeros(chains, *value.shape, dtype=torch.float64)
             self.register_buffer(f"chain_{name}", chain_means, persistent=False)
         self.chain = 0  # the chain running
+        # The current sample's residual per training rating: each sweep leaves it for the next (`update_residual`).
+        self.register_buffer("residual", torch.zeros(0), persistent=False)
         self.register_buffer("chain_samples", torch.zeros(chains, dtype=torch.float64), persistent=False)
         # Each side's prior mean per coordinate (the bias, then each factor dimension): the chain's state. With
         # `implicit`, so are each side's bag vectors (one per member of the other side; sized here, so that the
@@ -286,8 +288,9 @@ class BayesMF(SweptMF):
             self.start_chain(chain)
         if epoch < self.START_SWEEPS:
             self.alternate_ridge("current_", self.current_global_bias, self.settings.start_regularization)
-            return (self.train_ratings - self.current_prediction()).square().mean()
-        residual = self.train_ratings - self.current_prediction()
+            return self.update_residual().square().mean()
+        # The chain's start (ALS) always sweeps first, so the last sweep left the current sample's residuals.
+        residual = self.residual
         noise = self.gamma(
             torch.tensor((self.PRIOR_SHAPE + len(residual)) / 2), (self.PRIOR_RATE + residual.square().sum()) / 2
         )
@@ -317,7 +320,12 @@ class BayesMF(SweptMF):
             conditional_means[side] = means
         if epoch >= self.settings.burn_in:
             self.keep_sample(conditional_means)
-        return (self.train_ratings - self.current_prediction()).square().mean()
+        return self.update_residual().square().mean()
+
+    def update_residual(self) -> Tensor:
+        """The current sample's residual per training rating, kept for the next sweep (which starts from it)."""
+        self.residual = self.train_ratings - self.current_prediction()
+        return self.residual
 
     def sample_global_bias(self, noise: Tensor, residual: Tensor) -> None:
         """w0 from its conditional under a flat prior, given the residuals of the current sample."""
