@@ -21,12 +21,11 @@ import torch
 from .atomic import atomic_dir, atomic_path, write_json, write_parquet, writing
 from .data import rating_tensors
 from .evaluate import error_metrics
-from .models import REGISTRY, TrainParams, load_model
+from .models import REGISTRY, TrainParams, load_model, saved_bytes
 from .models.blend import blend_checkpoint
 from .params import EnsembleParams, ParamsError
 from .schema import RATING_MAX, RATING_MIN
 from .trained import predicted_ratings
-from .training import saved_bytes, train
 
 # A member's folder: its predictions of each part (one `predicted_rating` column, in the part's row order),
 # and the model that predicts test. Not its training's dvclive folder: that holds the training's timings, which
@@ -52,6 +51,8 @@ def train_member(
 ) -> dict[str, float]:
     """Train `params.model` on `parts` (train, val, test) and write its member folder `out_dir` atomically; returns
     its val and test RMSE."""
+    from .training import train  # imported here: Lightning costs seconds, and the blend stage needs none of it
+
     with atomic_dir(out_dir) as staging, tempfile.TemporaryDirectory() as scratch:
         first_fit = Path(scratch) / "first_fit.ckpt"
         train(

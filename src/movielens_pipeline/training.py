@@ -11,7 +11,6 @@ watches validation: it keeps the best epoch and its weights and stops training.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ from pytorch_lightning.callbacks import Callback
 
 from .atomic import atomic_dir, atomic_path, write_json, writing
 from .data import DataShape, RatingsDataModule
-from .models import REGISTRY, RatingModel, TrainParams, build_model
+from .models import REGISTRY, RatingModel, TrainParams, build_model, saved_bytes
 from .models.base import Batch
 from .optim import use_sparse_tables
 from .params import GradientSettings, ParamsError
@@ -361,14 +360,6 @@ def checkpoint_bytes(model: RatingModel, state: dict[str, torch.Tensor], epochs:
 
     Optimiser states are left out (twice the weights' size, and nothing resumes from them)."""
     return saved_bytes(model.checkpoint() | {"state_dict": state, "epochs": epochs})
-
-
-def saved_bytes(contents: dict) -> bytes:
-    """`torch.save` of `contents`, as bytes. Saved via a buffer because torch names the archive's inner folder
-    after the file: so the same contents give the same bytes, and DVC sees an unchanged output."""
-    buffer = io.BytesIO()
-    torch.save(contents, buffer)
-    return buffer.getvalue()
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -148,3 +150,13 @@ def test_a_member_the_matrix_did_not_train_or_trained_on_another_split_is_refuse
 def test_the_ensemble_section_refuses_an_empty_or_repeated_member_list(members, message):
     with pytest.raises(ParamsError, match=message):
         parse_section("ensemble", {"members": members, "weight_penalty": 0.0, "refit": True})
+
+
+def test_the_blend_loads_without_lightning():
+    # The blend stage's seconds are mostly imports: Lightning's alone are three or four of them.
+    script = (
+        "import sys; from movielens_pipeline.ensemble import blend; "
+        "sys.exit(sorted(m for m in sys.modules if 'lightning' in m) or 0)"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

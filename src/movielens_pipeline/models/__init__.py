@@ -9,6 +9,8 @@ params or from a checkpoint. Adding a model: a class with `@register` in a famil
 
 from __future__ import annotations
 
+import io
+
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -79,6 +81,14 @@ def model_of_checkpoint(checkpoint: object, source: str) -> RatingModel | Blend:
     return model.eval()
 
 
+def saved_bytes(contents: dict) -> bytes:
+    """A checkpoint's bytes: `torch.save` of `contents`. Saved via a buffer because torch names the archive's inner
+    folder after the file: so the same contents give the same bytes, and DVC sees an unchanged output."""
+    buffer = io.BytesIO()
+    torch.save(contents, buffer)
+    return buffer.getvalue()
+
+
 class _NoRandomStart(TorchFunctionMode):
     """Models built as usual, their tensors allocated, but no random start drawn (a fifth of a second at ML-25M's
     size) for the checkpoint's weights to replace: the initialisers that draw are skipped, `torch.randn` gives zeros.
@@ -124,4 +134,5 @@ __all__ = [
     "TrainParams",
     "build_model",
     "load_model",
+    "saved_bytes",
 ]
