@@ -228,7 +228,8 @@ class TrainParams(Section):
         description="Lightning's accelerator; metrics are reproducible to the bit on the CPU"
     )
     threads: Annotated[int, Field(ge=0, le=4096)] = Field(
-        description="torch CPU threads per process; 0: the CPUs the process may use, shared among `devices` processes"
+        description="torch CPU threads per process; 0: the CPUs the process may use, shared among the processes "
+        "that train (`devices`, or two when a sampler's refit trains beside its first fit)"
     )
     devices: Annotated[int, Field(ge=1, le=4096)] = Field(
         description="Lightning's devices per node: processes (CPU) or GPUs that train together"
@@ -276,8 +277,9 @@ class TrainParams(Section):
         return self
 
 
-def train_params_with(models: dict[str, type[ModelSettings]]) -> type[TrainParams]:
-    """TrainParams whose sub-sections are exactly these models', each typed by its settings: the train stage's view."""
+def train_params_with(models: dict[str, type[ModelSettings]], module: str = __name__) -> type[TrainParams]:
+    """TrainParams whose sub-sections are exactly these models', each typed by its settings: the train stage's view.
+    `module`: where the class is bound to the name TrainParams, for pickle to find it there."""
 
     class StrictTrainParams(TrainParams):
         model_config = ConfigDict(extra="forbid")
@@ -288,6 +290,7 @@ def train_params_with(models: dict[str, type[ModelSettings]]) -> type[TrainParam
     }
     return create_model(
         "TrainParams",
+        __module__=module,
         __base__=StrictTrainParams,
         __doc__=TrainParams.__doc__,
         model=(Literal[tuple(models)], Field(description=TrainParams.model_fields["model"].description)),

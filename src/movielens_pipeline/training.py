@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import multiprocessing
 import os
 import statistics
 import time
@@ -208,8 +209,6 @@ def train(
     settings = params.settings
     if isinstance(settings, GradientSettings):
         settings = settings.resolved(train.height)  # `auto` batch size and learning rate, once
-    # threads 0: this machine's CPUs, shared among the processes DDP starts on it.
-    torch.set_num_threads(params.threads or max(1, len(os.sched_getaffinity(0)) // params.devices))
     if sparse_tables is None:
         sparse_tables = not on_accelerator(params.accelerator) and params.strategy != "ddp"
     data = RatingsDataModule(
@@ -221,8 +220,12 @@ def train(
         movies=movies,
         seed=params.seed,
     )
-    check_memory(params, settings, data.shape())  # the module is lazy: nothing is built or loaded yet
     fixed_epochs = model_class.fixed_epochs(settings)
+    alongside = refits_alongside(params, fixed_epochs)
+    check_memory(params, settings, data.shape())  # the module is lazy: nothing is built or loaded yet
+    # threads 0: this machine's CPUs, shared among the processes that train on it (DDP's, or refit's beside).
+    threads = params.threads or max(1, len(os.sched_getaffinity(0)) // (params.devices * (1 + alongside)))
+    torch.set_num_threads(threads)
     best, epoch_log = BestEpoch(params.patience, params.min_improvement, keep_last=fixed_epochs is not None), EpochLog()
     trainer = new_trainer(params, callbacks=[best, epoch_log], epochs=fixed_epochs)
     # Under DDP every process runs this function; only the first writes the outputs, each atomically.
@@ -238,13 +241,15 @@ def train(
             live.log_params(params.model_dump(exclude=set(REGISTRY)) | used)
             epoch_log.live = live
         started = time.perf_counter()
-        with unfilled_memory():
-            model = fit(trainer, params, settings, data, sparse_tables)
-            first_fit, state = model, best.state
-            if params.refit:
-                refit_trainer = new_trainer(params, epochs=best.epoch + 1, validate=False)
-                model = fit(refit_trainer, params, settings, data.with_val_in_training(), sparse_tables)
-                state = model.state_dict()
+        with contextlib.ExitStack() as refitting_beside, unfilled_memory():
+            if alongside:  # a spawned process, not a fork: this one already runs torch's thread pools
+                pool = refitting_beside.enter_context(multiprocessing.get_context("spawn").Pool(1))
+                refitting = pool.apply_async(refit, (params, settings, data, sparse_tables, fixed_epochs, threads))
+            first_fit = fit(trainer, params, settings, data, sparse_tables)
+            if alongside:
+                refitted = refitting.get()  # leaving the block ends the process, on an error too
+            elif params.refit:
+                refitted = refit(params, settings, data, sparse_tables, best.epoch + 1, threads)
         train_seconds = time.perf_counter() - started
         if not trainer.is_global_zero:
             return {}
@@ -262,7 +267,8 @@ def train(
             summary["refit_epochs"] = best.epoch + 1
         before_writing()
         with writing(checkpoint_staging, "the best checkpoint"):
-            checkpoint_staging.write_bytes(checkpoint_bytes(model, state, best.epoch + 1))
+            checkpoint = refitted if params.refit else checkpoint_bytes(first_fit, best.state, best.epoch + 1)
+            checkpoint_staging.write_bytes(checkpoint)
         if first_fit_path is not None:
             with atomic_path(first_fit_path) as first_fit_staging, writing(first_fit_staging, "the first fit"):
                 # The first fit's own model: a refit's may hold tables sized by train + val (svdpp's rated movies).
@@ -291,13 +297,16 @@ def check_memory(params: TrainParams, settings, shape: DataShape, memory_bytes: 
     default), before any is built: one line naming the setting that sizes them most, the estimate and the memory.
 
     The estimate is `RatingModel.training_bytes` (weights and buffers, optimiser state, the best epoch's
-    copy) for each of the `train.devices` processes that train on this machine."""
+    copy) for each of the processes that train on this machine: `train.devices`, or two when refit trains beside the
+    first fit (`refits_alongside`)."""
     memory_bytes = physical_memory() if memory_bytes is None else memory_bytes
     model_class = REGISTRY[params.model]
-    needed = params.devices * model_class.training_bytes(shape, settings)
+    alongside = refits_alongside(params, model_class.fixed_epochs(settings))
+    needed = params.devices * (1 + alongside) * model_class.training_bytes(shape, settings)
     if memory_bytes is None or needed <= memory_bytes:
         return
     processes = f" in each of {params.devices} processes (train.devices)" if params.devices > 1 else ""
+    processes = " in each of 2 processes (refit trains beside the first fit)" if alongside else processes
     figure = (
         f"training `{params.model}` on {shape.n_users:,} users and {shape.n_movies:,} movies would hold about "
         f"{needed / 2**30:,.1f} GiB (weights, optimiser state, the best epoch's copy{processes}), more than this "
@@ -340,6 +349,35 @@ def fit(
     use_sparse_tables(model, sparse_tables)
     trainer.fit(Fitting(model, data))
     return model
+
+
+def refits_alongside(params: TrainParams, fixed_epochs: int | None) -> bool:
+    """Whether refit trains in a second process while the first fit trains: when the model fixes its epochs and
+    sweeps more than once (a sampler), so that refit's count is known before the first fit ends, on one CPU
+    process. A sweep's batched small solves gain little from a second thread (`bayes_mf`'s: 123 ms on one, 105 ms
+    on two), so two fits side by side, each on half the CPUs, finish sooner than one after the other. A one-pass
+    fit (`item_knn`'s: large matrix products, which do use every thread) is over before the second process has
+    imported torch and Lightning (5-7 s)."""
+    one_process = params.world_size == 1 and not on_accelerator(params.accelerator)
+    return params.refit and fixed_epochs is not None and fixed_epochs > 1 and one_process
+
+
+def refit(
+    params: TrainParams, settings, data: RatingsDataModule, sparse_tables: bool, epochs: int, threads: int
+) -> bytes:
+    """The checkpoint of a new model trained on `data`'s train + val for `epochs` epochs, without validation, on
+    `threads` CPU threads: refit's, in `train`'s process or in one beside it."""
+    quiet_lightning()
+    torch.set_num_threads(threads)
+    with unfilled_memory():
+        model = fit(
+            new_trainer(params, epochs=epochs, validate=False),
+            params,
+            settings,
+            data.with_val_in_training(),
+            sparse_tables,
+        )
+    return checkpoint_bytes(model, model.state_dict(), epochs)
 
 
 def new_trainer(

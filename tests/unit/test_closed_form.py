@@ -9,9 +9,10 @@ import torch
 from fakes import low_rank_rows, ratings_frame
 from harness import project_params
 
+from movielens_pipeline import training
 from movielens_pipeline.data import DataShape, TrainingData, csr_index, rating_tensors
 from movielens_pipeline.evaluate import error_metrics
-from movielens_pipeline.models import build_model, closed_form, load_model
+from movielens_pipeline.models import REGISTRY, build_model, closed_form, load_model
 from movielens_pipeline.models.closed_form import (
     Bags,
     Eigenbasis,
@@ -134,28 +135,67 @@ def test_bayes_mf_runs_its_sweeps_and_averages_the_samples_after_burn_in(prepare
     assert checkpoint.read_bytes() == again.read_bytes()
 
 
-@pytest.mark.parametrize(
-    ("model", "settings"),
-    [("als", {"embedding_dim": 4, "regularization": 0.1}), ("bayes_mf", {"embedding_dim": 4, "sweeps": 12})],
-)
-def test_a_refit_sweeps_once_an_epoch_over_train_and_val(model, settings, prepared, tmp_path, monkeypatch):
-    # The refit's training part (train + val) is larger than the batch size the first fit was given: it is
-    # still one batch, so one sweep, an epoch.
-    model_class, swept = {"als": closed_form.ALS, "bayes_mf": closed_form.BayesMF}[model], []
-    sweep = model_class.sweep
+def counted_sweeps(monkeypatch, model_class) -> list[tuple[int, int]]:
+    """Per sweep `model_class` runs in this process from now on: its training ratings and its epoch."""
+    swept, sweep = [], model_class.sweep
 
     def counted_sweep(self, epoch):
         swept.append((len(self.train_ratings), epoch))
         return sweep(self, epoch)
 
     monkeypatch.setattr(model_class, "sweep", counted_sweep)
-    summary, checkpoint = fit(prepared, tmp_path, model, settings, refit=True)
+    return swept
+
+
+def test_a_refit_sweeps_once_an_epoch_over_train_and_val(prepared, tmp_path, monkeypatch):
+    # The refit's training part (train + val) is larger than the batch size the first fit was given: it is
+    # still one batch, so one sweep, an epoch.
+    swept = counted_sweeps(monkeypatch, closed_form.ALS)
+    summary, checkpoint = fit(prepared, tmp_path, "als", {"embedding_dim": 4, "regularization": 0.1}, refit=True)
     parts = prepared[0]
     first, refit = parts["train"].height, parts["train"].height + parts["val"].height
     assert swept == [(first, epoch) for epoch in range(summary["epochs"])] + [
         (refit, epoch) for epoch in range(summary["refit_epochs"])
     ]
     assert torch.load(checkpoint, weights_only=True)["epochs"] == summary["refit_epochs"]
+
+
+def test_a_samplers_refit_trains_beside_its_first_fit_and_gives_the_model_it_gives_after_it(
+    prepared, tmp_path, monkeypatch
+):
+    # A sampler's refit sweeps as many epochs as its first fit, known before: it runs in a second process.
+    settings = {"embedding_dim": 4, "sweeps": 12, "burn_in": 2, "chains": 2}
+    swept = counted_sweeps(monkeypatch, closed_form.BayesMF)
+    summary, beside = fit(prepared, tmp_path / "beside", "bayes_mf", settings, refit=True, threads=1)
+    parts = prepared[0]
+    first, refit = parts["train"].height, parts["train"].height + parts["val"].height
+    assert summary["epochs"] == summary["refit_epochs"] == 24
+    assert swept == [(first, epoch) for epoch in range(24)]  # this process swept the first fit only
+    # Run after the first fit, in this process, the refit sweeps once an epoch over train + val, and its model
+    # is the same, byte for byte.
+    swept.clear()
+    monkeypatch.setattr(training, "refits_alongside", lambda params, fixed_epochs: False)
+    _, after = fit(prepared, tmp_path / "after", "bayes_mf", settings, refit=True, threads=1)
+    assert swept == [(first, epoch) for epoch in range(24)] + [(refit, epoch) for epoch in range(24)]
+    assert beside.read_bytes() == after.read_bytes()
+    kept = torch.load(beside, weights_only=True)
+    # Each chain's sweeps after its ALS start (which outlasts burn_in here), once each.
+    assert kept["epochs"] == 24 and int(kept["state_dict"]["samples"]) == 2 * (12 - closed_form.BayesMF.START_SWEEPS)
+
+
+@pytest.mark.parametrize(
+    ("model", "train_params", "beside"),
+    [
+        ("bayes_mf", {"refit": True}, True),
+        ("bayes_mf", {"refit": False}, False),  # no refit
+        ("item_knn", {"refit": True}, False),  # one pass: over before a second process has started
+        ("als", {"refit": True}, False),  # early stopping decides its epochs
+        ("biased_mf", {"refit": True}, False),
+    ],
+)
+def test_only_a_samplers_refit_trains_beside_its_first_fit(model, train_params, beside):
+    params = project_params("train", model=model, **train_params)
+    assert training.refits_alongside(params, REGISTRY[model].fixed_epochs(params.settings)) is beside
 
 
 def test_the_gibbs_chain_starts_from_alternating_least_squares():

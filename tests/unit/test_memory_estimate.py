@@ -131,6 +131,17 @@ def test_each_process_on_the_machine_holds_its_own_copy():
     assert "processes (train.devices))" in message
 
 
+def test_a_refit_beside_the_first_fit_holds_a_second_copy():
+    settings = settings_of("bayes_mf", embedding_dim=512)
+    one = REGISTRY["bayes_mf"].training_bytes(ML_25M, settings)
+    params = project_params("train", model="bayes_mf", refit=True, bayes_mf={"embedding_dim": 512})
+    check_memory(params, settings, ML_25M, memory_bytes=2 * one)  # fits exactly
+    with pytest.raises(ParamsError, match=r"copy in each of 2 processes \(refit trains beside the first fit\)\)"):
+        check_memory(params, settings, ML_25M, memory_bytes=2 * one - 1)
+    # Without refit, one process holds one copy.
+    check_memory(project_params("train", model="bayes_mf", bayes_mf={"embedding_dim": 512}), settings, ML_25M, one)
+
+
 def test_models_that_fit_pass_and_the_memory_is_this_machines_physical_memory():
     memory = physical_memory()
     assert memory is not None and memory > 256 * 2**20

@@ -23,7 +23,8 @@ from .base import REGISTRY, GradientModel, RatingModel
 from .blend import BLEND, Blend
 
 # The train section as the train stage reads it: the shared keys and each model's typed settings.
-TrainParams = train_params_with({name: model.Settings for name, model in REGISTRY.items()})
+# Bound here by name, so that a process beside the train stage's can be handed one (pickle finds it here).
+TrainParams = train_params_with({name: model.Settings for name, model in REGISTRY.items()}, module=__name__)
 
 
 def load_train_params(path=PARAMS_FILE) -> TrainParams:
