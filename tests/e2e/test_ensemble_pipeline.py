@@ -106,3 +106,20 @@ def test_a_members_own_setting_reruns_that_member_only_and_a_blend_setting_no_me
     metrics = run["data"]["metrics"]
     assert "rmse" in metrics["ensemble/eval/metrics.json"]["data"]["test"]
     assert list(metrics["ensemble/blend.json"]["data"]["weights"]) == ["bayes_mf", "biased_mf"]
+
+
+def test_the_timing_bench_reruns_every_ensemble_stage_and_changes_no_output(ensemble_repo, tmp_path):
+    # bench/ensemble_time.py, whose figure docs/ensemble.md publishes: it forces the ensemble's stages (not the main
+    # pipeline's), times the run and each stage, and, the runs being deterministic, rewrites the same outputs.
+    repo = shutil.copytree(ensemble_repo, tmp_path / "project", symlinks=True)
+    result = python(repo, "bench/ensemble_time.py")
+    assert result.returncode == 0, result.stderr
+    first, *stages = result.stdout.strip().splitlines()
+    wall = float(first.split()[2])
+    assert first.startswith("run 1: ") and wall > 0, result.stdout
+    timed = {line.split()[0]: float(line.split()[1]) for line in stages}
+    members = [f"member@{model}" for model in MEMBERS]
+    assert set(timed) == {*members, "blend", "evaluate"}, result.stdout
+    assert list(timed)[-2:] == ["blend", "evaluate"] and all(seconds > 0 for seconds in timed.values())
+    assert sum(timed.values()) <= wall
+    assert git(repo, "status", "--porcelain") == "", "a forced rerun changed an output"
