@@ -244,12 +244,15 @@ def train(
         with contextlib.ExitStack() as refitting_beside, unfilled_memory():
             if alongside:  # a spawned process, not a fork: this one already runs torch's thread pools
                 pool = refitting_beside.enter_context(multiprocessing.get_context("spawn").Pool(1))
-                refitting = pool.apply_async(refit, (params, settings, data, sparse_tables, fixed_epochs, threads))
+                # The pool pickles its arguments while the first fit runs: a module of its own, which nothing here
+                # changes meanwhile.
+                refit_args = (params, settings, data.with_val_in_training(), sparse_tables, fixed_epochs, threads)
+                refitting = pool.apply_async(refit, refit_args)
             first_fit = fit(trainer, params, settings, data, sparse_tables)
             if alongside:
                 refitted = refitting.get()  # leaving the block ends the process, on an error too
             elif params.refit:
-                refitted = refit(params, settings, data, sparse_tables, best.epoch + 1, threads)
+                refitted = refit(params, settings, data.with_val_in_training(), sparse_tables, best.epoch + 1, threads)
         train_seconds = time.perf_counter() - started
         if not trainer.is_global_zero:
             return {}
@@ -365,18 +368,12 @@ def refits_alongside(params: TrainParams, fixed_epochs: int | None) -> bool:
 def refit(
     params: TrainParams, settings, data: RatingsDataModule, sparse_tables: bool, epochs: int, threads: int
 ) -> bytes:
-    """The checkpoint of a new model trained on `data`'s train + val for `epochs` epochs, without validation, on
-    `threads` CPU threads: refit's, in `train`'s process or in one beside it."""
+    """The checkpoint of a new model trained on `data` (train + val: `RatingsDataModule.with_val_in_training`) for
+    `epochs` epochs, without validation, on `threads` CPU threads: refit's, in `train`'s process or in one beside it."""
     quiet_lightning()
     torch.set_num_threads(threads)
     with unfilled_memory():
-        model = fit(
-            new_trainer(params, epochs=epochs, validate=False),
-            params,
-            settings,
-            data.with_val_in_training(),
-            sparse_tables,
-        )
+        model = fit(new_trainer(params, epochs=epochs, validate=False), params, settings, data, sparse_tables)
     return checkpoint_bytes(model, model.state_dict(), epochs)
 
 

@@ -117,7 +117,8 @@ def test_serving_times_loading_recommending_and_predicting(tiny_project, bench, 
     load = float(re.search(rf"load_trained: +{NUMBER} s", output).group(1))
     recommend = float(re.search(rf"recommend, one user: +{NUMBER} ms \(scoring 40 movies\)", output).group(1))
     pairs_per_second = float(re.search(rf"predict: +{NUMBER} M pairs/s \(2,000 pairs\)", output).group(1))
-    assert 0 < load < 60 and 0 < recommend < 60_000 and pairs_per_second > 0
+    # load_trained is printed to 0.01 s: this tiny model's can round to 0.00.
+    assert 0 <= load < 60 and 0 < recommend < 60_000 and pairs_per_second > 0
     # The commands, each a new process against the scratch project, beside `import torch`.
     torch_seconds = float(re.search(rf"python -c 'import torch': +{NUMBER} s \(best of 1\)", output).group(1))
     for command in ("predict 1:1", "recommend 1"):
