@@ -20,7 +20,6 @@ the best of `--cli-runs` runs of each (the least disturbed by other work on the 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ import polars as pl
 import torch
 
 from movielens_pipeline.data import DataShape, TrainingData
-from movielens_pipeline.models import TrainParams, build_model
+from movielens_pipeline.models import TrainParams, build_model, saved_bytes
 from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, load_trained
 
@@ -89,9 +88,7 @@ def write_project(root: Path, args: argparse.Namespace) -> None:
             parameter.normal_(0, 0.1)
     checkpoint = model.checkpoint() | {"epochs": 0}
     (root / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    (root / CHECKPOINT).write_bytes(buffer.getvalue())
+    (root / CHECKPOINT).write_bytes(saved_bytes(checkpoint))
 
 
 def timed(function, repeats: int) -> tuple[float, object]:
