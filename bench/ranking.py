@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from movielens_pipeline.evaluate import ranking
-from movielens_pipeline.models import TrainParams, load_model
+from movielens_pipeline.models import model_settings, load_model
 from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.schema import MOVIE_INDEX, USER_INDEX
 from movielens_pipeline.trained import trained_model
@@ -49,7 +49,7 @@ class FactorScorer(torch.nn.Module):
 
 def ours(name: str, tables: dict[str, pl.DataFrame], train_params: dict) -> tuple[torch.nn.Module, float]:
     """`name` trained by the pipeline's train() with `train_params`; returns the model and seconds taken."""
-    params = parse_section("train", {**train_params, "model": name}, {**SECTIONS, "train": TrainParams})
+    params = parse_section("train", {**train_params, "model": name}, model_settings())
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
         started = time.perf_counter()
         parts = {part: tables[part] for part in ("train", "val", "users", "movies")}

@@ -33,7 +33,7 @@ import polars as pl
 import torch
 
 from movielens_pipeline.data import DataShape, TrainingData
-from movielens_pipeline.models import TrainParams, build_model, saved_bytes
+from movielens_pipeline.models import model_settings, build_model, saved_bytes
 from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, load_trained
 
@@ -73,7 +73,7 @@ def write_project(root: Path, args: argparse.Namespace) -> None:
         table.write_parquet(root / path)
     values = read_params_file()["train"]
     values[args.model] = values[args.model] | {"embedding_dim": args.dim}
-    params = parse_section("train", {**values, "model": args.model}, {**SECTIONS, "train": TrainParams})
+    params = parse_section("train", {**values, "model": args.model}, model_settings())
     data = TrainingData(
         torch.from_numpy(user_index.astype(np.int64)),
         torch.from_numpy(movie_index.astype(np.int64)),

@@ -29,7 +29,7 @@ from scale import assigned  # bench/scale.py: `section.key=value` into params
 
 from movielens_pipeline.data import rating_tensors
 from movielens_pipeline.evaluate import error_metrics
-from movielens_pipeline.models import TrainParams, load_model
+from movielens_pipeline.models import model_settings, load_model
 from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings
@@ -42,7 +42,7 @@ def run(model: str, parts: dict[str, pl.DataFrame], tables: dict, seed: int, ref
     """Train `model` with its committed settings (and `changes`) on `parts`; its summary and test RMSE."""
     values = read_params_file(PROJECT / "params.yaml")["train"] | {"model": model, "seed": seed, "refit": refit}
     values = assigned({"train": values}, changes)["train"]
-    params = parse_section("train", values, {**SECTIONS, "train": TrainParams})
+    params = parse_section("train", values, model_settings())
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
         scratch = Path(scratch)
         summary = train(params, parts["train"], parts["val"], **tables, checkpoint_path=scratch / "m.ckpt",

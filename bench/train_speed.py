@@ -23,7 +23,7 @@ import pytorch_lightning as lightning
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from movielens_pipeline.models import TrainParams
+from movielens_pipeline.models import model_settings
 from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.training import train
@@ -52,7 +52,7 @@ def ours(ratings: pl.DataFrame, args: argparse.Namespace) -> float:
     biased_mf = {"embedding_dim": args.dim, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
     values |= {"model": "biased_mf", "max_epochs": args.epochs, "min_epochs": args.epochs, "threads": args.threads}
     values["biased_mf"] = values["biased_mf"] | biased_mf
-    params = parse_section("train", values, {**SECTIONS, "train": TrainParams})
+    params = parse_section("train", values, model_settings())
     validation = ratings.head(1000)
     users = pl.DataFrame({"userIdMapped": np.arange(args.users, dtype=np.uint32)})
     movies = pl.DataFrame({"movieIdMapped": np.arange(args.movies, dtype=np.uint32)})

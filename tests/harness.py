@@ -142,16 +142,16 @@ def merged(values: dict, changes: dict) -> dict:
 def project_params(section: str, **changes: object):
     """`section` as the project's params.yaml sets it (every key is required there), with `changes` merged in.
 
-    The train section comes with every model's settings typed (`models.TrainParams`)."""
-    from movielens_pipeline.params import SECTIONS, parse_section
+    The train section comes with every model's settings typed (`models.load_train_params`' view)."""
+    from movielens_pipeline.params import parse_section
 
-    schemas = SECTIONS
+    model_settings = None
     if section == "train":
-        from movielens_pipeline.models import TrainParams
+        from movielens_pipeline.models import model_settings as settings_of_models
 
-        schemas = {**SECTIONS, "train": TrainParams}
+        model_settings = settings_of_models()
     document = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
-    return parse_section(section, merged(document[section], changes), schemas)
+    return parse_section(section, merged(document[section], changes), model_settings)
 
 
 def stage_command(repo: Path, name: str) -> list[str]:

@@ -6,9 +6,10 @@ permutation of the row numbers, drawn on that device, and each batch a slice of 
 per-sample `__getitem__` and no collate, which is what makes an epoch fast.
 
 `RatingsDataModule` has a LightningDataModule's hooks (`setup`, `train_dataloader`, ...)
-without being one: training's Lightning module (`training.Fitting`) calls them and tells it
-the Trainer's device and this process's shard (`place`). Nothing here imports Lightning, so
-serving (the CSR index, the models' `DataShape`) does not pay for its import.
+without being one: the gradient path's Lightning module (`training.gradient.Fitting`) calls
+them and tells it the Trainer's device and this process's shard (`place`); the sweep path
+takes the training data and the val tensors from it whole. Nothing here imports Lightning,
+so serving (the CSR index, the models' `DataShape`) and the sweep path do not pay for its import.
 
 Batches come in two layouts, as the model asks (`RatingModel.batches`): "ratings", any
 ratings in random order, or "movies", the ratings of movies in random order, grouped by
@@ -54,7 +55,7 @@ class DataShape:
 
 
 Part = tuple[Tensor, Tensor, Tensor, Tensor]  # user index, movie index, rating, day: one row per rating
-Batches = Literal["ratings", "movies", "whole"]
+Batches = Literal["ratings", "movies"]
 SECONDS_PER_DAY = 86_400
 
 
@@ -121,6 +122,15 @@ class RatingBatches:
         return torch.argsort(movie_rank[movies], stable=True)
 
 
+def device_of(accelerator: str) -> torch.device:
+    """The device `train.accelerator` or `evaluate.accelerator` names: `auto` takes a GPU (or Apple's MPS) when there is one."""
+    if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    if accelerator == "auto" and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def rating_tensors(ratings: pl.DataFrame) -> Part:
     """A ratings table's user indices, movie indices (int64), ratings and days since 1970 (float32)."""
     return (
@@ -177,7 +187,8 @@ class RatingsDataModule:
     """Train, val and predict ratings as tensors, batched by slicing; the index space from the users and movies tables.
 
     Any part may be left out: evaluate gives only `train` (for its statistics) and `predict`.
-    `batches` is the training batches' layout the model asks for (`RatingModel.batches`). The tensors live on
+    `batches` is the training batches' layout the model asks for (`GradientModel.batches`); `batched` sets it
+    and the batch size. The tensors live on
     `device` (the CPU by default) and each batch is whole, until a fit `place`s them on its own.
     """
 
@@ -217,7 +228,7 @@ class RatingsDataModule:
         """Turn each part into tensors, once, and put them on the device (a no-op once they are there)."""
         for part, table in self.tables.items():
             if table is not None:
-                self._part(part)
+                self.part(part)
         device = self.device
         self.tensors = {part: tuple(t.to(device) for t in tensors) for part, tensors in self.tensors.items()}
 
@@ -241,17 +252,28 @@ class RatingsDataModule:
 
     def with_val_in_training(self) -> RatingsDataModule:
         """A module like this one whose training part is train + val, and without validation (refit's)."""
+        train = pl.concat([self.tables["train"], self.tables["val"]])
+        return self.with_tables(self.batch_size, self.batches, {"train": train, "val": None, "predict": None})
+
+    def batched(self, batch_size: int, batches: Batches) -> RatingsDataModule:
+        """A module over the same tables whose training batches have `batch_size` ratings, laid out as `batches`."""
+        return self.with_tables(batch_size, batches, self.tables)
+
+    def with_tables(
+        self, batch_size: int | None, batches: Batches, tables: dict[str, pl.DataFrame | None]
+    ) -> RatingsDataModule:
+        """A new module over `tables` (train, val, predict), this one's users, movies, seed and device."""
         return RatingsDataModule(
-            self.batch_size,
-            batches=self.batches,
-            train=pl.concat([self.tables["train"], self.tables["val"]]),
+            batch_size,
+            batches=batches,
+            **tables,
             users=self.users,
             movies=self.movies,
             seed=self.seed,
             device=self.device,
         )
 
-    def _part(self, part: str) -> Part:
+    def part(self, part: str) -> Part:
         """The tensors of `part`, made from its table the first time they are asked for."""
         if part not in self.tensors:
             self.tensors[part] = rating_tensors(self.tables[part])
@@ -262,17 +284,16 @@ class RatingsDataModule:
 
         The training tensors themselves, not a copy, unless setup has already put them on an accelerator.
         """
-        users, movies, ratings, days = (column.cpu() for column in self._part("train"))
+        users, movies, ratings, days = (column.cpu() for column in self.part("train"))
         return TrainingData(users, movies, ratings, days, genre_matrix(self.movies))
 
     def train_dataloader(self) -> RatingBatches:
         # One generator for the whole fit: each epoch draws the next permutation from it (the same on every process).
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        batch_size = self.batch_size
-        if self.batches == "whole":  # one batch of every rating, in row order, whatever the part's size (refit's)
-            generator, batch_size = None, len(self.tensors["train"][0])
         group_by_movie = self.batches == "movies"
-        return RatingBatches(self.tensors["train"], batch_size, generator, self.rank, self.world_size, group_by_movie)
+        return RatingBatches(
+            self.tensors["train"], self.batch_size, generator, self.rank, self.world_size, group_by_movie
+        )
 
     def val_dataloader(self) -> RatingBatches | list:
         if "val" not in self.tensors:  # a fit without validation (train's refit on train + val)

@@ -21,9 +21,9 @@ import torch
 from .atomic import atomic_dir, atomic_path, write_json, write_parquet, writing
 from .data import rating_tensors
 from .evaluate import error_metrics
-from .models import REGISTRY, TrainParams, load_model, saved_bytes
+from .models import REGISTRY, load_model, model_settings, saved_bytes
 from .models.blend import blend_checkpoint
-from .params import EnsembleParams, ParamsError
+from .params import EnsembleParams, ParamsError, TrainParams, parse_section
 from .schema import RATING_MAX, RATING_MIN
 from .trained import predicted_ratings
 
@@ -38,7 +38,7 @@ def member_params(train_params: TrainParams, model: str, refit: bool) -> TrainPa
     """The train section as the member `model` trains: its own settings and the shared keys, `refit` the ensemble's."""
     if model not in REGISTRY:
         raise ParamsError(f"ensemble member '{model}': no such model; known models: {', '.join(REGISTRY)}")
-    return type(train_params).model_validate(train_params.model_dump() | {"model": model, "refit": refit})
+    return parse_section("train", train_params.model_dump() | {"model": model, "refit": refit}, model_settings())
 
 
 def train_member(

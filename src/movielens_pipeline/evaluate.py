@@ -12,22 +12,13 @@ from dvclive import Live
 from torch import Tensor
 
 from .atomic import write_json
-from .data import RatingsDataModule, rating_tensors
+from .data import RatingsDataModule, device_of, rating_tensors
 from .models import RatingModel, load_model
 from .params import EvaluateParams
 from .schema import MOVIE_INDEX, RATING_MAX, RATING_MIN, USER_INDEX
 from .trained import TrainedModel, predicted_ratings, trained_model
 
 HALF_STAR = 0.5  # MovieLens's step; ML-100K and ML-1M use whole stars only
-
-
-def device_of(accelerator: str) -> torch.device:
-    """The device `evaluate.accelerator` names: `auto` takes a GPU (or Apple's MPS) when there is one."""
-    if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    if accelerator == "auto" and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def error_metrics(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:

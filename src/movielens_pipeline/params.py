@@ -8,7 +8,6 @@ what is allowed. Each field's description is the reference `docs/params.md` is g
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origi
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from pydantic.fields import FieldInfo
 
 from .datasets import DATASETS, SYNTHETIC
@@ -209,7 +208,9 @@ class TrainParams(Section):
     sub-section named after it (`train.biased_mf`, ...), so switching `model` needs nothing else."""
 
     name: ClassVar[str] = "train"
-    # The sub-sections: here any mapping; `models.TrainParams` (the train stage's view) types each one.
+    # The sub-sections are the extra keys. Validated with the models' settings (`models.load_train_params`),
+    # each becomes its model's typed settings; without them (`check_params`, which must not import torch),
+    # each need only be a mapping.
     model_config = ConfigDict(extra="allow")
     model: str = Field(description="the model to train, by the name of its sub-section (docs/models.md)")
     max_epochs: Annotated[int, Field(ge=1, le=100_000)] = Field(description="at most this many epochs")
@@ -244,18 +245,32 @@ class TrainParams(Section):
     @property
     def settings(self) -> Any:
         """The settings of the model `model` names: its sub-section."""
-        return getattr(self, self.model)
+        return self.model_extra[self.model]
 
     @model_validator(mode="after")
-    def _sub_sections(self) -> TrainParams:
-        for key, value in (self.model_extra or {}).items():
-            if not isinstance(value, dict):
+    def _sub_sections(self, info: ValidationInfo) -> TrainParams:
+        sub_sections = self.model_extra or {}
+        for key, value in sub_sections.items():
+            if not isinstance(value, dict | ModelSettings):
                 raise ParamsError(
                     f"train.{key}: unknown key; valid keys are: {', '.join(sorted(TrainParams.model_fields))}, "
                     "and one sub-section (a mapping) per model"
                 )
-        if self.model_extra is not None and self.model not in self.model_extra:
-            models = ", ".join(repr(name) for name in self.model_extra)
+        settings_of = (info.context or {}).get("model_settings")
+        if settings_of is not None:
+            unknown = [key for key in sub_sections if key not in settings_of]
+            if unknown:
+                raise ParamsError(
+                    f"train.{unknown[0]}: unknown key; valid keys are: "
+                    f"{', '.join(sorted([*TrainParams.model_fields, *settings_of]))}"
+                )
+            missing = [name for name in settings_of if name not in sub_sections]
+            if missing:
+                raise ParamsError(f"train.{missing[0]}: missing; every key must be set in params.yaml (see docs/params.md)")
+            for name, settings in settings_of.items():
+                sub_sections[name] = parse_settings(f"train.{name}", settings, sub_sections[name])
+        if self.model not in sub_sections:
+            models = ", ".join(repr(name) for name in sub_sections)
             raise self.fail("model", f"one of {models} (a model with a sub-section in train)")
         return self
 
@@ -277,25 +292,14 @@ class TrainParams(Section):
         return self
 
 
-def train_params_with(models: dict[str, type[ModelSettings]], module: str = __name__) -> type[TrainParams]:
-    """TrainParams whose sub-sections are exactly these models', each typed by its settings: the train stage's view.
-    `module`: where the class is bound to the name TrainParams, for pickle to find it there."""
-
-    class StrictTrainParams(TrainParams):
-        model_config = ConfigDict(extra="forbid")
-
-    fields: dict[str, Any] = {
-        name: (settings, Field(description=inspect.cleandoc(settings.__doc__ or "")))
-        for name, settings in models.items()
-    }
-    return create_model(
-        "TrainParams",
-        __module__=module,
-        __base__=StrictTrainParams,
-        __doc__=TrainParams.__doc__,
-        model=(Literal[tuple(models)], Field(description=TrainParams.model_fields["model"].description)),
-        **fields,
-    )
+def parse_settings(name: str, settings: type[ModelSettings], values: dict | ModelSettings) -> ModelSettings:
+    """A model's sub-section `name` (`train.als`) validated by its `settings` class; a problem is a ParamsError."""
+    if isinstance(values, settings):
+        return values
+    try:
+        return settings.model_validate(values)
+    except ValidationError as error:
+        raise ParamsError(describe_error(settings, error.errors()[0], prefix=name)) from None
 
 
 class EvaluateParams(Section):
@@ -403,10 +407,12 @@ def read_params_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return document
 
 
-def load_section(section: str, path: Path = PARAMS_FILE, schemas: Mapping[str, type[Section]] = SECTIONS) -> Any:
+def load_section(
+    section: str, path: Path = PARAMS_FILE, model_settings: Mapping[str, type[ModelSettings]] | None = None
+) -> Any:
     """Read `path` and return its `section` as a validated, typed model (the whole file is checked).
 
-    `schemas` may replace a section's schema: the train stage's types every model's settings."""
+    `model_settings` (each model's settings class, by name) types `train`'s sub-sections: the train stage's view."""
     document = read_params_file(path)
     # Every section is checked, not only the caller's: a typo anywhere in the file (say from
     # `dvc exp run -S +trian.seed=1`) fails the first stage that runs, before any work.
@@ -416,25 +422,29 @@ def load_section(section: str, path: Path = PARAMS_FILE, schemas: Mapping[str, t
     missing = [name for name in SECTIONS if name not in document]
     if missing:
         raise ParamsError(f"{path}: section '{missing[0]}' is missing")
-    parsed = {name: parse_section(name, values, schemas) for name, values in document.items()}
+    parsed = {name: parse_section(name, values, model_settings) for name, values in document.items()}
     return parsed[section]
 
 
-def parse_section(section: str, values: object, schemas: Mapping[str, type[Section]] = SECTIONS) -> Any:
-    """Build and validate the model of `section` from its raw mapping; the first problem is a ParamsError."""
-    model = schemas[section]
+def parse_section(
+    section: str, values: object, model_settings: Mapping[str, type[ModelSettings]] | None = None
+) -> Any:
+    """Build and validate the model of `section` from its raw mapping; the first problem is a ParamsError.
+    `model_settings`: as `load_section`'s."""
+    model = SECTIONS[section]
     if not isinstance(values, dict):
         raise ParamsError(f"{section}: expected a mapping of keys, got {values!r}")
     try:
-        return model.model_validate(values)
+        return model.model_validate(values, context={"model_settings": model_settings})
     except ValidationError as error:
         raise ParamsError(describe_error(model, error.errors()[0])) from None
 
 
-def describe_error(model: type[Section], error: dict) -> str:
-    """One line for pydantic's `error`: the key (`train.autorec.hidden_dim`), the value given and what is allowed."""
+def describe_error(model: type[BaseModel], error: dict, prefix: str | None = None) -> str:
+    """One line for pydantic's `error`: the key (`train.autorec.hidden_dim`), the value given and what is allowed.
+    `prefix` names the model's values (a section's own name by default)."""
     owner: type[BaseModel] = model
-    names = [model.name]
+    names = [prefix or model.name]
     for part in error["loc"]:  # down through sub-sections, to the key (a union's branch tags follow it)
         names.append(str(part))
         field = owner.model_fields.get(str(part))

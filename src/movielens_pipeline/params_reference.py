@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from .models import REGISTRY, TrainParams
+from .models import REGISTRY
 from .params import PARAMS_FILE, SECTIONS, allowed, read_params_file
 
 REFERENCE_FILE = Path("docs/params.md")
@@ -46,9 +46,9 @@ def render(params_file: Path = PARAMS_FILE) -> str:
     """The reference page: one table per section and per model (key, what it accepts, committed value, description)."""
     values = read_params_file(params_file)
     parts = [INTRODUCTION]
-    for name, section in {**SECTIONS, "train": TrainParams}.items():
+    for name, section in SECTIONS.items():
         parts.append(f"## `{name}`\n\n{inspect.cleandoc(section.__doc__ or '')}\n")
-        parts.append(table(section, values.get(name) or {}, skip=set(REGISTRY) if name == "train" else set()))
+        parts.append(table(section, values.get(name) or {}))
         if name == "train":
             for model, model_class in REGISTRY.items():
                 settings = model_class.Settings
@@ -57,12 +57,10 @@ def render(params_file: Path = PARAMS_FILE) -> str:
     return "\n".join(parts)
 
 
-def table(schema: type[BaseModel], values: dict, skip: set[str] = frozenset()) -> str:
-    """Markdown: the keys of `schema` (but `skip`), what each accepts, its value in `values`, its description."""
+def table(schema: type[BaseModel], values: dict) -> str:
+    """Markdown: the keys of `schema`, what each accepts, its value in `values`, its description."""
     rows = ["| key | accepts | params.yaml | description |", "|---|---|---|---|"]
     for key, field in schema.model_fields.items():
-        if key in skip:
-            continue
         value = yaml.safe_dump(values.get(key), default_flow_style=True).removesuffix("\n...\n").strip()
         rows.append(f"| `{key}` | {_cell(allowed(field))} | `{value}` | {_cell(field.description or '')} |")
     return "\n".join(rows) + "\n"

@@ -19,10 +19,9 @@ import json
 import re
 
 from .errors import PipelineError, run_stage
-from .models import TrainParams
+from .models import model_settings
 from .params import SECTIONS, parse_section, read_params_file
 
-SCHEMAS = {**SECTIONS, "train": TrainParams}
 PARAMS_FILE = "params.yaml"
 # A combination travels to each runner as `-S override` words, expanded unquoted by the workflow's shell.
 UNSAFE_IN_SET_ARGS = re.compile(r"[\s'\"*?]")
@@ -97,7 +96,7 @@ def check(combination: list[str], document: dict) -> None:
         else:
             owner[keys[-1]] = override.value()
     for section, values in changed.items():
-        parse_section(section, values, SCHEMAS)
+        parse_section(section, values, model_settings())
 
 
 def experiment_name(combination: list[str]) -> str:

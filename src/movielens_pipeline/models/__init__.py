@@ -1,10 +1,10 @@
-"""Rating models: every family registers its models here by being imported, once.
+"""Rating models, one folder per family (gradient/, sweep/): each model registers itself by being imported, below.
 
 `REGISTRY` maps each `train.model` name to its class; each class carries its settings
-(`Settings`, the schema of `params.yaml`'s `train.<name>`). `TrainParams` is the train
-section with every model's settings typed; `build_model` and `load_model` make a model from
-params or from a checkpoint. Adding a model: a class with `@register` in a family module
-(a new module is imported below), and its section in `params.yaml`.
+(`Settings`, the schema of `params.yaml`'s `train.<name>`). `load_train_params` reads the
+train section with every model's settings typed; `build_model` and `load_model` make a model
+from params or from a checkpoint. Adding a model: a class with `@register` in its module,
+its import line below, and its section in `params.yaml`.
 """
 
 from __future__ import annotations
@@ -17,19 +17,23 @@ from torch.overrides import TorchFunctionMode
 
 from ..data import DataShape, TrainingData
 from ..errors import PipelineError
-from ..params import PARAMS_FILE, SECTIONS, load_section, train_params_with
-from . import baselines, closed_form, factorization, neighbours, neural, ranking  # noqa: F401  (each registers its models)
-from .base import REGISTRY, GradientModel, RatingModel
+from ..params import PARAMS_FILE, TrainParams, load_section
+from .base import REGISTRY, RatingModel
 from .blend import BLEND, Blend
 
-# The train section as the train stage reads it: the shared keys and each model's typed settings.
-# Bound here by name, so that a process beside the train stage's can be handed one (pickle finds it here).
-TrainParams = train_params_with({name: model.Settings for name, model in REGISTRY.items()}, module=__name__)
+# The registry: each module registers the models it defines.
+from .gradient import baselines, factorization, neural, ranking  # noqa: E402, F401, I001
+from .sweep import als, bayes_mf, item_knn  # noqa: E402, F401
+
+
+def model_settings() -> dict[str, type]:
+    """Each registered model's settings class, by name: what types `train`'s sub-sections."""
+    return {name: model.Settings for name, model in REGISTRY.items()}
 
 
 def load_train_params(path=PARAMS_FILE) -> TrainParams:
     """params.yaml's train section, every model's sub-section validated (the other sections too)."""
-    return load_section("train", path, schemas={**SECTIONS, "train": TrainParams})
+    return load_section("train", path, model_settings=model_settings())
 
 
 def build_model(name: str, settings, data: TrainingData, shape: DataShape) -> RatingModel:
@@ -130,10 +134,11 @@ __all__ = [
     "REGISTRY",
     "Blend",
     "DataShape",
-    "GradientModel",
     "RatingModel",
     "TrainParams",
     "build_model",
+    "load_train_params",
+    "model_settings",
     "load_model",
     "saved_bytes",
 ]

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from ..models.gradient.common import TABLES
+
 
 class RowAdam(torch.optim.Optimizer):
     """Adam that touches only the rows present in each sparse gradient, with an L2 penalty per lookup.
@@ -105,8 +107,6 @@ class DistinctRows:
         return found
 
 
-TABLES = (nn.Embedding, nn.EmbeddingBag)
-
 
 def use_sparse_tables(model: nn.Module, sparse: bool) -> None:
     """Give every per-user and per-movie table of `model` sparse gradients (or dense ones): training's choice.
@@ -121,17 +121,16 @@ def use_sparse_tables(model: nn.Module, sparse: bool) -> None:
 
 
 def table_optimizers(
-    model: nn.Module, learning_rate: float, weight_decay: float, table_decays: dict[nn.Module, float] | None = None
+    model: nn.Module, learning_rate: float, decays: dict[nn.Module, float]
 ) -> tuple[list[torch.optim.Optimizer], Callable[[], torch.Tensor | float]]:
     """The optimisers of a gradient-trained model, and the L2 term its loss adds each step.
 
-    Every table's penalty is `weight_decay`, unless `table_decays` gives that table its own. Sparse tables:
+    `decays` holds each of the model's tables (in the model's order) and its L2 penalty. Sparse tables:
     RowAdam (which applies the L2 penalty itself) for the tables, Adam for the rest; the loss adds nothing.
     Dense tables: one Adam, fused where the device has it, and the loss adds the same penalty from the rows
     each step looked up (under DDP it must be in the loss, to be averaged with it).
     """
-    tables = [module for module in model.modules() if isinstance(module, TABLES)]
-    decays = {table: (table_decays or {}).get(table, weight_decay) for table in tables}
+    tables = list(decays)
     table_weights = {id(module.weight) for module in tables}
     rest = [parameter for parameter in model.parameters() if id(parameter) not in table_weights]
     if any(not module.sparse for module in tables):

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..params import EmbeddingDim, GradientSettings, WeightDecay
-from .base import GradientModel, factor_std, register, table
+from ...params import EmbeddingDim, GradientSettings, WeightDecay
+from ..base import factor_std, register
+from .common import GradientModel, table
 
 
 class BPRSettings(GradientSettings):

@@ -6,9 +6,10 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..data import TrainingData, csr_index, csr_rows
-from ..params import EmbeddingDim, GradientSettings, WeightDecay
-from .base import factor_std, register, table
+from ...data import TrainingData, csr_index, csr_rows
+from ...params import EmbeddingDim, GradientSettings, WeightDecay
+from ..base import factor_std, register
+from .common import table
 from .baselines import Biases
 
 
@@ -72,7 +73,7 @@ class SVDpp(BiasedMF):
         return {"implicit_weight_decay": saved["weight_decay"]} | saved
 
     def table_weight_decays(self) -> dict[nn.Module, float]:
-        return {self.implicit_factors: self.settings.implicit_weight_decay}
+        return super().table_weight_decays() | {self.implicit_factors: self.settings.implicit_weight_decay}
 
     def implicit(self, users: Tensor) -> Tensor:
         """|N(u)|^-1/2 * sum of y_j over the movies j each user rated, computed once per distinct user."""

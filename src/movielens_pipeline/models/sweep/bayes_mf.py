@@ -1,29 +1,31 @@
-"""Models fitted by closed-form sweeps, not gradient steps: biased MF by alternating least squares, and
-Bayesian MF by Gibbs sampling. Each epoch is one sweep over users, then movies; the output is linear.
-
-Both keep the training ratings beside the model (not in the checkpoint) and solve every user's (movie's)
-bias and factors together, batched over many users or movies at once, in chunks that bound memory, on
-whatever device the model is on (`ridge_rows`).
+"""Bayesian MF by Gibbs sampling (BPMF with Rendle's hyper-priors), its chains started from ALS's fit, and with
+implicit feedback from each side's bags (bags.py). Each sweep samples every user's bias and factors, then every
+movie's, batched over many rows at once (`ridge.ridge_rows`); the model is the mean of the samples kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ..data import DataShape, TrainingData, csr_index
-from ..params import EmbeddingDim, ModelSettings
-from .base import SweepModel, factor_std, register
-from .ridge import GRAM_FLOATS, PaddedRatings, pad_by_owner, ridge_rows
+from ...data import TrainingData
+from ...params import EmbeddingDim, ModelSettings
+from ..base import register
+from .als import SweptMF, interactions
+from .bags import (
+    Bags,
+    Eigenbasis,
+    bag_eigenbasis,
+    bag_sums,
+    bag_vectors_by_conjugate_gradients,
+    bag_vectors_conditional,
+    make_bags,
+)
+from .ridge import ridge_rows
 
-# Implicit feedback (`bayes_mf`'s `implicit`). Each bag weighs its members 1 / |bag|^BAG_NORM_EXPONENT: 1 makes
-# it their mean, 0.5 is Koren's SVD++ (a heavy user's bag sums to more). Chosen on val RMSE (docs/models.md).
-BAG_NORM_EXPONENT = 0.5
 # The bag vectors' first values: libFM's init_stdev, as the factors'.
 BAG_INIT_STD = 0.1
 # Up to this many members (the other side's users or movies), a side's bag vectors are drawn exactly through the
@@ -31,106 +33,6 @@ BAG_INIT_STD = 0.1
 # 4 s of one core at ML-100K's 1,682 movies, a minute at 4,000, hours at ML-25M's 59,047 movies (and 28 GB).
 # Beyond, each sweep solves for a draw by conjugate gradients (`bag_vectors_by_conjugate_gradients`).
 MAX_EXACT_MEMBERS = 5_000
-# Eigenvalues of BB' below this share of the largest are rounding's, taken as B'B's zeros (`bag_eigenbasis`).
-RANGE_TOLERANCE = 1e-10
-# Conjugate gradients stop when every coordinate's residual is this small against its right-hand side (float64
-# solves; far below the draw's own spread), or after CG_MAX_ITERATIONS (each costs two passes over the ratings).
-CG_TOLERANCE = 1e-6
-CG_MAX_ITERATIONS = 200
-
-
-class SweptMF(SweepModel):
-    """Biased MF whose parameters are buffers that each sweep sets (no gradients):
-    r = global bias + b_u + b_m + p_u . q_m. The factors (`factor_width` of them, the embedding_dim unless
-    given) start at N(0, start_std), or at 0.
-    Keeps the training ratings grouped by user and by movie, and their padded layouts, which every sweep reads."""
-
-    def __init__(self, shape: DataShape, settings: ModelSettings, start_std: float, factor_width: int | None = None):
-        super().__init__(shape, settings)
-        dim = factor_width or settings.embedding_dim
-        self.register_buffer("global_bias", torch.tensor(shape.train_mean))
-        self.register_buffer("user_bias", torch.zeros(shape.n_users))
-        self.register_buffer("movie_bias", torch.zeros(shape.n_movies))
-        for name, rows in (("user_factors", shape.n_users), ("movie_factors", shape.n_movies)):
-            start = torch.randn(rows, dim) * start_std if start_std > 0 else torch.zeros(rows, dim)
-            self.register_buffer(name, start)
-        # Each side's ratings grouped by owner (CSR): where each user's (movie's) ratings start, and per rating
-        # the other side's index and the rating, in that order. Not in the checkpoint.
-        for side in ("user", "movie"):
-            for name in ("starts", "others", "ratings"):
-                self.register_buffer(f"{side}_{name}", torch.zeros(0), persistent=False)
-        self.padded: dict[str, PaddedRatings] = {}  # each side's, made by its first sweep, on the model's device
-
-    def remember(self, data: TrainingData) -> None:
-        super().remember(data)
-        for side, owners, others, n_owners in (
-            ("user", data.users, data.movies, self.shape.n_users),
-            ("movie", data.movies, data.users, self.shape.n_movies),
-        ):
-            starts, order = csr_index(owners, n_owners)
-            setattr(self, f"{side}_starts", starts)
-            # Copied in owner order once: every sweep then reads them in sequence, not scattered.
-            setattr(self, f"{side}_others", others[order])
-            setattr(self, f"{side}_ratings", data.ratings[order])
-
-    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        bias = self.global_bias + self.user_bias[users] + self.movie_bias[movies]
-        return bias, interactions(self.user_factors, self.movie_factors, users, movies)
-
-    def alternate_ridge(self, prefix: str, global_bias: Tensor, regularization: float) -> None:
-        """One ALS sweep over the biases and factors named `{prefix}user_bias` etc.: every user's given the movies,
-        then every movie's given the users, with the ALS-WR penalty `regularization` x the row's ratings."""
-        for side, other, padded, others, ratings in self.sides():
-            other_bias = getattr(self, f"{prefix}{other}_bias")
-            other_factors = getattr(self, f"{prefix}{other}_factors")
-            penalty = regularization * padded.counts.to(ratings.dtype).unsqueeze(1)
-            solved = ridge_rows(padded, other_factors, ratings - global_bias - other_bias[others], penalty)
-            getattr(self, f"{prefix}{side}_bias").copy_(solved[:, 0])
-            getattr(self, f"{prefix}{side}_factors").copy_(solved[:, 1:])
-
-    def sides(self) -> Iterator[tuple[str, str, PaddedRatings, Tensor, Tensor]]:
-        """Users, then movies: each side's name, the other's, its ratings padded for `ridge_rows`, and per rating
-        in that layout's order the other side's index and the rating."""
-        for side, other in (("user", "movie"), ("movie", "user")):
-            others = getattr(self, f"{side}_others")
-            if side not in self.padded:
-                n_others = len(getattr(self, f"{other}_factors"))
-                dim = self.settings.embedding_dim + 1
-                self.padded[side] = pad_by_owner(getattr(self, f"{side}_starts"), others, n_others, dim)
-            yield side, other, self.padded[side], others, getattr(self, f"{side}_ratings")
-
-
-def interactions(user_factors: Tensor, movie_factors: Tensor, users: Tensor, movies: Tensor) -> Tensor:
-    """p_u . q_m per rating. index_select, not user_factors[users]: the same gather, faster on the CPU."""
-    return (user_factors.index_select(0, users) * movie_factors.index_select(0, movies)).sum(dim=1)
-
-
-class ALSSettings(ModelSettings):
-    """`als`: biased MF fitted by alternating least squares (ridge regressions), early stopping on val RMSE."""
-
-    embedding_dim: EmbeddingDim
-    regularization: float = Field(
-        gt=0, le=1000, description="ridge penalty on each user's (movie's) bias and factors, times its ratings"
-    )
-
-
-@register
-class ALS(SweptMF):
-    """Biased MF, r = mean + b_u + b_m + p_u . q_m, fitted by alternating ridge regressions: each sweep solves
-    every user's [b_u, p_u] given the movies, then every movie's [b_m, q_m] given the users, exactly
-    (a Cholesky solve per row, batched), with the penalty `regularization` x the row's number of
-    ratings (ALS-WR, Zhou et al. 2008), so one value suits light and heavy users."""
-
-    name = "als"
-    Settings = ALSSettings
-
-    def __init__(self, shape, settings):
-        super().__init__(shape, settings, start_std=factor_std(settings.embedding_dim))
-
-    def sweep(self, epoch: int) -> Tensor:
-        # The global bias stays the training mean: the biases absorb the rest.
-        self.alternate_ridge("", self.global_bias, self.settings.regularization)
-        return self.training_mse()
 
 
 class BayesMFSettings(ModelSettings):
@@ -237,7 +139,7 @@ class BayesMF(SweptMF):
         return {"implicit": False, "chains": 1} | saved  # a checkpoint from before the bags, or the chains, had one
 
     @classmethod
-    def fixed_epochs(cls, settings: BayesMFSettings) -> int:
+    def planned_sweeps(cls, settings: BayesMFSettings) -> int:
         return settings.chains * settings.sweeps
 
     def remember(self, data: TrainingData) -> None:
@@ -282,11 +184,17 @@ class BayesMF(SweptMF):
         bias = self.current_global_bias + self.current_user_bias[users] + self.current_movie_bias[movies]
         return bias + interactions(self.current_user_factors, self.current_movie_factors, users, movies)
 
-    def sweep(self, epoch: int) -> Tensor:
-        chain, epoch = divmod(epoch, self.settings.sweeps)  # the epoch within its chain, from here on
-        if chain != self.chain:
-            self.start_chain(chain)
-        if epoch < self.START_SWEEPS:
+    def sweeps(self) -> Iterator[Tensor]:
+        for chain in range(self.settings.chains):
+            if chain > 0:  # the first chain starts from the sample drawn when the model was built
+                self.start_chain(chain)
+            for sweep in range(self.settings.sweeps):
+                yield self.chain_sweep(sweep)
+
+    def chain_sweep(self, sweep: int) -> Tensor:
+        """The chain's sweep number `sweep` (from 0): ALS's for the first START_SWEEPS, then a Gibbs sweep, whose
+        sample is kept from `burn_in` on; returns the training MSE of the chain's current sample."""
+        if sweep < self.START_SWEEPS:
             self.alternate_ridge("current_", self.current_global_bias, self.settings.start_regularization)
             return self.update_residual().square().mean()
         # The chain's start (ALS) always sweeps first, so the last sweep left the current sample's residuals.
@@ -318,7 +226,7 @@ class BayesMF(SweptMF):
             if offsets is not None:
                 self.draw_bag_vectors(side, drawn - prior_mean, prior_precision)
             conditional_means[side] = means
-        if epoch >= self.settings.burn_in:
+        if sweep >= self.settings.burn_in:
             self.keep_sample(conditional_means)
         return self.update_residual().square().mean()
 
@@ -408,178 +316,3 @@ class BayesMF(SweptMF):
             getattr(self, f"{side}_factors")[:, : chains * dim].copy_(side_by_side)
 
 
-class Bags(NamedTuple):
-    """One side's implicit feedback, the sparse matrix B (owners x members): each owner's (user's) bag holds the
-    members of the other side (movies) it has training ratings with, each weighted 1 / |bag|^BAG_NORM_EXPONENT.
-    Held by rows (owner o's members and weights are `owner_starts[o]:owner_starts[o + 1]` of `members` and
-    `member_weights`) and by columns (member j's owners, and j's weight in each owner's bag), as the ratings
-    grouped by either side are."""
-
-    owner_starts: Tensor
-    members: Tensor
-    member_weights: Tensor  # in the model's dtype
-    member_starts: Tensor
-    owners: Tensor
-    owner_weights: Tensor
-
-
-class Eigenbasis(NamedTuple):
-    """A symmetric positive semi-definite matrix as V diag(values) V', V's columns orthonormal."""
-
-    vectors: Tensor
-    values: Tensor
-
-
-def make_bags(owner_starts: Tensor, members: Tensor, member_starts: Tensor, owners: Tensor, dtype: torch.dtype) -> Bags:
-    """The bags of the ratings grouped by owner (owner o's members are `owner_starts[o]:owner_starts[o + 1]` of
-    `members`), given the same ratings grouped by member too (member j's owners: `member_starts`, `owners`)."""
-    counts = owner_starts.diff()
-    weight_in_bag = counts.double().clamp(min=1).pow(-BAG_NORM_EXPONENT).to(dtype)  # each owner's members' weight
-    member_weights = torch.repeat_interleave(weight_in_bag, counts)
-    return Bags(owner_starts, members, member_weights, member_starts, owners, weight_in_bag.index_select(0, owners))
-
-
-def bag_sums(bags: Bags, vectors: Tensor) -> Tensor:
-    """B @ vectors: each owner's weighted sum of its members' vectors (owners x columns)."""
-    weights = bags.member_weights.to(vectors.dtype)
-    return F.embedding_bag(bags.members, vectors, bags.owner_starts[:-1], mode="sum", per_sample_weights=weights)
-
-
-def member_sums(bags: Bags, rows: Tensor, squared: bool = False) -> Tensor:
-    """B' @ rows: per member, the sum of its weight x the row of each owner whose bag holds it (members x columns);
-    `squared`: of its weight squared (B'B's diagonal, with rows of ones)."""
-    weights = bags.owner_weights.to(rows.dtype)
-    weights = weights.square() if squared else weights
-    return F.embedding_bag(bags.owners, rows, bags.member_starts[:-1], mode="sum", per_sample_weights=weights)
-
-
-def gram_of_rows(starts: Tensor, columns: Tensor, weights: Tensor, n_columns: int) -> Tensor:
-    """M'M (n_columns x n_columns, float64) for the sparse M whose row i holds `weights` at `columns` in
-    `starts[i]:starts[i + 1]`, from a chunk of its rows at a time made dense."""
-    n_rows, device = len(starts) - 1, columns.device
-    row_of = torch.repeat_interleave(torch.arange(n_rows, device=device), starts.diff())
-    gram = torch.zeros(n_columns, n_columns, dtype=torch.float64, device=device)
-    step = max(1, GRAM_FLOATS // n_columns)
-    for first in range(0, n_rows, step):
-        last = min(first + step, n_rows)
-        entries = slice(int(starts[first]), int(starts[last]))
-        dense = torch.zeros(last - first, n_columns, dtype=torch.float64, device=device)
-        # Accumulated, not assigned: an owner with two ratings of one member holds it twice, as in `bag_sums`.
-        dense.index_put_((row_of[entries] - first, columns[entries]), weights[entries].double(), accumulate=True)
-        gram.addmm_(dense.T, dense)
-    return gram
-
-
-def bag_gram(bags: Bags) -> Tensor:
-    """B'B (members x members, float64)."""
-    return gram_of_rows(bags.owner_starts, bags.members, bags.member_weights, len(bags.member_starts) - 1)
-
-
-def bag_eigenbasis(bags: Bags, dtype: torch.dtype) -> Eigenbasis:
-    """B'B's eigenbasis, computed in float64, kept in `dtype` (the model's). With fewer owners than members, from
-    BB' (owners x owners), whose eigendecomposition U S U' costs less (the cube of its size): B'B's eigenvectors
-    with nonzero eigenvalues are then B'U S^-1/2, for the same eigenvalues, and the basis spans B'B's range only."""
-    n_owners, n_members = len(bags.owner_starts) - 1, len(bags.member_starts) - 1
-    if n_members <= n_owners:
-        values, vectors = torch.linalg.eigh(bag_gram(bags))
-        # Rounding leaves the zero eigenvalues of a singular Gram matrix slightly negative, or slightly positive.
-        return Eigenbasis(vectors.to(dtype), values.clamp(min=0).to(dtype))
-    values, owner_vectors = torch.linalg.eigh(
-        gram_of_rows(bags.member_starts, bags.owners, bags.owner_weights, n_owners)
-    )
-    kept = values > RANGE_TOLERANCE * values.max()
-    vectors = member_sums(bags, owner_vectors[:, kept]) / values[kept].sqrt()
-    return Eigenbasis(vectors.to(dtype), values[kept].to(dtype))
-
-
-def bag_vectors_conditional(
-    basis: Eigenbasis,
-    bags: Bags,
-    deviations: Tensor,
-    row_precision: Tensor,
-    vector_mean: Tensor,
-    vector_precision: Tensor,
-    draw: bool = True,
-) -> Tensor:
-    """Bag vectors Y (members x coordinates) drawn from their conditional given the owners' rows: per coordinate
-    d, deviations[:, d] ~ N(B y_d, I / row_precision[d]) and y_d ~ N(vector_mean[d], I / vector_precision[d]),
-    so y_d's precision is row_precision[d] B'B + vector_precision[d] I; `draw` False: the conditional's mean.
-    `basis` is B'B's eigenbasis, in which that precision is diagonal for every d at once: an exact draw, all
-    coordinates in two or three matrix products, in the dtype of `deviations`."""
-    right = member_sums(bags, deviations) * row_precision + vector_mean * vector_precision
-    vectors = basis.vectors
-    precision = basis.values.unsqueeze(1) * row_precision + vector_precision  # per eigenvector and coordinate
-    if vectors.shape[0] == vectors.shape[1]:  # a complete basis
-        rotated = (vectors.T @ right) / precision
-        if draw:
-            rotated += torch.randn_like(rotated) / precision.sqrt()
-        return vectors @ rotated
-    # The basis spans B'B's range; off it, the precision is vector_precision alone. So the draw is that of the
-    # prior's precision, `outside`, corrected within the range: outside + V (range's draw - V' outside).
-    noise = torch.randn_like(right) if draw else torch.zeros_like(right)
-    spread = vector_precision.rsqrt()
-    outside = right / vector_precision + noise * spread
-    rotated_right, rotated_noise = (vectors.T @ torch.cat([right, noise], 1)).split(right.shape[1], dim=1)
-    correction = rotated_right * (1 / precision - 1 / vector_precision) + rotated_noise * (precision.rsqrt() - spread)
-    return outside + vectors @ correction
-
-
-def bag_vectors_by_conjugate_gradients(
-    bags: Bags,
-    deviations: Tensor,
-    row_precision: Tensor,
-    vector_mean: Tensor,
-    vector_precision: Tensor,
-    start: Tensor,
-    draw: bool = True,
-) -> Tensor:
-    """The draw of `bag_vectors_conditional` without a dense matrix, for any number of members: the solution y of
-    P y = right + e, P being each coordinate's precision and e ~ N(0, P) (B' z1 scaled by the rows' precision's
-    root, plus z2 by the vectors'), is a draw of N(P^-1 right, P^-1) (perturb-and-solve, Papandreou & Yuille
-    2010). Solved by Jacobi-preconditioned conjugate gradients, all coordinates at once, in float64, from `start`
-    (the last draw); exact up to CG_TOLERANCE."""
-    row_precision, vector_mean, vector_precision = (
-        value.to(torch.float64) for value in (row_precision, vector_mean, vector_precision)
-    )
-    right = member_sums(bags, deviations.to(torch.float64)) * row_precision + vector_mean * vector_precision
-    if draw:
-        owners_noise = torch.randn(len(deviations), right.shape[1], dtype=torch.float64, device=right.device)
-        right += member_sums(bags, owners_noise) * row_precision.sqrt()
-        right += torch.randn_like(right) * vector_precision.sqrt()
-
-    def precision_times(vectors: Tensor) -> Tensor:
-        # B'B v in the model's dtype (the passes over the ratings, 4x faster than in float64 on the CPU), the
-        # iterates in float64.
-        gram_times = member_sums(bags, bag_sums(bags, vectors.to(deviations.dtype))).to(torch.float64)
-        return gram_times * row_precision + vectors * vector_precision
-
-    ones = torch.ones(len(deviations), 1, dtype=torch.float64, device=right.device)
-    diagonal = member_sums(bags, ones, squared=True) * row_precision + vector_precision
-    solved = conjugate_gradients(precision_times, right, start.to(torch.float64), 1 / diagonal)
-    return solved.to(deviations.dtype)
-
-
-def conjugate_gradients(
-    apply: Callable[[Tensor], Tensor], right: Tensor, start: Tensor, inverse_diagonal: Tensor
-) -> Tensor:
-    """x with apply(x) = right, column by column (apply acts on each column alone, symmetric positive definite), by
-    preconditioned conjugate gradients from `start`, all columns at once."""
-    solution = start.clone()
-    residual = right - apply(solution)
-    direction = residual * inverse_diagonal
-    product = (residual * direction).sum(0)
-    target = CG_TOLERANCE * right.norm(dim=0)
-    for _ in range(CG_MAX_ITERATIONS):
-        if bool((residual.norm(dim=0) <= target).all()):
-            break
-        applied = apply(direction)
-        curvature = (direction * applied).sum(0)
-        # A column already solved has a zero direction: it stays as it is (no 0 / 0).
-        step = torch.where(curvature > 0, product / curvature, 0.0)
-        solution += step * direction
-        residual -= step * applied
-        preconditioned = residual * inverse_diagonal
-        new_product = (residual * preconditioned).sum(0)
-        direction = preconditioned + torch.where(product > 0, new_product / product, 0.0) * direction
-        product = new_product
-    return solution

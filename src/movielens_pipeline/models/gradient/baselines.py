@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..params import GradientSettings, WeightDecay
-from .base import GradientModel, logit_of_rating, register, table
+from ...params import GradientSettings, WeightDecay
+from ..base import logit_of_rating, register
+from .common import GradientModel, table
 
 
 class GlobalMeanSettings(GradientSettings):

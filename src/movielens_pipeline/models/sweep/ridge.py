@@ -1,4 +1,4 @@
-"""Ridge regressions of many rows at once, the linear algebra of the closed-form models (closed_form.py): every
+"""Ridge regressions of many rows at once, the linear algebra of the sweep models (als.py, bayes_mf.py): every
 user's (or movie's) bias and factors solved together from its ratings, batched over users (movies) with
 similar numbers of ratings, in chunks that bound memory, on whatever device the tensors are on.
 """

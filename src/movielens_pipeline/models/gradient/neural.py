@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..data import TrainingData, csr_index, csr_rows
-from ..params import GradientSettings, WeightDecay
-from .base import GradientModel, factor_std, logit_of_rating, rating_of_logit, register, table
+from ...data import TrainingData, csr_index, csr_rows
+from ...params import GradientSettings, WeightDecay
+from ..base import factor_std, logit_of_rating, rating_of_logit, register
+from .common import GradientModel, table
 from .factorization import BiasedMF, BiasedMFSettings
 
 

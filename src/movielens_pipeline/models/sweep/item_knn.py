@@ -12,13 +12,16 @@ second at ML-100K, about a minute at ML-1M's 1 M ratings and 3,706 movies, hours
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from ..data import DataShape
-from ..params import ModelSettings
-from .base import SweepModel, register
+from ...data import DataShape
+from ...params import ModelSettings
+from ..base import register
+from .common import SweepModel
 
 # The baseline's alternating sweeps (user biases given the movies', then the movies'): Surprise's default,
 # settled to 1e-5 on ML-100K.
@@ -68,10 +71,14 @@ class ItemKNN(SweepModel):
         self.register_buffer("rated_residuals", torch.zeros(shape.n_train_ratings))
 
     @classmethod
-    def fixed_epochs(cls, settings: ItemKNNSettings) -> int:
+    def planned_sweeps(cls, settings: ItemKNNSettings) -> int:
         return 1  # the fit is closed-form: nothing to gain from a second pass
 
-    def sweep(self, epoch: int) -> Tensor:
+    def sweeps(self) -> Iterator[Tensor]:
+        yield self.fit()
+
+    def fit(self) -> Tensor:
+        """The baseline, then the neighbours, from the training ratings; returns the training MSE."""
         users, movies, ratings = self.train_users, self.train_movies, self.train_ratings
         self.fit_baseline(users, movies, ratings)
         residuals = ratings - self.global_bias - self.user_bias[users] - self.movie_bias[movies]
