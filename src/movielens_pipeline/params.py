@@ -250,14 +250,19 @@ class TrainParams(Section):
     @model_validator(mode="after")
     def _sub_sections(self, info: ValidationInfo) -> TrainParams:
         sub_sections = self.model_extra or {}
+        settings_of = (info.context or {}).get("model_settings")
         for key, value in sub_sections.items():
+            if settings_of is not None and key in settings_of and not isinstance(value, dict | ModelSettings):
+                raise ParamsError(f"train.{key}: got {value!r}; expected a mapping of keys (see docs/params.md)")
             if not isinstance(value, dict | ModelSettings):
                 raise ParamsError(
                     f"train.{key}: unknown key; valid keys are: {', '.join(sorted(TrainParams.model_fields))}, "
                     "and one sub-section (a mapping) per model"
                 )
-        settings_of = (info.context or {}).get("model_settings")
         if settings_of is not None:
+            if self.model not in settings_of:
+                models = ", ".join(repr(name) for name in settings_of)
+                raise ParamsError(f"train.model: got {self.model!r} (str); expected one of {models}")
             unknown = [key for key in sub_sections if key not in settings_of]
             if unknown:
                 raise ParamsError(

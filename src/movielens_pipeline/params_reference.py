@@ -48,7 +48,9 @@ def render(params_file: Path = PARAMS_FILE) -> str:
     parts = [INTRODUCTION]
     for name, section in SECTIONS.items():
         parts.append(f"## `{name}`\n\n{inspect.cleandoc(section.__doc__ or '')}\n")
-        parts.append(table(section, values.get(name) or {}))
+        # train.model's values are the registry's names, which params.py (without the models) cannot list.
+        models = {"model": "one of " + ", ".join(repr(model) for model in REGISTRY)} if name == "train" else {}
+        parts.append(table(section, values.get(name) or {}, accepts=models))
         if name == "train":
             for model, model_class in REGISTRY.items():
                 settings = model_class.Settings
@@ -57,12 +59,13 @@ def render(params_file: Path = PARAMS_FILE) -> str:
     return "\n".join(parts)
 
 
-def table(schema: type[BaseModel], values: dict) -> str:
-    """Markdown: the keys of `schema`, what each accepts, its value in `values`, its description."""
+def table(schema: type[BaseModel], values: dict, accepts: dict[str, str] | None = None) -> str:
+    """Markdown: the keys of `schema`, what each accepts (unless `accepts` says), its value in `values`, its
+    description."""
     rows = ["| key | accepts | params.yaml | description |", "|---|---|---|---|"]
     for key, field in schema.model_fields.items():
         value = yaml.safe_dump(values.get(key), default_flow_style=True).removesuffix("\n...\n").strip()
-        rows.append(f"| `{key}` | {_cell(allowed(field))} | `{value}` | {_cell(field.description or '')} |")
+        rows.append(f"| `{key}` | {_cell((accepts or {}).get(key) or allowed(field))} | `{value}` | {_cell(field.description or '')} |")
     return "\n".join(rows) + "\n"
 
 

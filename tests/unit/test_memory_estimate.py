@@ -7,6 +7,7 @@ import re
 
 import polars as pl
 import pytest
+import torch
 from fakes import low_rank_rows, ratings_frame
 from harness import project_params
 
@@ -16,7 +17,9 @@ from movielens_pipeline.models import REGISTRY
 from movielens_pipeline.params import GradientSettings, ParamsError
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
-from movielens_pipeline.training import check_memory, physical_memory
+from movielens_pipeline.training import gradient, memory
+from movielens_pipeline.training.memory import physical_memory
+from movielens_pipeline.training.processes import processes, refits_beside
 
 GIB = 2**30
 ML_100K = DataShape(n_users=943, n_movies=1682, n_genres=19, n_train_ratings=70_000, train_mean=3.53)
@@ -42,7 +45,7 @@ def test_the_estimate_counts_what_the_built_model_holds(name):
     kept = nbytes(model.state_dict().values())
     expected = parameters * (1 + model_class.optimizer_state_copies) + buffers + kept
     assert model_class.training_bytes(ML_100K, settings) == expected
-    assert model_class.optimizer_state_copies == (0 if model_class.batches == "whole" else 2)
+    assert model_class.optimizer_state_copies == {"sweep": 0, "gradient": 2}[model_class.family]
 
 
 def test_biased_mf_holds_its_tables_four_times_and_its_seen_flags_twice():
@@ -70,6 +73,13 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_the_committed_settings_fit_in_4_gib_at_ml_25m_size(name):
     assert REGISTRY[name].training_bytes(ML_25M, settings_of(name)) < 4 * GIB
+
+
+def check_memory(params, settings, shape: DataShape, memory_bytes: int | None = None) -> None:
+    """The memory check as `train` makes it: for the processes these params train in on the CPU."""
+    planned = REGISTRY[params.model].planned_sweeps(settings) if REGISTRY[params.model].family == "sweep" else None
+    beside = refits_beside(params, planned, torch.device("cpu"))
+    memory.check_memory(params, settings, shape, processes(params, beside), memory_bytes)
 
 
 def refusal(name: str, shape: DataShape, memory_bytes: int = 16 * GIB, devices: int = 1, **changes) -> str:
@@ -157,8 +167,8 @@ def split_parts() -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
 
 def test_train_refuses_before_building_a_model_or_writing_anything(split_parts, tmp_path, monkeypatch):
     parts, users, movies = split_parts
-    monkeypatch.setattr(training, "physical_memory", lambda: 10_000)
-    monkeypatch.setattr(training, "build_model", lambda *args: pytest.fail("a model was built"))
+    monkeypatch.setattr(memory, "physical_memory", lambda: 10_000)
+    monkeypatch.setattr(gradient, "build_model", lambda *args: pytest.fail("a model was built"))
     params = project_params("train", max_epochs=1)
     checkpoint, live = tmp_path / "model.ckpt", tmp_path / "live"
     with pytest.raises(ParamsError, match=r"^train\.biased_mf\.embedding_dim: got 64; training `biased_mf` on 60 "):

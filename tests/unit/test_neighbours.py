@@ -1,4 +1,4 @@
-"""item_knn (models/neighbours.py): its similarities and predictions against their definitions, and real training."""
+"""item_knn (models/sweep/item_knn.py): its similarities and predictions against their definitions, and real training."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from harness import project_params
 from movielens_pipeline.data import DataShape, TrainingData, rating_tensors
 from movielens_pipeline.evaluate import error_metrics
 from movielens_pipeline.models import build_model, load_model
-from movielens_pipeline.models import neighbours as neighbours_module
+from movielens_pipeline.models.sweep import item_knn as neighbours_module
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings
@@ -32,7 +32,7 @@ def fitted(settings: dict, seed: int = 0):
     params = project_params("train", model="item_knn", item_knn=settings)
     model = build_model("item_knn", params.settings, data, shape)
     with torch.no_grad():
-        model.sweep(0)
+        model.fit()
     return model, users.numpy(), movies.numpy(), ratings.numpy().astype(np.float64)
 
 

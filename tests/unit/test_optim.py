@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from movielens_pipeline.optim import RowAdam
+from movielens_pipeline.training.optim import RowAdam
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.3])

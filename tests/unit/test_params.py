@@ -8,7 +8,7 @@ import pytest
 import yaml
 from harness import merged, project_params
 
-from movielens_pipeline.models import REGISTRY, TrainParams, load_train_params
+from movielens_pipeline.models import REGISTRY, load_train_params, model_settings
 from movielens_pipeline.params import (
     SECTIONS,
     GradientSettings,
@@ -23,7 +23,6 @@ COMMITTED = yaml.safe_load(PROJECT_PARAMS.read_text(encoding="utf-8"))
 MD5 = "0e33842e24a9c977be4e0107933c0723"
 
 
-SCHEMAS = {**SECTIONS, "train": TrainParams}  # the train section with every model's settings, as train reads it
 # Every key of params.yaml, as a path: ("train", "autorec", "hidden_dim").
 KEYS = [
     (section, key, *([sub] if sub else []))
@@ -43,10 +42,10 @@ def model_changed(name: str, **changes: object):
     return changed("train", model=name, **{name: changes}).settings
 
 
-@pytest.mark.parametrize("section", sorted(SCHEMAS))
+@pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_the_schemas_hold_no_defaults(section):
     # params.yaml is the one source of values: a default here could silently disagree with it.
-    assert all(field.is_required() for field in SCHEMAS[section].model_fields.values())
+    assert all(field.is_required() for field in SECTIONS[section].model_fields.values())
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -69,7 +68,7 @@ def test_deleting_any_key_from_params_yaml_stops_with_one_line_naming_it(path):
 
 
 def changed_whole(section: str, values: dict):
-    return parse_section(section, values, SCHEMAS)
+    return parse_section(section, values, model_settings())  # train: every model's settings typed
 
 
 def test_empty_or_null_section_names_its_first_key():
@@ -95,7 +94,7 @@ def test_misspelled_key_names_it_and_lists_the_valid_keys():
     )
     with pytest.raises(ParamsError) as raised:
         changed("train", patiense=3)
-    for key in TrainParams.model_fields:
+    for key in SECTIONS["train"].model_fields:
         assert key in str(raised.value)
 
 

@@ -1,8 +1,15 @@
 """dvc.yaml's promise: a stage reruns when anything it depends on changes, its own code included.
 
-Each stage's `deps` must list exactly the project source files its command imports,
-transitively (computed here with `ast`), and every path its command is given must be one
-of its `deps` or `outs`, so that paths are written once, in dvc.yaml.
+A stage's source deps (those under stages/ or src/, in dvc.yaml and ensemble/dvc.yaml) must be the
+shortest exact cover of the project files its command imports, transitively (computed here with `ast`;
+imports inside functions count too):
+- a folder, where the stage imports every `.py` file in it, recursively, and only the largest such
+  folder (none inside another listed one): it "imports the whole package";
+- otherwise the imported file itself, one by one.
+So every imported file is covered, and nothing listed holds code the stage never loads: a folder dep
+reruns the stage exactly when a file it imports changes. DVC hashes a folder dep as a directory, so
+.dvcignore keeps `__pycache__/` out of it. Every path a command is given must be one of its `deps` or
+`outs`, so that paths are written once, in the pipeline file.
 """
 
 from __future__ import annotations
@@ -16,11 +23,10 @@ import pytest
 import yaml
 from harness import PROJECT
 
-from movielens_pipeline.models import REGISTRY
-from movielens_pipeline.params import TrainParams
-
 PACKAGE = "movielens_pipeline"
 SOURCE_ROOTS = {"stages": PROJECT / "stages", PACKAGE: PROJECT / "src" / PACKAGE}
+# Where a dep is source code rather than data: a file or folder there is checked against the imports.
+SOURCE_DIRS = (PROJECT / "stages", PROJECT / "src")
 # Each pipeline's stages, by the name DVC gives them; the ensemble's run from the project root (`wdir: ..`).
 PIPELINES = {"dvc.yaml": "", "ensemble/dvc.yaml": "ensemble/dvc.yaml:"}
 STAGES = {
@@ -28,7 +34,6 @@ STAGES = {
     for path, prefix in PIPELINES.items()
     for name, stage in yaml.safe_load((PROJECT / path).read_text(encoding="utf-8"))["stages"].items()
 }
-
 
 def module_file(name: str) -> Path | None:
     """The project file of an absolute module name (a package's `__init__.py`), or None for one from outside."""
@@ -84,6 +89,38 @@ def import_closure(script: Path) -> set[Path]:
     return seen
 
 
+def python_files(folder: Path) -> set[Path]:
+    """The `.py` files in `folder`, recursively."""
+    return {path for path in folder.rglob("*.py") if "__pycache__" not in path.parts}
+
+
+def in_source(path: Path) -> bool:
+    return any(path == root or root in path.parents for root in SOURCE_DIRS)
+
+
+def cover(imported: set[Path]) -> set[Path]:
+    """The deps that cover `imported` exactly, fewest first: each largest folder whose `.py` files it all holds,
+    and the files outside those folders."""
+    candidates = {folder for path in imported for folder in path.parents if in_source(folder)}
+    whole = {folder for folder in candidates if python_files(folder) <= imported}
+    folders = {folder for folder in whole if folder.parent not in whole}
+    return folders | {path for path in imported if not any(folder in path.parents for folder in folders)}
+
+
+def why_not(dep: Path, imported: set[Path], expected: set[Path]) -> str:
+    """Why a listed source dep is not one the imports call for."""
+    if not dep.exists():
+        return "which does not exist"
+    if dep.is_dir():
+        unimported = sorted(python_files(dep) - imported)
+        if unimported:
+            return f"a folder whose {rel(unimported[0])} its command does not import"
+    elif dep not in imported:
+        return "which its command does not import"
+    larger = next(folder for folder in dep.parents if folder in expected)
+    return f"which the folder {rel(larger)} covers (its command imports all of it): list that instead"
+
+
 def command_script(stage: dict) -> Path:
     words = shlex.split(stage["cmd"])
     assert words[0] == "python" and words[1].startswith("stages/"), stage["cmd"]
@@ -94,14 +131,42 @@ def declared(stage: dict, key: str) -> set[str]:
     return {entry if isinstance(entry, str) else next(iter(entry)) for entry in stage.get(key, [])}
 
 
+def rel(path: Path) -> str:
+    return str(path.relative_to(PROJECT))
+
+
 @pytest.mark.parametrize("name", sorted(STAGES))
-def test_deps_list_exactly_the_source_files_the_command_imports(name):
+def test_deps_cover_exactly_the_source_files_the_command_imports(name):
     stage = STAGES[name]
-    imported = {str(path.relative_to(PROJECT)) for path in import_closure(command_script(stage))}
-    listed = {dep for dep in declared(stage, "deps") if dep.endswith(".py")}
-    missing, extra = sorted(imported - listed), sorted(listed - imported)
-    assert not missing, f"stage {name}: deps lack {missing}, which its command imports"
-    assert not extra, f"stage {name}: deps list {extra}, which its command does not import"
+    imported = import_closure(command_script(stage))
+    expected = cover(imported)
+    listed = {PROJECT / dep for dep in declared(stage, "deps") if dep.endswith(".py") or in_source(PROJECT / dep)}
+    problems = [
+        f"stage {name}: deps lack the folder {rel(dep)}, all of whose .py files its command imports"
+        if dep.is_dir()
+        else f"stage {name}: deps lack {rel(dep)}, which its command imports"
+        for dep in sorted(expected - listed)
+    ]
+    problems += [f"stage {name}: deps list {rel(dep)}, {why_not(dep, imported, expected)}" for dep in sorted(listed - expected)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_cover_is_the_largest_wholly_imported_folders_and_the_files_outside_them():
+    package = SOURCE_ROOTS[PACKAGE]
+    models = python_files(package / "models")
+    assert cover(models) == {package / "models"}  # not models/gradient/ and models/sweep/ besides
+    assert cover(models | {package / "errors.py"}) == {package / "models", package / "errors.py"}
+    one_short = models - {package / "models" / "sweep" / "ridge.py"}
+    assert package / "models" not in cover(one_short)
+    assert package / "models" / "gradient" in cover(one_short)
+    assert package / "models" / "sweep" / "als.py" in cover(one_short)
+
+
+def test_a_folder_dep_is_hashed_without_python_bytecode():
+    listed = {dep for stage in STAGES.values() for dep in declared(stage, "deps") if (PROJECT / dep).is_dir()}
+    if any(in_source(PROJECT / dep) for dep in listed):
+        patterns = (PROJECT / ".dvcignore").read_text(encoding="utf-8").splitlines()
+        assert "__pycache__/" in patterns, ".dvcignore must ignore __pycache__/: bytecode would change the hash"
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -118,7 +183,10 @@ def test_the_closure_follows_relative_imports_and_finds_the_checkout_shim():
     closure = {str(path.relative_to(PROJECT)) for path in import_closure(PROJECT / "stages" / "split.py")}
     assert {"stages/_checkout.py", "src/movielens_pipeline/split.py", "src/movielens_pipeline/errors.py"} <= closure
     assert "src/movielens_pipeline/atomic.py" in closure  # via `from movielens_pipeline.atomic import ...`
-    assert "src/movielens_pipeline/models.py" not in closure
+    assert not any(name.startswith("src/movielens_pipeline/models/") for name in closure)
+    # Imports inside a function count: the orchestrator imports each training path lazily.
+    training = {str(path.relative_to(PROJECT)) for path in import_closure(PROJECT / "stages" / "train.py")}
+    assert {"src/movielens_pipeline/training/gradient.py", "src/movielens_pipeline/training/sweeps.py"} <= training
 
 
 def test_no_stage_reads_a_data_path_written_into_its_script():
@@ -145,6 +213,10 @@ def test_no_params_value_reaches_a_command_or_a_path(name):
 
 
 def test_an_ensemble_member_reruns_on_its_own_model_settings_and_the_shared_train_keys_only():
+    # Imported here, not at the top: the checks above read the source with `ast` and run without the library.
+    from movielens_pipeline.models import REGISTRY
+    from movielens_pipeline.params import TrainParams
+
     stage = STAGES["ensemble/dvc.yaml:member"]
     shared = {f"train.{key}" for key in TrainParams.model_fields if key not in ("model", "refit")}
     assert set(stage["params"]) == shared | {"train.${item.model}", "ensemble.refit"}

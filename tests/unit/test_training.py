@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -16,13 +15,14 @@ from movielens_pipeline.data import DataShape, RatingsDataModule, TrainingData, 
 from movielens_pipeline.evaluate import error_metrics, evaluate, ranking, rating_histogram, top_k_quality
 from movielens_pipeline.models import REGISTRY, build_model, load_model
 from movielens_pipeline.models.base import rating_of_logit
-from movielens_pipeline.optim import table_optimizers, use_sparse_tables
+from movielens_pipeline.training.optim import table_optimizers, use_sparse_tables
 from movielens_pipeline.params import GradientSettings, ParamsError, unchanged_params
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings, trained_model
-from movielens_pipeline.training import TIMINGS, TIMINGS_FILE, BestEpoch, train
+from movielens_pipeline.training import TIMINGS, TIMINGS_FILE, train
+from movielens_pipeline.training.progress import BestEpoch
 
 GENRES = ("Action", "Comedy", "Drama", "Horror")
 
@@ -192,25 +192,20 @@ def test_min_epochs_holds_back_early_stopping(prepared, parts, tmp_path):
 
 def epochs_until_stopped(val_rmses: list[float], patience: int, min_improvement: float) -> int | None:
     """The number of epochs after which BestEpoch signals a stop on this val RMSE curve (None: never)."""
-    trainer = type("Trainer", (), {"should_stop": False, "callback_metrics": {}, "current_epoch": 0})()
     best = BestEpoch(patience, min_improvement)
     for epoch, val_rmse in enumerate(val_rmses, start=1):
-        trainer.callback_metrics["val_loss"] = torch.tensor(val_rmse**2)
-        best.on_validation_end(trainer, SimpleNamespace(model=torch.nn.Linear(1, 1)))
-        trainer.current_epoch += 1
-        if trainer.should_stop:
+        best.update(epoch - 1, float(torch.tensor(val_rmse**2)), torch.nn.Linear(1, 1))
+        if best.stop:
             return epoch
     return None
 
 
 def test_the_best_epoch_keeps_its_own_weights_not_the_last_ones():
-    trainer = type("Trainer", (), {"should_stop": False, "callback_metrics": {}, "current_epoch": 0})()
     best, module = BestEpoch(patience=5, min_improvement=0.0), torch.nn.Linear(1, 1)
     for epoch, (val_loss, weight) in enumerate([(1.0, 1.0), (0.5, 2.0), (0.7, 3.0), (0.5, 4.0)]):
-        trainer.current_epoch, trainer.callback_metrics["val_loss"] = epoch, torch.tensor(val_loss)
         with torch.no_grad():
             module.weight.fill_(weight)
-        best.on_validation_end(trainer, SimpleNamespace(model=module))  # a Fitting's model
+        best.update(epoch, val_loss, module)
     # Epoch 1 is the best (a later tie does not replace it), with the weights it had then.
     assert (best.epoch, best.val_loss) == (1, 0.5) and float(best.state["weight"]) == 2.0
 
@@ -457,7 +452,7 @@ def gradients_with_the_penalty(model, sparse: bool, users, movies, ratings, weig
     the model gives its own penalty (svdpp's implicit factors) has it."""
     use_sparse_tables(model, sparse)
     table_decays = model.table_weight_decays()
-    _, penalty = table_optimizers(model, 0.01, weight_decay, table_decays)
+    _, penalty = table_optimizers(model, 0.01, table_decays)
     decay_of = {id(table.weight): decay for table, decay in table_decays.items()}
     model.train()
     model.zero_grad()
@@ -497,9 +492,9 @@ def test_the_dense_path_has_the_same_loss_gradient_as_rowadams(name, prepared, p
         assert torch.allclose(sparse[key], dense[key], atol=1e-6), key
     tables = [m for m in models[False].modules() if isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag)]
     assert tables and not any(table.sparse for table in tables)
-    optimizers, _ = table_optimizers(models[False], 0.01, 0.3)
+    optimizers, _ = table_optimizers(models[False], 0.01, models[False].table_weight_decays())
     assert [type(o).__name__ for o in optimizers] == ["Adam"] and optimizers[0].defaults["fused"] is True
-    optimizers, _ = table_optimizers(models[True], 0.01, 0.3, models[True].table_weight_decays())
+    optimizers, _ = table_optimizers(models[True], 0.01, models[True].table_weight_decays())
     assert type(optimizers[0]).__name__ == "RowAdam"
     # One RowAdam group per penalty: svdpp's implicit factors in their own.
     assert [group["weight_decay"] for group in optimizers[0].param_groups] == [0.3, 2.0] if name == "svdpp" else [0.3]
@@ -551,5 +546,6 @@ def test_an_svdpp_checkpoint_from_before_its_own_implicit_penalty_loads_with_the
     torch.save(checkpoint, tmp_path / "old.ckpt")
     loaded = load_model(tmp_path / "old.ckpt")
     assert loaded.settings.implicit_weight_decay == 0.25
-    assert loaded.table_weight_decays() == {loaded.implicit_factors: 0.25}
+    decays = loaded.table_weight_decays()
+    assert decays[loaded.implicit_factors] == 0.25 and set(decays.values()) == {0.25}
     torch.testing.assert_close(loaded.state_dict(), model.state_dict())
