@@ -60,16 +60,27 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as scratch:
                 checkpoint, first_fit = Path(scratch) / "model.ckpt", Path(scratch) / "first.ckpt"
                 summary = train(
-                    params, parts["train"], parts["val"], users, movies, checkpoint, Path(scratch) / "live",
+                    params,
+                    parts["train"],
+                    parts["val"],
+                    users,
+                    movies,
+                    checkpoint,
+                    Path(scratch) / "live",
                     first_fit_path=first_fit,
                 )
-                live_files = sorted(p for p in (Path(scratch) / "live").rglob("*") if p.is_file() and p.name != "timings.json")
+                live_files = sorted(
+                    p for p in (Path(scratch) / "live").rglob("*") if p.is_file() and p.name != "timings.json"
+                )
                 row = {
                     "model": model,
                     "refit": refit,
                     "checkpoint": hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16],
                     "first_fit": hashlib.sha256(first_fit.read_bytes()).hexdigest()[:16],
-                    "live": {str(p.relative_to(Path(scratch) / "live")): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in live_files},
+                    "live": {
+                        str(p.relative_to(Path(scratch) / "live")): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+                        for p in live_files
+                    },
                 } | {key: value for key, value in summary.items() if key not in TIMINGS}
             print(json.dumps(row), flush=True)
 

@@ -27,8 +27,8 @@ import torch
 import yaml
 
 from movielens_pipeline.evaluate import ranking
-from movielens_pipeline.models import model_settings, load_model
-from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
+from movielens_pipeline.models import load_model, model_settings
+from movielens_pipeline.params import parse_section, read_params_file
 from movielens_pipeline.schema import MOVIE_INDEX, USER_INDEX
 from movielens_pipeline.trained import trained_model
 from movielens_pipeline.training import train

@@ -33,8 +33,8 @@ import polars as pl
 import torch
 
 from movielens_pipeline.data import DataShape, TrainingData
-from movielens_pipeline.models import model_settings, build_model, saved_bytes
-from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
+from movielens_pipeline.models import build_model, model_settings, saved_bytes
+from movielens_pipeline.params import parse_section, read_params_file
 from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, load_trained
 
 # ML-25M: 162,541 users, 59,047 rated movies, 25,000,095 ratings (70 % of them in training).

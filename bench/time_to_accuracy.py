@@ -29,8 +29,8 @@ from scale import assigned  # bench/scale.py: `section.key=value` into params
 
 from movielens_pipeline.data import rating_tensors
 from movielens_pipeline.evaluate import error_metrics
-from movielens_pipeline.models import model_settings, load_model
-from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
+from movielens_pipeline.models import load_model, model_settings
+from movielens_pipeline.params import parse_section, read_params_file
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings
 from movielens_pipeline.training import train

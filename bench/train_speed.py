@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from movielens_pipeline.models import model_settings
-from movielens_pipeline.params import SECTIONS, parse_section, read_params_file
+from movielens_pipeline.params import parse_section, read_params_file
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.training import train
 

@@ -11,7 +11,7 @@ them and tells it the Trainer's device and this process's shard (`place`); the s
 takes the training data and the val tensors from it whole. Nothing here imports Lightning,
 so serving (the CSR index, the models' `DataShape`) and the sweep path do not pay for its import.
 
-Batches come in two layouts, as the model asks (`RatingModel.batches`): "ratings", any
+Batches come in two layouts, as a gradient model asks (`GradientModel.batches`): "ratings", any
 ratings in random order, or "movies", the ratings of movies in random order, grouped by
 movie, so that a batch holds few movies, each (but at a batch's two ends) with all its
 ratings: what a movie-based autoencoder trains on.
@@ -123,7 +123,8 @@ class RatingBatches:
 
 
 def device_of(accelerator: str) -> torch.device:
-    """The device `train.accelerator` or `evaluate.accelerator` names: `auto` takes a GPU (or Apple's MPS) when there is one."""
+    """The device `train.accelerator` or `evaluate.accelerator` names: `auto` takes a GPU (or Apple's MPS) when
+    there is one, as Lightning's `auto` does."""
     if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     if accelerator == "auto" and torch.backends.mps.is_available():

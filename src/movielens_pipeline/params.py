@@ -271,7 +271,9 @@ class TrainParams(Section):
                 )
             missing = [name for name in settings_of if name not in sub_sections]
             if missing:
-                raise ParamsError(f"train.{missing[0]}: missing; every key must be set in params.yaml (see docs/params.md)")
+                raise ParamsError(
+                    f"train.{missing[0]}: missing; every key must be set in params.yaml (see docs/params.md)"
+                )
             for name, settings in settings_of.items():
                 sub_sections[name] = parse_settings(f"train.{name}", settings, sub_sections[name])
         if self.model not in sub_sections:
@@ -431,9 +433,7 @@ def load_section(
     return parsed[section]
 
 
-def parse_section(
-    section: str, values: object, model_settings: Mapping[str, type[ModelSettings]] | None = None
-) -> Any:
+def parse_section(section: str, values: object, model_settings: Mapping[str, type[ModelSettings]] | None = None) -> Any:
     """Build and validate the model of `section` from its raw mapping; the first problem is a ParamsError.
     `model_settings`: as `load_section`'s."""
     model = SECTIONS[section]

@@ -65,7 +65,8 @@ def table(schema: type[BaseModel], values: dict, accepts: dict[str, str] | None 
     rows = ["| key | accepts | params.yaml | description |", "|---|---|---|---|"]
     for key, field in schema.model_fields.items():
         value = yaml.safe_dump(values.get(key), default_flow_style=True).removesuffix("\n...\n").strip()
-        rows.append(f"| `{key}` | {_cell((accepts or {}).get(key) or allowed(field))} | `{value}` | {_cell(field.description or '')} |")
+        accepted = (accepts or {}).get(key) or allowed(field)
+        rows.append(f"| `{key}` | {_cell(accepted)} | `{value}` | {_cell(field.description or '')} |")
     return "\n".join(rows) + "\n"
 
 

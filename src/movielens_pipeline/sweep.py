@@ -20,7 +20,7 @@ import re
 
 from .errors import PipelineError, run_stage
 from .models import model_settings
-from .params import SECTIONS, parse_section, read_params_file
+from .params import parse_section, read_params_file
 
 PARAMS_FILE = "params.yaml"
 # A combination travels to each runner as `-S override` words, expanded unquoted by the workflow's shell.

@@ -1,4 +1,4 @@
-"""item_knn (models/sweep/item_knn.py): its similarities and predictions against their definitions, and real training."""
+"""item_knn (models/sweep/item_knn.py): its similarities and predictions against their definitions, real training."""
 
 from __future__ import annotations
 

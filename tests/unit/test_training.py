@@ -15,13 +15,13 @@ from movielens_pipeline.data import DataShape, RatingsDataModule, TrainingData, 
 from movielens_pipeline.evaluate import error_metrics, evaluate, ranking, rating_histogram, top_k_quality
 from movielens_pipeline.models import REGISTRY, build_model, load_model
 from movielens_pipeline.models.base import rating_of_logit
-from movielens_pipeline.training.optim import table_optimizers, use_sparse_tables
 from movielens_pipeline.params import GradientSettings, ParamsError, unchanged_params
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings, trained_model
 from movielens_pipeline.training import TIMINGS, TIMINGS_FILE, train
+from movielens_pipeline.training.optim import table_optimizers, use_sparse_tables
 from movielens_pipeline.training.progress import BestEpoch
 
 GENRES = ("Action", "Comedy", "Drama", "Horror")

@@ -62,7 +62,9 @@ def train(
     threads = threads_per_process(params, beside)
     torch.set_num_threads(threads)
     refit_args = (params, settings, path.choices, data.with_val_in_training(), threads)
-    opened = Outputs.open(checkpoint_path, live_dir, first_fit_path) if path.writes_outputs else contextlib.nullcontext()
+    opened = (
+        Outputs.open(checkpoint_path, live_dir, first_fit_path) if path.writes_outputs else contextlib.nullcontext()
+    )
     with opened as outputs:  # None in a DDP process other than the first
         if outputs is not None:
             # The settings as used (`auto` resolved), and what the path chose (which optimiser trained the tables).
@@ -106,4 +108,3 @@ def family_path(family: str) -> type:
     from .gradient import GradientPath
 
     return GradientPath
-

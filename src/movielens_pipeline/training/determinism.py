@@ -50,4 +50,3 @@ def unfilled_memory() -> Iterator[None]:
         yield
     finally:
         torch.utils.deterministic.fill_uninitialized_memory = before
-

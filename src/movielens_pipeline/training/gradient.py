@@ -154,7 +154,9 @@ class GradientPath:
         return Fitted(model, self.best, self.trainer.current_epoch)
 
     @staticmethod
-    def refit(params: TrainParams, settings, choices: dict, data: RatingsDataModule, threads: int, epochs: int) -> bytes:
+    def refit(
+        params: TrainParams, settings, choices: dict, data: RatingsDataModule, threads: int, epochs: int
+    ) -> bytes:
         """The checkpoint of a new model trained on `data` (train + val) for `epochs` epochs, without validation."""
         quiet_lightning()
         torch.set_num_threads(threads)

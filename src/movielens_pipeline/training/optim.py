@@ -107,7 +107,6 @@ class DistinctRows:
         return found
 
 
-
 def use_sparse_tables(model: nn.Module, sparse: bool) -> None:
     """Give every per-user and per-movie table of `model` sparse gradients (or dense ones): training's choice.
 

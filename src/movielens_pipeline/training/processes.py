@@ -41,7 +41,9 @@ def threads_per_process(params: TrainParams, beside: bool) -> int:
 
 
 @contextlib.contextmanager
-def refitting(refit: Callable[..., bytes], args: tuple, planned_epochs: int | None, beside: bool) -> Iterator[Callable[[int], bytes]]:
+def refitting(
+    refit: Callable[..., bytes], args: tuple, planned_epochs: int | None, beside: bool
+) -> Iterator[Callable[[int], bytes]]:
     """Within: a function of refit's number of epochs that returns refit's checkpoint, `refit(*args, epochs)`.
     Beside (`refits_beside`), refit starts at once, for `planned_epochs`, in a spawned process that the block's end
     stops, on an error too; otherwise it runs when the function is called. `refit` and `args` must pickle."""

@@ -66,7 +66,9 @@ class SweepPath:
         return Fitted(model, best, sweep + 1)
 
     @staticmethod
-    def refit(params: TrainParams, settings, choices: dict, data: RatingsDataModule, threads: int, epochs: int) -> bytes:
+    def refit(
+        params: TrainParams, settings, choices: dict, data: RatingsDataModule, threads: int, epochs: int
+    ) -> bytes:
         """The checkpoint of a new model swept `epochs` times on `data` (train + val), without validation, on
         `threads` CPU threads: in `train`'s process or in one beside it (`processes.refitting`)."""
         torch.set_num_threads(threads)

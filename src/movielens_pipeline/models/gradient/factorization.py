@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from ...data import TrainingData, csr_index, csr_rows
 from ...params import EmbeddingDim, GradientSettings, WeightDecay
 from ..base import factor_std, register
-from .common import table
 from .baselines import Biases
+from .common import table
 
 
 class BiasedMFSettings(GradientSettings):

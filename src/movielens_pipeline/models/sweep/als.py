@@ -113,4 +113,3 @@ class ALS(SweptMF):
             # The global bias stays the training mean: the biases absorb the rest.
             self.alternate_ridge("", self.global_bias, self.settings.regularization)
             yield self.training_mse()
-
