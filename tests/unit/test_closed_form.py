@@ -1,6 +1,9 @@
-"""Models fitted by closed-form sweeps (models/closed_form.py): the solves, the sampler, and real training."""
+"""Models fitted by closed-form sweeps (models/sweep/): the solves, the sampler, and real training."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
 
 import numpy as np
 import polars as pl
@@ -12,8 +15,10 @@ from harness import project_params
 from movielens_pipeline import training
 from movielens_pipeline.data import DataShape, TrainingData, csr_index, rating_tensors
 from movielens_pipeline.evaluate import error_metrics
-from movielens_pipeline.models import REGISTRY, build_model, closed_form, load_model
-from movielens_pipeline.models.closed_form import (
+from movielens_pipeline.models import REGISTRY, build_model, load_model
+from movielens_pipeline.models.sweep import bayes_mf
+from movielens_pipeline.models.sweep.als import ALS
+from movielens_pipeline.models.sweep.bags import (
     Bags,
     Eigenbasis,
     bag_eigenbasis,
@@ -24,12 +29,14 @@ from movielens_pipeline.models.closed_form import (
     make_bags,
     member_sums,
 )
-from movielens_pipeline.models.ridge import pad_by_owner, ridge_rows
+from movielens_pipeline.models.sweep.bayes_mf import BayesMF
+from movielens_pipeline.models.sweep.ridge import pad_by_owner, ridge_rows
 from movielens_pipeline.params import ParamsError
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings
 from movielens_pipeline.training import train
+from movielens_pipeline.training.processes import refits_beside
 
 # What bayes_mf gave before implicit feedback existed, in `test_without_implicit_the_sampler_is_the_one_before_bags`:
 # with `implicit: false` the sampler must draw the same random numbers and give the same model.
@@ -136,21 +143,23 @@ def test_bayes_mf_runs_its_sweeps_and_averages_the_samples_after_burn_in(prepare
 
 
 def counted_sweeps(monkeypatch, model_class) -> list[tuple[int, int]]:
-    """Per sweep `model_class` runs in this process from now on: its training ratings and its epoch."""
-    swept, sweep = [], model_class.sweep
+    """Per sweep `model_class` runs in this process from now on: its training ratings and its epoch (the sweep's
+    number in its fit)."""
+    swept, sweeps = [], model_class.sweeps
 
-    def counted_sweep(self, epoch):
-        swept.append((len(self.train_ratings), epoch))
-        return sweep(self, epoch)
+    def counted(self) -> Iterator[torch.Tensor]:
+        for epoch, train_mse in enumerate(sweeps(self)):
+            swept.append((len(self.train_ratings), epoch))
+            yield train_mse
 
-    monkeypatch.setattr(model_class, "sweep", counted_sweep)
+    monkeypatch.setattr(model_class, "sweeps", counted)
     return swept
 
 
 def test_a_refit_sweeps_once_an_epoch_over_train_and_val(prepared, tmp_path, monkeypatch):
-    # The refit's training part (train + val) is larger than the batch size the first fit was given: it is
-    # still one batch, so one sweep, an epoch.
-    swept = counted_sweeps(monkeypatch, closed_form.ALS)
+    # The refit's training part (train + val) is larger than the first fit's: each epoch is still one sweep over
+    # all of it.
+    swept = counted_sweeps(monkeypatch, ALS)
     summary, checkpoint = fit(prepared, tmp_path, "als", {"embedding_dim": 4, "regularization": 0.1}, refit=True)
     parts = prepared[0]
     first, refit = parts["train"].height, parts["train"].height + parts["val"].height
@@ -165,7 +174,7 @@ def test_a_samplers_refit_trains_beside_its_first_fit_and_gives_the_model_it_giv
 ):
     # A sampler's refit sweeps as many epochs as its first fit, known before: it runs in a second process.
     settings = {"embedding_dim": 4, "sweeps": 12, "burn_in": 2, "chains": 2}
-    swept = counted_sweeps(monkeypatch, closed_form.BayesMF)
+    swept = counted_sweeps(monkeypatch, BayesMF)
     summary, beside = fit(prepared, tmp_path / "beside", "bayes_mf", settings, refit=True, threads=1)
     parts = prepared[0]
     first, refit = parts["train"].height, parts["train"].height + parts["val"].height
@@ -174,13 +183,13 @@ def test_a_samplers_refit_trains_beside_its_first_fit_and_gives_the_model_it_giv
     # Run after the first fit, in this process, the refit sweeps once an epoch over train + val, and its model
     # is the same, byte for byte.
     swept.clear()
-    monkeypatch.setattr(training, "refits_alongside", lambda params, fixed_epochs: False)
+    monkeypatch.setattr(training, "refits_beside", lambda params, planned_epochs, device: False)
     _, after = fit(prepared, tmp_path / "after", "bayes_mf", settings, refit=True, threads=1)
     assert swept == [(first, epoch) for epoch in range(24)] + [(refit, epoch) for epoch in range(24)]
     assert beside.read_bytes() == after.read_bytes()
     kept = torch.load(beside, weights_only=True)
     # Each chain's sweeps after its ALS start (which outlasts burn_in here), once each.
-    assert kept["epochs"] == 24 and int(kept["state_dict"]["samples"]) == 2 * (12 - closed_form.BayesMF.START_SWEEPS)
+    assert kept["epochs"] == 24 and int(kept["state_dict"]["samples"]) == 2 * (12 - BayesMF.START_SWEEPS)
 
 
 @pytest.mark.parametrize(
@@ -194,13 +203,15 @@ def test_a_samplers_refit_trains_beside_its_first_fit_and_gives_the_model_it_giv
     ],
 )
 def test_only_a_samplers_refit_trains_beside_its_first_fit(model, train_params, beside):
-    params = project_params("train", model=model, **train_params)
-    assert training.refits_alongside(params, REGISTRY[model].fixed_epochs(params.settings)) is beside
+    params, model_class = project_params("train", model=model, **train_params), REGISTRY[model]
+    # A gradient model plans no number of epochs: early stopping decides.
+    planned = model_class.planned_sweeps(params.settings) if model_class.family == "sweep" else None
+    assert refits_beside(params, planned, torch.device("cpu")) is beside
 
 
 def test_the_gibbs_chain_starts_from_alternating_least_squares():
-    # Outside a Trainer the epoch is 0: every bayes_mf sweep is then one of the ALS sweeps its chain starts
-    # from, with the penalty start_regularization; from the same movie factors, ALS's sweep gives the same fit.
+    # A chain's first sweep is one of the ALS sweeps it starts from, with the penalty start_regularization; from
+    # the same movie factors, ALS's sweep gives the same fit.
     users, movies, ratings = (torch.from_numpy(column) for column in owners_ratings([3, 5, 8, 2], n_others=6))
     data = TrainingData(users, movies, (ratings + 3.0).float(), torch.zeros(len(users)), torch.zeros(6, 0))
     shape = DataShape(4, 6, 0, len(users), float((ratings + 3.0).mean()))
@@ -208,27 +219,36 @@ def test_the_gibbs_chain_starts_from_alternating_least_squares():
     sampler = build_model("bayes_mf", train.settings, data, shape)
     als_settings = project_params("train", model="als", als={"embedding_dim": 2, "regularization": 0.2}).settings
     als = build_model("als", als_settings, data, shape)
-    als.global_bias.copy_(sampler.current_global_bias)
-    als.movie_factors.copy_(sampler.current_movie_factors)
-    sampler.sweep(0), als.sweep(0)
-    for name in ("user_bias", "user_factors", "movie_bias", "movie_factors"):
-        torch.testing.assert_close(getattr(sampler, f"current_{name}"), getattr(als, name))
+    als.global_bias.copy_(sampler.sample.global_bias)
+    als.movie_factors.copy_(sampler.sample.movie.factors)
+    run_sweeps(sampler.sweeps(), 1)
+    run_sweeps(als.sweeps(), 1)
+    current = sampler.sample
+    for drawn, solved in (
+        (current.user.bias, als.user_bias),
+        (current.user.factors, als.user_factors),
+        (current.movie.bias, als.movie_bias),
+        (current.movie.factors, als.movie_factors),
+    ):
+        torch.testing.assert_close(drawn, solved)
     assert int(sampler.samples) == 0  # a start sweep is no sample
 
 
 def test_a_sweep_model_refuses_more_than_one_process(prepared, tmp_path):
-    with pytest.raises(ParamsError, match=r"^train\.devices x num_nodes: got 2 processes; `als` is fitted by closed"):
+    expected = r"^train\.devices x num_nodes: got 2 processes; `als` is fitted by closed"
+    with pytest.raises(ParamsError, match=expected) as raised:
         fit(prepared, tmp_path, "als", {"embedding_dim": 4, "regularization": 0.1}, devices=2, strategy="ddp")
+    assert "\n" not in str(raised.value)
 
 
 # Implicit feedback: each user's (movie's) prior mean shifted by its bag of the other side's vectors.
 
 
-def run_sweeps(model, sweeps: int) -> None:
-    """`sweeps` sweeps of a model outside a Trainer, each given its epoch number as training gives it."""
+def run_sweeps(sweeps: Iterator[torch.Tensor], count: int) -> None:
+    """The next `count` of a model's sweeps (`model.sweeps()`, one fit's), outside training's loop."""
     with torch.no_grad():
-        for epoch in range(sweeps):
-            model.sweep(epoch)
+        for _ in islice(sweeps, count):
+            pass
 
 
 def sampler(users, movies, ratings, n_users: int, n_movies: int, **settings):
@@ -270,7 +290,7 @@ def test_the_bags_are_those_of_the_ratings_the_model_is_trained_on():
     users, movies, ratings = (column for column in owners_ratings([3, 5, 8, 2], n_others=6))
     for held in (slice(0, 12), slice(None)):
         model = sampler(users[held], movies[held], ratings[held] + 3, n_users=4, n_movies=6, implicit=True)
-        run_sweeps(model, model.START_SWEEPS + 1)  # the first Gibbs sweep makes the bags
+        run_sweeps(model.sweeps(), model.START_SWEEPS + 1)  # the first Gibbs sweep makes the bags
         vectors = torch.randn(6, 2)
         np.testing.assert_allclose(
             bag_sums(model.bags["user"], vectors).numpy(),
@@ -375,7 +395,7 @@ def test_without_implicit_the_sampler_is_the_one_before_bags():
     torch.manual_seed(0)
     settings = {"embedding_dim": 2, "burn_in": 5, "start_regularization": 0.15, "implicit": False, "chains": 1}
     model = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings)
-    run_sweeps(model, 8)
+    run_sweeps(model.sweeps(), 8)
     assert int(model.samples) == 3
     torch.testing.assert_close(model.user_bias, torch.tensor(OLD_USER_BIAS), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model.movie_factors[:3], torch.tensor(OLD_MOVIE_FACTORS), rtol=1e-5, atol=1e-6)
@@ -389,14 +409,14 @@ def test_the_sampler_with_bags_is_seeded_and_keeps_the_same_checkpoint_keys():
         model = sampler(
             users, movies, ratings + 3, n_users=6, n_movies=7, embedding_dim=2, burn_in=5, implicit=implicit
         )
-        run_sweeps(model, 12)
+        run_sweeps(model.sweeps(), 12)
         fitted[name] = model.state_dict()
     for key, value in fitted["bags"].items():
         torch.testing.assert_close(fitted["again"][key], value, rtol=0, atol=0)
     assert fitted["bags"].keys() == fitted["plain"].keys()
     assert not torch.equal(fitted["bags"]["user_factors"], fitted["plain"]["user_factors"])
     # Without bags nothing of them is held: the memory estimate and a run at any size are those before bags.
-    assert model.current_user_bag_vectors.numel() == model.prior_mean_movie_bag.numel() == 0 and not model.bags
+    assert model.sample.user.bag_vectors.numel() == model.sample.movie.bag_prior_mean.numel() == 0 and not model.bags
 
 
 def test_conjugate_gradients_draw_the_same_conditional_without_a_dense_matrix():
@@ -424,10 +444,10 @@ def test_conjugate_gradients_draw_the_same_conditional_without_a_dense_matrix():
 
 def test_bags_with_more_members_than_the_exact_draw_takes_are_drawn_by_conjugate_gradients(monkeypatch):
     users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
-    monkeypatch.setattr(closed_form, "MAX_EXACT_MEMBERS", 6)  # the 7 movies' vectors by CG, the 6 users' exactly
+    monkeypatch.setattr(bayes_mf, "MAX_EXACT_MEMBERS", 6)  # the 7 movies' vectors by CG, the 6 users' exactly
     torch.manual_seed(0)
     model = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, embedding_dim=2, burn_in=5, implicit=True)
-    run_sweeps(model, 12)
+    run_sweeps(model.sweeps(), 12)
     assert set(model.bag_bases) == {"movie"}
     assert torch.isfinite(model.user_factors).all() and int(model.samples) == 7
 
@@ -447,10 +467,11 @@ def test_chains_run_one_after_another_and_predict_with_the_mean_of_their_predict
     settings = {"embedding_dim": 2, "sweeps": 8, "burn_in": 5, "implicit": True}
     torch.manual_seed(0)
     one = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings, chains=1)
-    run_sweeps(one, 8)
+    run_sweeps(one.sweeps(), 8)
     torch.manual_seed(0)
     three = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings, chains=3)
-    run_sweeps(three, 8)
+    three_sweeps = three.sweeps()  # one fit's sweeps, run a few at a time
+    run_sweeps(three_sweeps, 8)
     # The first chain is the one-chain sampler's, draw for draw.
     torch.testing.assert_close(three.user_bias, one.user_bias, rtol=0, atol=0)
     torch.testing.assert_close(three.user_factors[:, :2], one.user_factors, rtol=0, atol=0)
@@ -460,12 +481,13 @@ def test_chains_run_one_after_another_and_predict_with_the_mean_of_their_predict
 
     def chain_predictions(model) -> torch.Tensor:
         """Each chain's prediction of the queries from its own mean parameters (chains x queries)."""
+        means = model.chain_means
         return torch.stack(
             [
-                model.chain_global_bias[chain]
-                + model.chain_user_bias[chain][query_users]
-                + model.chain_movie_bias[chain][query_movies]
-                + (model.chain_user_factors[chain][query_users] * model.chain_movie_factors[chain][query_movies]).sum(1)
+                means.global_bias[chain]
+                + means.user_bias[chain][query_users]
+                + means.movie_bias[chain][query_movies]
+                + (means.user_factors[chain][query_users] * means.movie_factors[chain][query_movies]).sum(1)
                 for chain in range(3)
             ]
         )
@@ -474,14 +496,12 @@ def test_chains_run_one_after_another_and_predict_with_the_mean_of_their_predict
         bias, interaction = model.score(query_users, query_movies)
         return (bias + interaction).double()
 
+    run_sweeps(three_sweeps, 6)  # epochs 8-13: the second chain keeps its first sample (burn-in 5)
     with torch.no_grad():
-        for epoch in range(8, 14):  # the second chain keeps its first sample (burn-in 5)
-            three.sweep(epoch)
         # Each chain weighs by the samples it kept: 3 and 1.
         expected = (3 * chain_predictions(three)[0] + chain_predictions(three)[1]) / 4
         torch.testing.assert_close(predicted(three), expected, rtol=1e-5, atol=1e-5)
-        for epoch in range(14, 24):
-            three.sweep(epoch)
+    run_sweeps(three_sweeps, 10)  # epochs 14-23
     assert int(three.samples) == 3 * 3
     torch.testing.assert_close(predicted(three), chain_predictions(three).mean(0), rtol=1e-5, atol=1e-5)
     # Each chain from its own random start: three different fits.

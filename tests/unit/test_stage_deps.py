@@ -3,13 +3,13 @@
 A stage's source deps (those under stages/ or src/, in dvc.yaml and ensemble/dvc.yaml) must be the
 shortest exact cover of the project files its command imports, transitively (computed here with `ast`;
 imports inside functions count too):
-- a folder, where the stage imports every `.py` file in it, recursively, and only the largest such
-  folder (none inside another listed one): it "imports the whole package";
+- a folder (stages/, src/movielens_pipeline/ or one inside), where the stage imports every `.py` file in it,
+  recursively, and only the largest such folder (none inside another listed one): it "imports the whole
+  package";
 - otherwise the imported file itself, one by one.
-So every imported file is covered, and nothing listed holds code the stage never loads: a folder dep
-reruns the stage exactly when a file it imports changes. DVC hashes a folder dep as a directory, so
-.dvcignore keeps `__pycache__/` out of it. Every path a command is given must be one of its `deps` or
-`outs`, so that paths are written once, in the pipeline file.
+So every imported file is covered, and nothing listed holds code the stage never loads. DVC hashes a
+folder dep as a directory, so .dvcignore must keep `__pycache__/` out of it (checked below). Every path a
+command is given must be one of its `deps` or `outs`, so that paths are written once, in the pipeline file.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ STAGES = {
     for path, prefix in PIPELINES.items()
     for name, stage in yaml.safe_load((PROJECT / path).read_text(encoding="utf-8"))["stages"].items()
 }
+
 
 def module_file(name: str) -> Path | None:
     """The project file of an absolute module name (a package's `__init__.py`), or None for one from outside."""
@@ -94,14 +95,14 @@ def python_files(folder: Path) -> set[Path]:
     return {path for path in folder.rglob("*.py") if "__pycache__" not in path.parts}
 
 
-def in_source(path: Path) -> bool:
-    return any(path == root or root in path.parents for root in SOURCE_DIRS)
+def in_source(path: Path, roots=SOURCE_DIRS) -> bool:
+    return any(path == root or root in path.parents for root in roots)
 
 
 def cover(imported: set[Path]) -> set[Path]:
-    """The deps that cover `imported` exactly, fewest first: each largest folder whose `.py` files it all holds,
-    and the files outside those folders."""
-    candidates = {folder for path in imported for folder in path.parents if in_source(folder)}
+    """The fewest deps that cover `imported` exactly: each largest folder (in stages/ or the package) all of whose
+    `.py` files it holds, and the files outside those folders."""
+    candidates = {folder for path in imported for folder in path.parents if in_source(folder, SOURCE_ROOTS.values())}
     whole = {folder for folder in candidates if python_files(folder) <= imported}
     folders = {folder for folder in whole if folder.parent not in whole}
     return folders | {path for path in imported if not any(folder in path.parents for folder in folders)}
@@ -114,10 +115,12 @@ def why_not(dep: Path, imported: set[Path], expected: set[Path]) -> str:
     if dep.is_dir():
         unimported = sorted(python_files(dep) - imported)
         if unimported:
-            return f"a folder whose {rel(unimported[0])} its command does not import"
+            return f"a folder holding {rel(unimported[0])}, which its command does not import"
     elif dep not in imported:
         return "which its command does not import"
-    larger = next(folder for folder in dep.parents if folder in expected)
+    larger = next((folder for folder in dep.parents if folder in expected), None)
+    if larger is None:
+        return "a folder above stages/ and src/movielens_pipeline/: list those instead"
     return f"which the folder {rel(larger)} covers (its command imports all of it): list that instead"
 
 
@@ -147,7 +150,9 @@ def test_deps_cover_exactly_the_source_files_the_command_imports(name):
         else f"stage {name}: deps lack {rel(dep)}, which its command imports"
         for dep in sorted(expected - listed)
     ]
-    problems += [f"stage {name}: deps list {rel(dep)}, {why_not(dep, imported, expected)}" for dep in sorted(listed - expected)]
+    problems += [
+        f"stage {name}: deps list {rel(dep)}, {why_not(dep, imported, expected)}" for dep in sorted(listed - expected)
+    ]
     assert not problems, "\n".join(problems)
 
 

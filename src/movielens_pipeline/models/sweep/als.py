@@ -8,6 +8,7 @@ sweep sets, and the training ratings grouped by user and by movie, which every s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from pydantic import Field
@@ -37,48 +38,52 @@ class SweptMF(SweepModel):
             self.register_buffer(name, start)
         # Each side's ratings grouped by owner (CSR): where each user's (movie's) ratings start, and per rating
         # the other side's index and the rating, in that order. Not in the checkpoint.
-        for side in ("user", "movie"):
-            for name in ("starts", "others", "ratings"):
-                self.register_buffer(f"{side}_{name}", torch.zeros(0), persistent=False)
+        for name in ("user_starts", "user_others", "user_ratings", "movie_starts", "movie_others", "movie_ratings"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
         self.padded: dict[str, PaddedRatings] = {}  # each side's, made by its first sweep, on the model's device
 
     def remember(self, data: TrainingData) -> None:
         super().remember(data)
-        for side, owners, others, n_owners in (
-            ("user", data.users, data.movies, self.shape.n_users),
-            ("movie", data.movies, data.users, self.shape.n_movies),
-        ):
-            starts, order = csr_index(owners, n_owners)
-            setattr(self, f"{side}_starts", starts)
-            # Copied in owner order once: every sweep then reads them in sequence, not scattered.
-            setattr(self, f"{side}_others", others[order])
-            setattr(self, f"{side}_ratings", data.ratings[order])
+        # Copied in owner order once: every sweep then reads them in sequence, not scattered.
+        starts, order = csr_index(data.users, self.shape.n_users)
+        self.user_starts, self.user_others, self.user_ratings = starts, data.movies[order], data.ratings[order]
+        starts, order = csr_index(data.movies, self.shape.n_movies)
+        self.movie_starts, self.movie_others, self.movie_ratings = starts, data.users[order], data.ratings[order]
 
     def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         bias = self.global_bias + self.user_bias[users] + self.movie_bias[movies]
         return bias, interactions(self.user_factors, self.movie_factors, users, movies)
 
-    def alternate_ridge(self, prefix: str, global_bias: Tensor, regularization: float) -> None:
-        """One ALS sweep over the biases and factors named `{prefix}user_bias` etc.: every user's given the movies,
-        then every movie's given the users, with the ALS-WR penalty `regularization` x the row's ratings."""
+    def alternate_ridge(self, global_bias: Tensor, users: Rows, movies: Rows, regularization: float) -> None:
+        """One ALS sweep over the rows `users` and `movies` (set in place): every user's bias and factors given the
+        movies, then every movie's given the users, with the ALS-WR penalty `regularization` x the row's ratings."""
+        rows = {"user": users, "movie": movies}
         for side, other, padded, others, ratings in self.sides():
-            other_bias = getattr(self, f"{prefix}{other}_bias")
-            other_factors = getattr(self, f"{prefix}{other}_factors")
             penalty = regularization * padded.counts.to(ratings.dtype).unsqueeze(1)
-            solved = ridge_rows(padded, other_factors, ratings - global_bias - other_bias[others], penalty)
-            getattr(self, f"{prefix}{side}_bias").copy_(solved[:, 0])
-            getattr(self, f"{prefix}{side}_factors").copy_(solved[:, 1:])
+            targets = ratings - global_bias - rows[other].bias[others]
+            solved = ridge_rows(padded, rows[other].factors, targets, penalty)
+            rows[side].bias.copy_(solved[:, 0])
+            rows[side].factors.copy_(solved[:, 1:])
 
     def sides(self) -> Iterator[tuple[str, str, PaddedRatings, Tensor, Tensor]]:
         """Users, then movies: each side's name, the other's, its ratings padded for `ridge_rows`, and per rating
         in that layout's order the other side's index and the rating."""
+        by_side = {
+            "user": (self.user_starts, self.user_others, self.user_ratings, self.shape.n_movies),
+            "movie": (self.movie_starts, self.movie_others, self.movie_ratings, self.shape.n_users),
+        }
         for side, other in (("user", "movie"), ("movie", "user")):
-            others = getattr(self, f"{side}_others")
+            starts, others, ratings, n_others = by_side[side]
             if side not in self.padded:
-                n_others = len(getattr(self, f"{other}_factors"))
-                dim = self.settings.embedding_dim + 1
-                self.padded[side] = pad_by_owner(getattr(self, f"{side}_starts"), others, n_others, dim)
-            yield side, other, self.padded[side], others, getattr(self, f"{side}_ratings")
+                self.padded[side] = pad_by_owner(starts, others, n_others, self.settings.embedding_dim + 1)
+            yield side, other, self.padded[side], others, ratings
+
+
+class Rows(NamedTuple):
+    """One side's (users' or movies') rows as a sweep sets them: a bias and factors per row."""
+
+    bias: Tensor
+    factors: Tensor
 
 
 def interactions(user_factors: Tensor, movie_factors: Tensor, users: Tensor, movies: Tensor) -> Tensor:
@@ -109,7 +114,8 @@ class ALS(SweptMF):
         super().__init__(shape, settings, start_std=factor_std(settings.embedding_dim))
 
     def sweeps(self) -> Iterator[Tensor]:
+        users, movies = Rows(self.user_bias, self.user_factors), Rows(self.movie_bias, self.movie_factors)
         while True:  # until validation stops it
             # The global bias stays the training mean: the biases absorb the rest.
-            self.alternate_ridge("", self.global_bias, self.settings.regularization)
+            self.alternate_ridge(self.global_bias, users, movies, self.settings.regularization)
             yield self.training_mse()

@@ -17,6 +17,7 @@ from .ridge import GRAM_FLOATS
 # it their mean, 0.5 is Koren's SVD++ (a heavy user's bag sums to more). Chosen on val RMSE (docs/models.md).
 BAG_NORM_EXPONENT = 0.5
 # The bag vectors' first values: libFM's init_stdev, as the factors'.
+BAG_INIT_STD = 0.1
 # Eigenvalues of BB' below this share of the largest are rounding's, taken as B'B's zeros (`bag_eigenbasis`).
 RANGE_TOLERANCE = 1e-10
 # Conjugate gradients stop when every coordinate's residual is this small against its right-hand side (float64
