@@ -20,10 +20,8 @@ from ..errors import PipelineError
 from ..params import PARAMS_FILE, TrainParams, load_section
 from .base import REGISTRY, RatingModel
 from .blend import BLEND, Blend
-
-# The registry: each module registers the models it defines.
-from .gradient import baselines, factorization, neural, ranking  # noqa: E402, F401, I001
-from .sweep import als, bayes_mf, item_knn  # noqa: E402, F401
+from .gradient import baselines, factorization, neural, ranking  # noqa: F401  (the registry: each module registers
+from .sweep import als, bayes_mf, item_knn  # noqa: F401                        the models it defines, once)
 
 
 def model_settings() -> dict[str, type]:
@@ -135,7 +133,6 @@ __all__ = [
     "Blend",
     "DataShape",
     "RatingModel",
-    "TrainParams",
     "build_model",
     "load_train_params",
     "model_settings",

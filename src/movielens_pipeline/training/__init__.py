@@ -10,7 +10,6 @@ processes and threads train and where refit runs (`processes.py`), the outputs (
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +60,8 @@ def train(
     check_memory(params, settings, data.shape(), processes(params, beside))  # nothing built or loaded yet
     threads = threads_per_process(params, beside)
     torch.set_num_threads(threads)
-    refit_args = (params, settings, path.choices, data.with_val_in_training(), threads)
+    refit_data = data.with_val_in_training() if params.refit else None  # made only for a refit to train on
+    refit_args = (params, settings, path.choices, refit_data, threads)
     opened = (
         Outputs.open(checkpoint_path, live_dir, first_fit_path) if path.writes_outputs else contextlib.nullcontext()
     )
@@ -79,16 +79,9 @@ def train(
         train_seconds = time.perf_counter() - started
         if outputs is None:
             return {}
-        summary = {
-            "best_epoch": first.best.epoch,
-            "best_val_mse": first.best.val_loss,
-            "epochs": first.epochs,
-            "train_seconds": round(train_seconds, 3),
-            # Under DDP each process trains on its shard; the epoch is the whole training part.
-            "ratings_per_second": round(train.height / statistics.median(log.epoch_seconds)),
-            # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
-            "seconds_to_1pct_of_best_val_rmse": round(log.seconds_to_accuracy(first.best.val_loss), 3),
-        } | ({"refit_epochs": first.best.epoch + 1} if params.refit else {})
+        summary = log.summary(first, train_seconds, train.height) | (
+            {"refit_epochs": first.best.epoch + 1} if params.refit else {}
+        )
         before_writing()
         first_fit = None
         if refitted is None or first_fit_path is not None:

@@ -8,6 +8,7 @@ callbacks (`gradient.py`) from Lightning's hooks. An epoch of a sweep model is o
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -102,6 +103,19 @@ class EpochLog:
         self.live.log_metric("train/loss", train_loss)
         self.live.log_metric("val/loss", val_loss)
         print(f"epoch {epoch:3d}  train mse {train_loss:.4f}  val mse {val_loss:.4f}", flush=True)
+
+    def summary(self, first: Fitted, train_seconds: float, n_ratings: int) -> dict:
+        """The first fit's summary: its best epoch and val MSE, its epochs, and the timings (`outputs.TIMINGS`)."""
+        return {
+            "best_epoch": first.best.epoch,
+            "best_val_mse": first.best.val_loss,
+            "epochs": first.epochs,
+            "train_seconds": round(train_seconds, 3),
+            # Under DDP each process trains on its shard; the epoch is the whole training part.
+            "ratings_per_second": round(n_ratings / statistics.median(self.epoch_seconds)),
+            # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
+            "seconds_to_1pct_of_best_val_rmse": round(self.seconds_to_accuracy(first.best.val_loss), 3),
+        }
 
     def seconds_to_accuracy(self, best_val_loss: float, tolerance: float = TIME_TO_ACCURACY_TOLERANCE) -> float:
         """Seconds of fitting until the val RMSE first came within `tolerance` of the best val RMSE."""
