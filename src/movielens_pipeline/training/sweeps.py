@@ -48,16 +48,19 @@ class SweepPath:
         planned = self.planned_epochs(settings)
         best = BestEpoch(params.patience, params.min_improvement, keep_last=planned is not None)
         users, movies, ratings, days = (column.to(self.device) for column in data.part("val"))
+        n_train, limit = len(data.part("train")[0]), planned or params.max_epochs
         with deterministic(self.device), unfilled_memory(), torch.no_grad():
             model = new_model(params, settings, data, self.device)
-            sweeps = islice(model.sweeps(), planned or params.max_epochs)
+            sweeps = model.sweeps()
             log.fit_started()
-            for sweep in range(planned or params.max_epochs):
+            for sweep in range(limit):
                 log.epoch_started()
                 train_mse = next(sweeps)
                 log.training_ended()
+                # Tallied as the gradient path's losses are, in float32 (x ratings / ratings): a sweep model's
+                # curves and best val MSE are the numbers it had when Lightning drove it, to the bit.
                 train_loss, val_loss = LossTally(self.device), LossTally(self.device)
-                train_loss.add(train_mse, len(data.part("train")[0]))
+                train_loss.add(train_mse, n_train)
                 val_loss.add(model.loss(users, movies, ratings, days), len(ratings))
                 log.epoch_ended(sweep, float(train_loss.mean()), float(val_loss.mean()))
                 best.update(sweep, float(val_loss.mean()), model)
@@ -75,7 +78,7 @@ class SweepPath:
         device = device_of(params.accelerator)
         with deterministic(device), unfilled_memory(), torch.no_grad():
             model = new_model(params, settings, data, device)
-            for _ in islice(model.sweeps(), epochs):
+            for _ in islice(model.sweeps(), epochs):  # no validation: val is in the training data
                 pass
         return checkpoint_bytes(model, model.state_dict(), epochs)
 
