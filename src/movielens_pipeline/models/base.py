@@ -100,14 +100,20 @@ class RatingModel(nn.Module):
     def training_bytes(cls, shape: DataShape, settings: ModelSettings) -> int:
         """Bytes one training process holds for this model's tables, without allocating them: the model is built
         on the meta device (shapes, no storage), so every parameter and buffer it creates is counted, whatever
-        the model. Its parameters and buffers, the optimiser's state per parameter, and the best epoch's copy
-        of the weights (`training.progress.BestEpoch`); not the gradients, the data or the batches' temporaries."""
+        the model. Its parameters and buffers, the optimiser's state per parameter, the best epoch's copy of the
+        weights (`training.progress.BestEpoch`) and what the model says its fit holds beside (`working_bytes`);
+        not the gradients, the data or the batches' temporaries."""
         with torch.device("meta"):
             model = cls(shape, settings)
         parameters = sum(_nbytes(parameter) for parameter in model.parameters())
         buffers = sum(_nbytes(buffer) for buffer in model.buffers())
         best_copy = sum(_nbytes(value) for value in model.state_dict().values())
-        return parameters * (1 + cls.optimizer_state_copies) + buffers + best_copy
+        return parameters * (1 + cls.optimizer_state_copies) + buffers + best_copy + cls.working_bytes(shape, settings)
+
+    @classmethod
+    def working_bytes(cls, shape: DataShape, settings: ModelSettings) -> int:
+        """Bytes a fit holds at once beyond the model's own tensors (a closed-form fit's matrices); 0 by default."""
+        return 0
 
     def checkpoint(self) -> dict[str, Any]:
         """What a trained model's checkpoint holds: the name, what rebuilds it, and the weights (plain types)."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ridge import GRAM_FLOATS
+from .ridge import gram_of_rows
 
 # Implicit feedback (`bayes_mf`'s `implicit`). Each bag weighs its members 1 / |bag|^BAG_NORM_EXPONENT: 1 makes
 # it their mean, 0.5 is Koren's SVD++ (a heavy user's bag sums to more). Chosen on val RMSE (docs/models.md).
@@ -69,23 +69,6 @@ def member_sums(bags: Bags, rows: Tensor, squared: bool = False) -> Tensor:
     weights = bags.owner_weights.to(rows.dtype)
     weights = weights.square() if squared else weights
     return F.embedding_bag(bags.owners, rows, bags.member_starts[:-1], mode="sum", per_sample_weights=weights)
-
-
-def gram_of_rows(starts: Tensor, columns: Tensor, weights: Tensor, n_columns: int) -> Tensor:
-    """M'M (n_columns x n_columns, float64) for the sparse M whose row i holds `weights` at `columns` in
-    `starts[i]:starts[i + 1]`, from a chunk of its rows at a time made dense."""
-    n_rows, device = len(starts) - 1, columns.device
-    row_of = torch.repeat_interleave(torch.arange(n_rows, device=device), starts.diff())
-    gram = torch.zeros(n_columns, n_columns, dtype=torch.float64, device=device)
-    step = max(1, GRAM_FLOATS // n_columns)
-    for first in range(0, n_rows, step):
-        last = min(first + step, n_rows)
-        entries = slice(int(starts[first]), int(starts[last]))
-        dense = torch.zeros(last - first, n_columns, dtype=torch.float64, device=device)
-        # Accumulated, not assigned: an owner with two ratings of one member holds it twice, as in `bag_sums`.
-        dense.index_put_((row_of[entries] - first, columns[entries]), weights[entries].double(), accumulate=True)
-        gram.addmm_(dense.T, dense)
-    return gram
 
 
 def bag_gram(bags: Bags) -> Tensor:

@@ -1,4 +1,4 @@
-"""Ridge regressions of many rows at once, the linear algebra of the sweep models (als.py, bayes_mf.py): every
+"""Ridge regressions of many rows at once, the linear algebra of the sweep models (als.py, bayes_mf.py, ease.py): every
 user's (or movie's) bias and factors solved together from its ratings, batched over users (movies) with
 similar numbers of ratings, in chunks that bound memory, on whatever device the tensors are on.
 """
@@ -99,3 +99,20 @@ def ridge_rows(
             noise = torch.linalg.solve_triangular(cholesky.transpose(1, 2), noise, upper=True)
             draws[owners] = (solved + noise * draw_std).squeeze(2)
     return solutions if draw_std is None else (solutions, draws)
+
+
+def gram_of_rows(starts: Tensor, columns: Tensor, weights: Tensor, n_columns: int) -> Tensor:
+    """M'M (n_columns x n_columns, float64) for the sparse M whose row i holds `weights` at `columns` in
+    `starts[i]:starts[i + 1]`, from a chunk of its rows at a time made dense."""
+    n_rows, device = len(starts) - 1, columns.device
+    row_of = torch.repeat_interleave(torch.arange(n_rows, device=device), starts.diff())
+    gram = torch.zeros(n_columns, n_columns, dtype=torch.float64, device=device)
+    step = max(1, GRAM_FLOATS // n_columns)
+    for first in range(0, n_rows, step):
+        last = min(first + step, n_rows)
+        entries = slice(int(starts[first]), int(starts[last]))
+        dense = torch.zeros(last - first, n_columns, dtype=torch.float64, device=device)
+        # Accumulated, not assigned: an owner with two ratings of one member holds it twice, as in `bag_sums`.
+        dense.index_put_((row_of[entries] - first, columns[entries]), weights[entries].double(), accumulate=True)
+        gram.addmm_(dense.T, dense)
+    return gram
