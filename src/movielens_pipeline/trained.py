@@ -45,14 +45,25 @@ SCORES_PER_CHUNK = 1 << 20
 def predicted_ratings(model: RatingModel, users: Tensor, movies: Tensor, days: Tensor | None = None) -> np.ndarray:
     """The model's rating of each (user index, movie index[, day]), float32, on the model's device, in chunks:
     the one way ratings are predicted, by the evaluate stage and by serving (`TrainedModel.predict`)."""
-    device = model.user_seen.device
-    predicted = np.empty(len(users), dtype=np.float32)
+    return scored(model, model.user_seen.device, users, movies, days)
+
+
+def ranking_scores(model: RatingModel, users: Tensor, movies: Tensor) -> np.ndarray:
+    """The model's score of each (user index, movie index) that orders its recommendations (`ranking_score`): the
+    predicted rating before its output form, so no tie where predictions clip at the scale's ends (a linear model's
+    best movies all predicted 5) and a score for a model whose scores are not ratings (`ease`)."""
+    return scored(model.ranking_score, model.user_seen.device, users, movies, None)
+
+
+def scored(score: Callable, device: torch.device, users: Tensor, movies: Tensor, days: Tensor | None) -> np.ndarray:
+    """`score(users, movies, days)` of each pair on `device`, SCORES_PER_CHUNK pairs at a time, as float32."""
+    values = np.empty(len(users), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(users), SCORES_PER_CHUNK):
             chunk = slice(start, start + SCORES_PER_CHUNK)
             on_device = [None if column is None else column[chunk].to(device) for column in (users, movies, days)]
-            predicted[chunk] = model(*on_device).cpu().numpy()
-    return predicted
+            values[chunk] = score(*on_device).float().cpu().numpy()
+    return values
 
 
 class UnknownIdError(PipelineError):
@@ -202,8 +213,9 @@ class TrainedModel:
 
     def top_movies(self, user_indices: Tensor, n: int, by_popularity: bool = False) -> tuple[Tensor, Tensor]:
         """For each user index: the `n` best (score, movie index) over the movies it did not rate in training,
-        best first; score -inf where fewer than `n` are left. The score is the predicted rating, or with
-        `by_popularity` the movie's number of training ratings (the popularity baseline). Scored in chunks of users.
+        best first; score -inf where fewer than `n` are left. Ranked by the model's `ranking_scores`, the score given
+        is the predicted rating; with `by_popularity`, both are the movie's number of training ratings (the
+        popularity baseline). Scored in chunks of users.
         """
         n = min(n, self.n_movies)
         rated_start, rated_movies = self.rated_index(user_indices)
@@ -217,11 +229,16 @@ class TrainedModel:
                     scores = self.popularity().repeat(len(users), 1)
                 else:
                     pairs = users.repeat_interleave(self.n_movies), every_movie.repeat(len(users))
-                    scores = torch.from_numpy(predicted_ratings(self.model, *pairs)).view(len(users), self.n_movies)
+                    scores = torch.from_numpy(ranking_scores(self.model, *pairs)).view(len(users), self.n_movies)
                 rows, movies = rated_pairs(rated_start, rated_movies, users)
                 scores[rows, movies] = -torch.inf
                 top = torch.topk(scores, n, dim=1)
-                best_scores.append(top.values)
+                top_scores = top.values
+                if not by_popularity:  # the chosen movies' predicted ratings (-inf kept where none is left)
+                    chosen = users.repeat_interleave(n), top.indices.reshape(-1)
+                    predicted = torch.from_numpy(predicted_ratings(self.model, *chosen)).view(len(users), n)
+                    top_scores = torch.where(torch.isneginf(top.values), top.values, predicted)
+                best_scores.append(top_scores)
                 best_movies.append(top.indices)
         return torch.cat(best_scores), torch.cat(best_movies)
 

@@ -9,15 +9,17 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
+import torch
 import yaml
 from fakes import low_rank_rows, ratings_frame
 from harness import PROJECT, project_params
 
 from movielens_pipeline import cli
-from movielens_pipeline.data import rating_tensors
+from movielens_pipeline.data import DataShape, rating_tensors
 from movielens_pipeline.errors import PipelineError
-from movielens_pipeline.models import load_model
+from movielens_pipeline.models import REGISTRY, load_model
 from movielens_pipeline.preprocess import index_ratings
+from movielens_pipeline.schema import MOVIE_INDEX, USER_INDEX
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import (
     ARTIFACT,
@@ -145,6 +147,24 @@ def test_recommend_ranks_every_movie_the_user_did_not_rate_in_training(project):
         np.testing.assert_allclose(mine["predicted_rating"], every["predicted_rating"].head(5), rtol=1e-6)
         titles = dict(zip(movies["movieId"], movies["title"], strict=True))
         assert mine["title"].to_list() == [titles[movie] for movie in mine["movieId"]]
+
+
+def test_movies_whose_predictions_clip_at_five_are_ranked_by_their_unclipped_scores(project):
+    # An ALS model (linear output) whose movie biases put several movies above the scale for every user: clipped,
+    # they would all tie at 5; the recommendations order them by the score before clipping, highest first.
+    users, movies = pl.read_parquet(project / USERS), pl.read_parquet(project / MOVIES)
+    split_train = pl.read_parquet(project / TRAIN)
+    shape = DataShape(users.height, movies.height, 0, split_train.height, 3.5)
+    settings = project_params("train", model="als", als={"embedding_dim": 2}).settings
+    model = REGISTRY["als"](shape, settings).eval()
+    model.user_seen[:], model.movie_seen[:] = True, True
+    model.movie_bias[:] = torch.linspace(-1.0, 4.0, movies.height)  # the last movies reach 7.5 before clipping
+    user = int(users.filter(pl.col(USER_INDEX) == 0)["userId"][0])
+    rated = set(split_train.filter(pl.col(USER_INDEX) == 0)[MOVIE_INDEX])
+    unrated = [movie for movie in reversed(range(movies.height)) if movie not in rated]
+    top = trained_model(model, users, movies, split_train).recommend([user], n=5)
+    assert top["movieId"].to_list() == [int(movies["movieId"][movie]) for movie in unrated[:5]]
+    assert top["predicted_rating"].to_list() == [5.0] * 5  # what it shows is still the predicted rating
 
 
 def test_a_user_who_rated_almost_everything_gets_only_what_is_left(project):

@@ -39,11 +39,16 @@ class Blend(nn.Module):
             self.user_seen |= member.user_seen
             self.movie_seen |= member.movie_seen
 
-    def forward(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> Tensor:
+    def ranking_score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> Tensor:
+        """The blend before it is clipped to the rating scale (float64): it orders movies as the predictions do,
+        without the ties clipping makes at the scale's ends."""
         blended = self.intercept.expand(len(users)).clone()
         for weight, member in zip(self.weights, self.members.values(), strict=True):
             blended += weight * member(users, movies, days).double()
-        return blended.clamp(RATING_MIN, RATING_MAX).float()
+        return blended
+
+    def forward(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> Tensor:
+        return self.ranking_score(users, movies, days).clamp(RATING_MIN, RATING_MAX).float()
 
 
 def blend_checkpoint(member_checkpoints: dict[str, dict[str, Any]], intercept: float, weights: list[float]) -> dict:
