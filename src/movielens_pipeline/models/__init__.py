@@ -21,7 +21,7 @@ from ..params import PARAMS_FILE, TrainParams, load_section
 from .base import REGISTRY, RatingModel
 from .blend import BLEND, Blend
 from .gradient import baselines, factorization, neural, ranking  # noqa: F401  (the registry: each module registers
-from .sweep import als, bayes_mf, ease, item_knn  # noqa: F401                  the models it defines, once)
+from .sweep import als, bayes_mf, ease, ials, item_knn  # noqa: F401            the models it defines, once)
 
 
 def model_settings() -> dict[str, type]:
