@@ -4,14 +4,13 @@ the draws of the bag vectors from their conditional, exactly through an eigenbas
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ridge import gram_of_rows
+from .ridge import conjugate_gradients, gram_of_rows
 
 # Implicit feedback (`bayes_mf`'s `implicit`). Each bag weighs its members 1 / |bag|^BAG_NORM_EXPONENT: 1 makes
 # it their mean, 0.5 is Koren's SVD++ (a heavy user's bag sums to more). Chosen on val RMSE (docs/models.md).
@@ -156,31 +155,7 @@ def bag_vectors_by_conjugate_gradients(
 
     ones = torch.ones(len(deviations), 1, dtype=torch.float64, device=right.device)
     diagonal = member_sums(bags, ones, squared=True) * row_precision + vector_precision
-    solved = conjugate_gradients(precision_times, right, start.to(torch.float64), 1 / diagonal)
+    solved = conjugate_gradients(
+        precision_times, right, start.to(torch.float64), 0, CG_MAX_ITERATIONS, 1 / diagonal, CG_TOLERANCE
+    )
     return solved.to(deviations.dtype)
-
-
-def conjugate_gradients(
-    apply: Callable[[Tensor], Tensor], right: Tensor, start: Tensor, inverse_diagonal: Tensor
-) -> Tensor:
-    """x with apply(x) = right, column by column (apply acts on each column alone, symmetric positive definite), by
-    preconditioned conjugate gradients from `start`, all columns at once."""
-    solution = start.clone()
-    residual = right - apply(solution)
-    direction = residual * inverse_diagonal
-    product = (residual * direction).sum(0)
-    target = CG_TOLERANCE * right.norm(dim=0)
-    for _ in range(CG_MAX_ITERATIONS):
-        if bool((residual.norm(dim=0) <= target).all()):
-            break
-        applied = apply(direction)
-        curvature = (direction * applied).sum(0)
-        # A column already solved has a zero direction: it stays as it is (no 0 / 0).
-        step = torch.where(curvature > 0, product / curvature, 0.0)
-        solution += step * direction
-        residual -= step * applied
-        preconditioned = residual * inverse_diagonal
-        new_product = (residual * preconditioned).sum(0)
-        direction = preconditioned + torch.where(product > 0, new_product / product, 0.0) * direction
-        product = new_product
-    return solution

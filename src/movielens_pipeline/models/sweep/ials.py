@@ -23,6 +23,7 @@ from ...params import EmbeddingDim, ModelSettings
 from ..base import factor_std, register
 from .als import interactions
 from .common import SweepModel
+from .ridge import conjugate_gradients
 
 # Gathered factor values per chunk of rows (ratings x embedding_dim, float32): 64 MiB, whatever the data's size.
 RATING_FLOATS = 1 << 24
@@ -111,7 +112,7 @@ class IALS(SweepModel):
             last = min(max(last, first + 1), len(rows))
             chunk = slice(int(starts[first]), int(starts[last]))
             owner = torch.repeat_interleave(torch.arange(last - first, device=rows.device), counts[first:last])
-            rows[first:last] = conjugate_gradients(
+            rows[first:last] = solve_rows(
                 rows[first:last], others[rated[chunk]], owner, confidence[chunk], gram, penalty[first:last], settings
             )
             first = last
@@ -137,7 +138,7 @@ class IALS(SweepModel):
         return (1 - interaction).square().mean()
 
 
-def conjugate_gradients(
+def solve_rows(
     start: Tensor,
     rated_factors: Tensor,
     owner: Tensor,
@@ -156,20 +157,4 @@ def conjugate_gradients(
         return product.index_add_(0, owner, rated_factors * along.unsqueeze(1))
 
     right = torch.zeros_like(start).index_add_(0, owner, rated_factors * confidence.unsqueeze(1))
-    solution = start.clone()
-    residual = right - times(solution)
-    direction = residual.clone()
-    norms = residual.square().sum(1)
-    for _ in range(settings.cg_steps):
-        applied = times(direction)
-        curvature = (direction * applied).sum(1)
-        # A row already solved has a zero direction: it stays as it is (no 0 / 0).
-        step = torch.where(curvature > 0, norms / curvature, torch.zeros_like(norms))
-        solution += step.unsqueeze(1) * direction
-        residual -= step.unsqueeze(1) * applied
-        new_norms = residual.square().sum(1)
-        direction = (
-            residual + torch.where(norms > 0, new_norms / norms, torch.zeros_like(norms)).unsqueeze(1) * direction
-        )
-        norms = new_norms
-    return solution
+    return conjugate_gradients(times, right, start, 1, settings.cg_steps)

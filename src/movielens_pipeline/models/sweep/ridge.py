@@ -5,6 +5,7 @@ similar numbers of ratings, in chunks that bound memory, on whatever device the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -116,3 +117,37 @@ def gram_of_rows(starts: Tensor, columns: Tensor, weights: Tensor, n_columns: in
         dense.index_put_((row_of[entries] - first, columns[entries]), weights[entries].double(), accumulate=True)
         gram.addmm_(dense.T, dense)
     return gram
+
+
+def conjugate_gradients(
+    apply: Callable[[Tensor], Tensor],
+    right: Tensor,
+    start: Tensor,
+    dim: int,
+    steps: int,
+    inverse_diagonal: Tensor | None = None,
+    tolerance: float = 0.0,
+) -> Tensor:
+    """x with apply(x) = right for many independent systems at once, each a slice along `dim` (each column with dim
+    0, each row with dim 1; `apply` acts on each alone, symmetric positive definite), by at most `steps` conjugate-
+    gradient steps from `start`, Jacobi-preconditioned by `inverse_diagonal` if given; stops sooner once every
+    system's residual is within `tolerance` x its right-hand side."""
+    solution = start.clone()
+    residual = right - apply(solution)
+    direction = residual.clone() if inverse_diagonal is None else residual * inverse_diagonal
+    product = (residual * direction).sum(dim)
+    target = tolerance * right.norm(dim=dim)
+    for _ in range(steps):
+        if bool((residual.norm(dim=dim) <= target).all()):
+            break
+        applied = apply(direction)
+        curvature = (direction * applied).sum(dim)
+        # A system already solved has a zero direction: it stays as it is (no 0 / 0).
+        step = torch.where(curvature > 0, product / curvature, 0.0).unsqueeze(dim)
+        solution += step * direction
+        residual -= step * applied
+        preconditioned = residual if inverse_diagonal is None else residual * inverse_diagonal
+        new_product = (residual * preconditioned).sum(dim)
+        direction = preconditioned + torch.where(product > 0, new_product / product, 0.0).unsqueeze(dim) * direction
+        product = new_product
+    return solution
