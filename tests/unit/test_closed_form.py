@@ -189,7 +189,7 @@ def test_a_samplers_refit_trains_beside_its_first_fit_and_gives_the_model_it_giv
     assert beside.read_bytes() == after.read_bytes()
     kept = torch.load(beside, weights_only=True)
     # Each chain's sweeps after its ALS start (which outlasts burn_in here), once each.
-    assert kept["epochs"] == 24 and int(kept["state_dict"]["samples"]) == 2 * (12 - BayesMF.START_SWEEPS)
+    assert kept["epochs"] == 24 and int(kept["state_dict"]["samples"]) == 2 * (12 - bayes_mf.START_SWEEPS)
 
 
 @pytest.mark.parametrize(
@@ -232,6 +232,33 @@ def test_the_gibbs_chain_starts_from_alternating_least_squares():
     ):
         torch.testing.assert_close(drawn, solved)
     assert int(sampler.samples) == 0  # a start sweep is no sample
+
+
+@pytest.mark.parametrize("chains", [1, 2])
+def test_sweeps_and_burn_in_are_accepted_exactly_when_every_chain_keeps_a_sample(chains):
+    # Walks the combinations: an accepted one trains a model that kept samples; a refused one, built past the
+    # schema, would have kept none (the model would be the training mean), and its refusal is one line.
+    users, movies, ratings = (torch.from_numpy(column) for column in owners_ratings([3, 5, 8, 2], n_others=6))
+    data = TrainingData(users, movies, (ratings + 3.0).float(), torch.zeros(len(users)), torch.zeros(6, 0))
+    shape = DataShape(4, 6, 0, len(users), float((ratings + 3.0).mean()))
+    committed = project_params("train", model="bayes_mf").settings.model_dump()
+    accepted = 0
+    for sweeps in range(1, 9):
+        for burn_in in range(0, 9):
+            values = {"embedding_dim": 2, "sweeps": sweeps, "burn_in": burn_in, "chains": chains, "implicit": False}
+            try:
+                settings = project_params("train", model="bayes_mf", bayes_mf=values).settings
+            except ParamsError as error:
+                assert str(error).startswith(f"train.bayes_mf.sweeps: got {sweeps}; expected more than ")
+                assert str(error).endswith("no sample would be kept") and "\n" not in str(error)
+                settings = REGISTRY["bayes_mf"].Settings.model_construct(**(committed | values))
+                keeps = False
+            else:
+                keeps, accepted = True, accepted + 1
+            model = build_model("bayes_mf", settings, data, shape)
+            run_sweeps(model.sweeps(), sweeps * chains)
+            assert (int(model.samples) > 0) is keeps, (sweeps, burn_in)
+    assert accepted == sum(sweeps > max(burn_in, 4) for sweeps in range(1, 9) for burn_in in range(9))
 
 
 def test_a_sweep_model_refuses_more_than_one_process(prepared, tmp_path):
@@ -290,7 +317,7 @@ def test_the_bags_are_those_of_the_ratings_the_model_is_trained_on():
     users, movies, ratings = (column for column in owners_ratings([3, 5, 8, 2], n_others=6))
     for held in (slice(0, 12), slice(None)):
         model = sampler(users[held], movies[held], ratings[held] + 3, n_users=4, n_movies=6, implicit=True)
-        run_sweeps(model.sweeps(), model.START_SWEEPS + 1)  # the first Gibbs sweep makes the bags
+        run_sweeps(model.sweeps(), bayes_mf.START_SWEEPS + 1)  # the first Gibbs sweep makes the bags
         vectors = torch.randn(6, 2)
         np.testing.assert_allclose(
             bag_sums(model.bags["user"], vectors).numpy(),

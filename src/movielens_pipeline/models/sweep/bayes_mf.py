@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from ...params import EmbeddingDim, ModelSettings
+from ...params import EmbeddingDim, ModelSettings, ParamsError
 from ..base import register
 from .als import interactions
 from .bags import (
@@ -33,6 +33,12 @@ from .sampler import SampledMF, noise_precision, normal_gamma_prior
 # Beyond, each sweep solves for a draw by conjugate gradients (`bag_vectors_by_conjugate_gradients`).
 MAX_EXACT_MEMBERS = 5_000
 
+# The chain starts from START_SWEEPS sweeps of ALS (as BPMF starts from PMF's fit, Salakhutdinov & Mnih 2008).
+# From small factors the hyper-priors shrink every factor towards 0, and the chain took 60-80 sweeps to leave
+# there on ML-100K; on 25 M synthetic ratings, rank 8, it had not after 20 (test RMSE 1.137x the noise floor,
+# against 1.07x from ALS's fit). ALS settles in about 4 sweeps.
+START_SWEEPS = 4
+
 
 class BayesMFSettings(ModelSettings):
     """`bayes_mf`: Bayesian MF by Gibbs sampling; hyper-priors set the model's penalties, so the rank, the
@@ -43,7 +49,8 @@ class BayesMFSettings(ModelSettings):
         ge=1,
         le=100_000,
         description="sweeps (epochs) per chain, the ALS start's 4 first: exactly this many, no early stopping; the "
-        "model is the last sweep's (every sample after burn_in), not a best val epoch's",
+        "model is the last sweep's (every sample after burn_in), not a best val epoch's; more than burn_in and 4, "
+        "so that each chain keeps a sample",
     )
     burn_in: int = Field(ge=0, le=100_000, description="sweeps before the samples are averaged into the model")
     start_regularization: float = Field(
@@ -59,6 +66,18 @@ class BayesMFSettings(ModelSettings):
         description="independent chains, one after another, each of `sweeps` sweeps from its own random start; "
         "the model predicts with the mean of the chains' predictions",
     )
+
+    @model_validator(mode="after")
+    def _keeps_samples(self) -> BayesMFSettings:
+        # A chain keeps the samples of its Gibbs sweeps from burn_in on; its first START_SWEEPS are ALS's. Fewer
+        # sweeps than both would train a model that is the training mean, silently.
+        first_kept = max(self.burn_in, START_SWEEPS)
+        if self.sweeps <= first_kept:
+            raise ParamsError(
+                f"train.bayes_mf.sweeps: got {self.sweeps}; expected more than {first_kept} (burn_in is "
+                f"{self.burn_in} and each chain starts with {START_SWEEPS} sweeps of ALS): no sample would be kept"
+            )
+        return self
 
 
 @register
@@ -93,11 +112,6 @@ class BayesMF(SampledMF):
 
     name = "bayes_mf"
     Settings = BayesMFSettings
-    # The chain starts from START_SWEEPS sweeps of ALS (as BPMF starts from PMF's fit, Salakhutdinov & Mnih 2008).
-    # From small factors the hyper-priors shrink every factor towards 0, and the chain took 60-80 sweeps to leave
-    # there on ML-100K; on 25 M synthetic ratings, rank 8, it had not after 20 (test RMSE 1.137x the noise floor,
-    # against 1.07x from ALS's fit). ALS settles in about 4 sweeps.
-    START_SWEEPS = 4
 
     def __init__(self, shape, settings):
         super().__init__(shape, settings)
@@ -125,7 +139,7 @@ class BayesMF(SampledMF):
         """The chain's sweep number `sweep` (from 0): ALS's for the first START_SWEEPS, then a Gibbs sweep, whose
         sample is kept from `burn_in` on; returns the training MSE of the chain's current sample."""
         sample = self.sample
-        if sweep < self.START_SWEEPS:
+        if sweep < START_SWEEPS:
             self.alternate_ridge(sample.global_bias, sample.user, sample.movie, self.settings.start_regularization)
             return self.update_residual().square().mean()
         # The chain's start (ALS) always sweeps first, so the last sweep left the current sample's residuals.

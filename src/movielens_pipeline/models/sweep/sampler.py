@@ -17,7 +17,7 @@ from .bags import BAG_INIT_STD
 
 # Hyper-priors, as libFM's defaults: Gamma(1, 1) on precisions, N(0, 1 / precision) on means.
 PRIOR_SHAPE, PRIOR_RATE, PRIOR_MEAN_WEIGHT = 1.0, 1.0, 1.0
-# The chain's first factors: libFM's init_stdev (ALS's start sweeps, `BayesMF.START_SWEEPS`, then move them).
+# The chain's first factors: libFM's init_stdev (ALS's start sweeps, `bayes_mf.START_SWEEPS`, then move them).
 FACTOR_INIT_STD = 0.1
 
 
