@@ -24,6 +24,7 @@ from .atomic import atomic_path, writing
 from .errors import PipelineError, run_stage
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+MAX_ID = 2**63 - 1  # the ids' type in every table (Int64)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--pairs", dest="pairs_file", type=Path, help="a CSV or Parquet file with userId, movieId")
     predict.set_defaults(run=run_predict)
     recommend = commands.add_parser("recommend", parents=[model_options], help="the top N movies for users")
-    recommend.add_argument("users", nargs="*", type=int, metavar="USER", help="MovieLens user ids")
+    recommend.add_argument("users", nargs="*", metavar="USER", help="MovieLens user ids")
     recommend.add_argument("--users", dest="users_file", type=Path, help="a CSV or Parquet file with a userId column")
     recommend.add_argument("-n", type=int, default=10, help="movies per user (default: 10)")
     recommend.set_defaults(run=run_recommend)
@@ -85,7 +86,11 @@ def run_predict(args: argparse.Namespace) -> None:
 
 def run_recommend(args: argparse.Namespace) -> None:
     check_output(args.out)
-    users = list(args.users) + [user for table in read_table(args.users_file, ("userId",)) for user in table["userId"]]
+    for user in args.users:
+        if not is_id(user):
+            raise PipelineError(f"recommend: user '{user}': expected a whole number from 0 to {MAX_ID}")
+    users = [int(user) for user in args.users]
+    users += [user for table in read_table(args.users_file, ("userId",)) for user in table["userId"]]
     if not users:
         raise PipelineError("recommend: give user ids, or a file of them with --users")
     from .trained import load_trained
@@ -99,11 +104,19 @@ def pairs_from_arguments(pairs: list[str]) -> pl.DataFrame:
     users, movies = [], []
     for pair in pairs:
         user, _, movie = pair.partition(":")
-        if not (user.isdigit() and movie.isdigit()):
-            raise PipelineError(f"predict: '{pair}' is not a pair of ids USER:MOVIE, e.g. 1:50")
+        if not (is_id(user) and is_id(movie)):
+            raise PipelineError(
+                f"predict: '{pair}' is not a pair of ids USER:MOVIE, e.g. 1:50 (each a whole number from 0 to {MAX_ID})"
+            )
         users.append(int(user))
         movies.append(int(movie))
     return pl.DataFrame({"userId": users, "movieId": movies}, schema={"userId": pl.Int64, "movieId": pl.Int64})
+
+
+def is_id(text: str) -> bool:
+    """Whether a command-line argument is an id: plain ASCII digits (not '²' or '٣', which `int` takes), at most
+    MAX_ID (a larger one fits no table)."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ID
 
 
 def read_table(path: Path | None, columns: tuple[str, ...]) -> list[pl.DataFrame]:

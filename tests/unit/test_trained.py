@@ -298,6 +298,12 @@ def test_cli_recommends_with_titles_and_genres(project, capsys, tmp_path):
     [
         (["recommend", "999"], "error: user 999 is not in the trained model"),
         (["predict", "1:x"], "error: predict: '1:x' is not a pair of ids USER:MOVIE"),
+        (["predict", "1:²"], "error: predict: '1:²' is not a pair of ids USER:MOVIE, e.g. 1:50 (each a whole number"),
+        (["predict", "1:99999999999999999999"], "error: predict: '1:99999999999999999999' is not a pair of ids"),
+        (["predict", "1"], "error: predict: '1' is not a pair of ids USER:MOVIE, e.g. 1:50"),
+        (["recommend", "99999999999999999999"], "error: recommend: user '99999999999999999999': expected a whole"),
+        (["recommend", "٣"], "error: recommend: user '٣': expected a whole number from 0 to 9223372036854775807"),
+        (["recommend", "--", "-5"], "error: recommend: user '-5': expected a whole number"),
         (["predict"], "error: predict: give USER:MOVIE pairs"),
         (["recommend", "1", "--out", "top.txt"], "error: top.txt: expected a .csv or .parquet file to write"),
         (["predict", "--pairs", "missing.csv"], "error: missing.csv: no such file"),
