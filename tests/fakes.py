@@ -84,6 +84,20 @@ def ratings_frame(rows: list[Row]) -> pl.DataFrame:
     )
 
 
+def low_rank_split(
+    n_users: int = 200, n_movies: int = 100, per_user: int = 30
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
+    """`low_rank_rows` indexed and split as the preprocess and split stages do (the committed split params): the
+    parts by name, and the users and movies tables."""
+    from harness import project_params  # the committed params.yaml
+
+    from movielens_pipeline.preprocess import index_ratings
+    from movielens_pipeline.split import split_ratings
+
+    ratings, users, movies = index_ratings(ratings_frame(low_rank_rows(n_users, n_movies, per_user)))
+    return split_ratings(ratings, project_params("split")), users, movies
+
+
 def indexed_frame(pairs: list[tuple[int, int]]) -> pl.DataFrame:
     """A tiny prepared-ratings frame with the mapped id columns that split works on."""
     return pl.DataFrame(

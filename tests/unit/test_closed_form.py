@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from fakes import low_rank_rows, ratings_frame
+from fakes import low_rank_split
 from harness import project_params
 
 from movielens_pipeline import training
@@ -32,8 +32,6 @@ from movielens_pipeline.models.sweep.bags import (
 from movielens_pipeline.models.sweep.bayes_mf import BayesMF
 from movielens_pipeline.models.sweep.ridge import pad_by_owner, ridge_rows
 from movielens_pipeline.params import ParamsError
-from movielens_pipeline.preprocess import index_ratings
-from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings
 from movielens_pipeline.training import train
 from movielens_pipeline.training.processes import refits_beside
@@ -46,8 +44,7 @@ OLD_MOVIE_FACTORS = [[0.09991458, 0.88155937], [-0.19427799, 0.16724007], [0.129
 
 @pytest.fixture(scope="module")
 def prepared() -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
-    ratings, users, movies = index_ratings(ratings_frame(low_rank_rows(n_users=200, n_movies=100, per_user=30)))
-    return split_ratings(ratings, project_params("split")), users, movies
+    return low_rank_split()
 
 
 def fit(prepared, tmp_path, model: str, settings: dict, **train_params) -> tuple[dict, object]:

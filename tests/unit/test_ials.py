@@ -9,15 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from fakes import low_rank_rows, ratings_frame
+from fakes import low_rank_split
 from harness import project_params
 
 from movielens_pipeline.data import DataShape, TrainingData
 from movielens_pipeline.evaluate import ranking
 from movielens_pipeline.models import build_model, load_model
 from movielens_pipeline.models.sweep import ials as ials_module
-from movielens_pipeline.preprocess import index_ratings
-from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import trained_model
 from movielens_pipeline.training import train
 
@@ -102,8 +100,7 @@ def test_the_penalty_grows_with_a_rows_frequency_unless_the_exponent_is_0():
 
 @pytest.fixture(scope="module")
 def prepared() -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
-    ratings, users, movies = index_ratings(ratings_frame(low_rank_rows(n_users=200, n_movies=100, per_user=30)))
-    return split_ratings(ratings, project_params("split")), users, movies
+    return low_rank_split()
 
 
 def test_ials_trains_through_the_sweep_path_and_ranks_better_than_popularity(prepared, tmp_path):

@@ -6,15 +6,13 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from fakes import low_rank_rows, ratings_frame
+from fakes import low_rank_split
 from harness import project_params
 
 from movielens_pipeline.data import DataShape, TrainingData, rating_tensors
 from movielens_pipeline.evaluate import error_metrics
 from movielens_pipeline.models import build_model, load_model
 from movielens_pipeline.models.sweep import item_knn as neighbours_module
-from movielens_pipeline.preprocess import index_ratings
-from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings
 from movielens_pipeline.training import train
 
@@ -123,8 +121,7 @@ def test_the_similarities_are_the_same_in_blocks_of_movies(monkeypatch):
 
 @pytest.fixture(scope="module")
 def prepared() -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
-    ratings, users, movies = index_ratings(ratings_frame(low_rank_rows(n_users=200, n_movies=100, per_user=30)))
-    return split_ratings(ratings, project_params("split")), users, movies
+    return low_rank_split()
 
 
 def test_item_knn_trains_once_beats_the_baseline_and_is_seeded(prepared, tmp_path):
