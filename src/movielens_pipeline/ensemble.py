@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from .atomic import atomic_dir, atomic_path, write_json, write_parquet, writing
 from .data import rating_tensors
 from .evaluate import error_metrics
-from .models import REGISTRY, load_model, model_settings, saved_bytes
+from .models import REGISTRY, load_model, model_settings, read_checkpoint, saved_bytes
 from .models.blend import blend_checkpoint
 from .params import EnsembleParams, ParamsError, TrainParams, parse_section
 from .schema import RATING_MAX, RATING_MIN
@@ -138,10 +137,7 @@ def blend(
             for member, column in zip(params.members, predictions.T, strict=True)
         },
     }
-    checkpoints = {
-        member: torch.load(members_dir / member / MEMBER_CHECKPOINT, map_location="cpu", weights_only=True)
-        for member in params.members
-    }
+    checkpoints = {member: read_checkpoint(members_dir / member / MEMBER_CHECKPOINT) for member in params.members}
     before_writing()
     with atomic_path(model_path) as staging, writing(staging, "the blend's checkpoint"):
         staging.write_bytes(saved_bytes(blend_checkpoint(checkpoints, intercept, weights.tolist())))

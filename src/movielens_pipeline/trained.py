@@ -34,8 +34,10 @@ MOVIES = "data/prepared/movies.parquet"
 TRAIN = "data/split/train.parquet"
 # The ensemble pipeline's blend (ensemble/dvc.yaml), served with the same tables: `load_trained(ensemble=True)`.
 ENSEMBLE_CHECKPOINT = "ensemble/model.ckpt"
-# The trained model's name in dvc.yaml's `artifacts:` (DVC's model registry; its path is CHECKPOINT).
+# The trained model's name in dvc.yaml's `artifacts:` (DVC's model registry; its path is CHECKPOINT), and the
+# ensemble's in ensemble/dvc.yaml's (DVC names an artifact of a dvc.yaml in a folder `folder:name`).
 ARTIFACT = "rating-model"
+ENSEMBLE_ARTIFACT = "ensemble:ensemble-model"
 MOVIE_DETAILS = {name: MOVIES_SCHEMA[name] for name in ("title", "genres")}
 # (user, movie) pairs scored at once: the models gather a row per pair and table, 256 MiB of
 # float32 each at dimension 64, so memory stays bounded whatever the number of users or movies.
@@ -329,8 +331,9 @@ def artifact_revision(repo: Path, artifact: str) -> tuple[str, str]:
         # No git tag registers that version or stage (or the tagged commit's dvc.yaml does not declare `name`).
         raise PipelineError(
             f"artifact '{artifact}' not found in {repo} ({type(error).__name__}): dvc.yaml declares "
-            f"`{ARTIFACT}`, and a version is a git tag such as `{ARTIFACT}@v1.0.0` (`git tag -a "
-            f"{ARTIFACT}@v1.0.0 -m ...` or `gto register {ARTIFACT}`); list them with `git tag -l '{name}*'`"
+            f"`{ARTIFACT}` and ensemble/dvc.yaml `{ENSEMBLE_ARTIFACT}`, and a version is a git tag such as "
+            f"`{ARTIFACT}@v1.0.0` (`git tag -a {ARTIFACT}@v1.0.0 -m ...` or `gto register {ARTIFACT}`); list "
+            f"them with `git tag -l '{name}*'`"
         ) from None
     return found["rev"], found["path"]
 
@@ -363,7 +366,9 @@ def _reader(repo: Path, rev: str | None):
 
         def read(path: str) -> Path:
             if not (repo / path).exists():
-                raise PipelineError(f"{repo / path} not found: run `dvc repro` (or `dvc pull`) first")
+                # The ensemble's files come from its own pipeline, which `dvc repro` does not run.
+                build = "dvc repro ensemble/dvc.yaml" if path.startswith("ensemble/") else "dvc repro"
+                raise PipelineError(f"{repo / path} not found: run `{build}` (or `dvc pull`) first")
             return repo / path
 
         return read

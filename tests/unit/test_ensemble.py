@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from movielens_pipeline.ensemble import (
     read_member_predictions,
     train_member,
 )
-from movielens_pipeline.models import Blend, load_model
+from movielens_pipeline.models import Blend, CheckpointError, load_model
 from movielens_pipeline.models.blend import blend_checkpoint
 from movielens_pipeline.params import ParamsError, parse_section
 from movielens_pipeline.preprocess import index_ratings
@@ -138,6 +139,20 @@ def test_a_member_the_matrix_did_not_train_or_trained_on_another_split_is_refuse
         read_member_predictions(members_dir, ["als"], "val", 7)
     with pytest.raises(ParamsError, match=r"ensemble member 'nope': no such model; known models: .*biased_mf"):
         member_params(project_params("train"), "nope", refit=False)
+
+
+def test_a_truncated_member_checkpoint_is_refused_naming_the_file_and_nothing_is_written(
+    prepared, members_dir, tmp_path
+):
+    parts, _, _ = prepared
+    members = tmp_path / "members"
+    shutil.copytree(members_dir, members)
+    checkpoint = members / "als" / MEMBER_CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # cut short, as a killed copy leaves it
+    ensemble = parse_section("ensemble", {"members": ["svdpp", "als"], "weight_penalty": 0.0, "refit": True})
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(checkpoint))}: not a checkpoint the train stage"):
+        blend(ensemble, members, parts["val"], tmp_path / "blend.ckpt", tmp_path / "blend.json")
+    assert not (tmp_path / "blend.ckpt").exists() and not (tmp_path / "blend.json").exists()
 
 
 @pytest.mark.parametrize(

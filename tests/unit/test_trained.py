@@ -167,6 +167,11 @@ def test_movies_whose_predictions_clip_at_five_are_ranked_by_their_unclipped_sco
     assert top["predicted_rating"].to_list() == [5.0] * 5  # what it shows is still the predicted rating
 
 
+def test_a_missing_ensemble_says_which_pipeline_makes_it(project):
+    with pytest.raises(PipelineError, match=r"ensemble/model\.ckpt not found: run `dvc repro ensemble/dvc\.yaml`"):
+        load_trained(project, ensemble=True)
+
+
 def test_a_user_who_rated_almost_everything_gets_only_what_is_left(project):
     users, movies = pl.read_parquet(project / USERS), pl.read_parquet(project / MOVIES)
     train = pl.read_parquet(project / TRAIN).select("userIdMapped", "movieIdMapped")

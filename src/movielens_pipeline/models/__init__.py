@@ -10,6 +10,7 @@ its import line below, and its section in `params.yaml`.
 from __future__ import annotations
 
 import io
+import pickle
 
 import torch
 from torch import nn
@@ -50,13 +51,24 @@ def load_model(checkpoint_path, source: str | None = None) -> RatingModel | Blen
 
     `source` names the checkpoint in messages (when `checkpoint_path` is a buffer)."""
     source = source or str(checkpoint_path)
+    return model_of_checkpoint(read_checkpoint(checkpoint_path, source), source)
+
+
+def read_checkpoint(checkpoint_path, source: str | None = None) -> dict:
+    """A checkpoint's contents as `torch.load` reads them without unpickling arbitrary objects: the one reader of
+    checkpoint files, whose errors name the file (`source`, when `checkpoint_path` is a buffer)."""
+    source = source or str(checkpoint_path)
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{source}: not found; the train stage writes it (dvc repro train)") from None
-    except (OSError, RuntimeError, EOFError, TypeError, ValueError) as error:
+    except (OSError, RuntimeError, EOFError, TypeError, ValueError, pickle.UnpicklingError) as error:
         raise CheckpointError(f"{source}: not a checkpoint the train stage wrote: {error}") from None
-    return model_of_checkpoint(checkpoint, source)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"{source}: not a checkpoint the train stage wrote: it holds a {type(checkpoint).__name__}"
+        )
+    return checkpoint
 
 
 def model_of_checkpoint(checkpoint: object, source: str) -> RatingModel | Blend:
@@ -131,10 +143,12 @@ __all__ = [
     "BLEND",
     "REGISTRY",
     "Blend",
+    "CheckpointError",
     "DataShape",
     "RatingModel",
     "build_model",
     "load_train_params",
+    "read_checkpoint",
     "model_settings",
     "load_model",
     "saved_bytes",
