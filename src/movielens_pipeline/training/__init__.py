@@ -20,7 +20,6 @@ import torch
 from ..data import RatingsDataModule, device_of
 from ..models import REGISTRY
 from ..params import TrainParams
-from .determinism import unfilled_memory
 from .memory import check_memory
 from .outputs import TIMINGS, TIMINGS_FILE, Outputs, checkpoint_bytes
 from .processes import processes, refits_beside, refitting, threads_per_process
@@ -73,7 +72,7 @@ def train(
             )
             log.live = outputs.live
         started = time.perf_counter()
-        with unfilled_memory(), refitting(path.refit, refit_args, planned, beside) as refit:
+        with refitting(path.refit, refit_args, planned, beside) as refit:  # each path's fit sets its own kernels
             first = path.fit(settings, data)
             refitted = refit(first.best.epoch + 1) if params.refit else None
         train_seconds = time.perf_counter() - started

@@ -62,8 +62,9 @@ class SweepPath:
                 train_loss, val_loss = LossTally(self.device), LossTally(self.device)
                 train_loss.add(train_mse, n_train)
                 val_loss.add(model.loss(users, movies, ratings, days), len(ratings))
-                log.epoch_ended(sweep, float(train_loss.mean()), float(val_loss.mean()))
-                best.update(sweep, float(val_loss.mean()), model)
+                val_mse = float(val_loss.mean())
+                log.epoch_ended(sweep, float(train_loss.mean()), val_mse)
+                best.update(sweep, val_mse, model)
                 if planned is None and best.stop and sweep + 1 >= params.min_epochs:
                     break
         return Fitted(model, best, sweep + 1)
