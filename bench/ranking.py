@@ -1,6 +1,6 @@
 """Top-k ranking on the pipeline's own split: our models vs the popularity baseline vs `implicit`'s ALS.
 
-    .venv/bin/python bench/ranking.py                       # bpr and biased_mf, after `dvc repro`
+    .venv/bin/python bench/ranking.py                       # ials, ease, bpr and biased_mf, after `dvc repro`
     .venv/bin/python bench/ranking.py --models bpr --implicit-factors 64 --implicit-iterations 15
 
 Reads data/split/{train,val}.parquet, data/split/test.parquet and data/prepared/{users,movies}.parquet
@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from movielens_pipeline.evaluate import ranking
-from movielens_pipeline.models import load_model, model_settings
+from movielens_pipeline.models import REGISTRY, SECTION_OF_TASK, load_model, model_settings
 from movielens_pipeline.params import parse_section, read_params_file
 from movielens_pipeline.schema import MOVIE_INDEX, USER_INDEX
 from movielens_pipeline.trained import trained_model
@@ -47,15 +47,24 @@ class FactorScorer(torch.nn.Module):
         return (self.user_factors[users] * self.item_factors[movies]).sum(dim=1)
 
 
-def ours(name: str, tables: dict[str, pl.DataFrame], train_params: dict) -> tuple[torch.nn.Module, float]:
-    """`name` trained by the pipeline's train() with `train_params`; returns the model and seconds taken."""
-    params = parse_section("train", {**train_params, "model": name}, model_settings())
+def ours(
+    name: str, tables: dict[str, pl.DataFrame], section_params: dict, ranking_params
+) -> tuple[torch.nn.Module, float]:
+    """`name` trained by the pipeline's train() with its section's params (`train` or `rank`, ranked as the rank
+    stage validates); returns the model and seconds taken."""
+    params = parse_section(section_of(name), {**section_params, "model": name}, model_settings())
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
         started = time.perf_counter()
         parts = {part: tables[part] for part in ("train", "val", "users", "movies")}
-        train(params, **parts, checkpoint_path=Path(scratch) / "model.ckpt", live_dir=Path(scratch) / "live")
+        checkpoint, live = Path(scratch) / "model.ckpt", Path(scratch) / "live"
+        train(params, **parts, checkpoint_path=checkpoint, live_dir=live, ranking_params=ranking_params)
         seconds = time.perf_counter() - started
         return load_model(Path(scratch) / "model.ckpt"), seconds
+
+
+def section_of(name: str) -> str:
+    """The params.yaml section that trains model `name`: rank for a ranking model, else train."""
+    return SECTION_OF_TASK[REGISTRY[name].task]
 
 
 def implicit_als(tables: dict[str, pl.DataFrame], factors: int, iterations: int) -> tuple[torch.nn.Module, float]:
@@ -80,7 +89,7 @@ def implicit_als(tables: dict[str, pl.DataFrame], factors: int, iterations: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["bpr", "biased_mf"])
+    parser.add_argument("--models", nargs="+", default=["ials", "ease", "bpr", "biased_mf"])
     parser.add_argument("--implicit-factors", type=int, default=64)
     parser.add_argument("--implicit-iterations", type=int, default=15)
     parser.add_argument(
@@ -97,8 +106,10 @@ def main() -> None:
     dataset = document["data"]["dataset"]
     print(f"{dataset}, split {document['split']['strategy']} (seed {document['split']['seed']}), top {k}")
 
-    train_values = document["train"]
-    scorers = {name: ours(name, tables, train_values | {name: train_values[name] | changes}) for name in args.models}
+    scorers = {}
+    for name in args.models:
+        values = document[section_of(name)]
+        scorers[name] = ours(name, tables, values | {name: values[name] | changes}, evaluate_params)
     als, als_seconds = implicit_als(tables, args.implicit_factors, args.implicit_iterations)
     if als is not None:
         scorers[f"implicit ALS ({args.implicit_factors} factors, {args.implicit_iterations} it.)"] = (als, als_seconds)
@@ -109,7 +120,7 @@ def main() -> None:
         # Val NDCG (the val part's liked movies) is what a choice between settings may look at; test is reported.
         val_metrics, _ = ranking(trained, tables["val"], tables["train"], evaluate_params)
         metrics, _ = ranking(trained, tables["test"], tables["train"], evaluate_params)
-        rows.append((name, seconds, val_metrics["test/ndcg@" + str(k)], metrics, "test"))
+        rows.append((name, seconds, val_metrics[f"ranker/ndcg@{k}"], metrics, "ranker"))
     rows.append(("popularity", 0.0, val_metrics[f"popularity/ndcg@{k}"], metrics, "popularity"))
     print(f"\n| model | val NDCG@{k} | test NDCG@{k} | precision@{k} | recall@{k} | coverage@{k} | fit seconds |")
     print("|---|---|---|---|---|---|---|")

@@ -164,7 +164,7 @@ def report(repo: Path, timings: dict[str, tuple[float, float]], args: argparse.N
     print(
         f"\ntraining ({settings}): {training['epochs']} epochs (best {training['best_epoch']}), "
         f"{training['ratings_per_second'] / 1e6:.2f} M ratings/s, {training['train_seconds']:.0f} s in all, "
-        f"{training['seconds_to_1pct_of_best_val_rmse']:.0f} s to within 1 % of the best val RMSE"
+        f"{training['seconds_to_1pct_of_best_val']:.0f} s to within 1 % of the best val RMSE"
     )
     ratio = f" ({metrics['test']['rmse'] / floor:.3f}x the noise floor {floor:.4f})" if floor else ""
     print(

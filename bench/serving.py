@@ -35,7 +35,7 @@ import torch
 from movielens_pipeline.data import DataShape, TrainingData
 from movielens_pipeline.models import build_model, model_settings, saved_bytes
 from movielens_pipeline.params import parse_section, read_params_file
-from movielens_pipeline.trained import CHECKPOINT, MOVIES, TRAIN, USERS, load_trained
+from movielens_pipeline.trained import CHECKPOINT, MOVIES, RANKER, TRAIN, USERS, load_trained
 
 # ML-25M: 162,541 users, 59,047 rated movies, 25,000,095 ratings (70 % of them in training).
 ML_25M_USERS, ML_25M_MOVIES, ML_25M_TRAIN_RATINGS = 162_541, 59_047, 17_500_066
@@ -88,7 +88,9 @@ def write_project(root: Path, args: argparse.Namespace) -> None:
             parameter.normal_(0, 0.1)
     checkpoint = model.checkpoint() | {"epochs": 0}
     (root / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
-    (root / CHECKPOINT).write_bytes(saved_bytes(checkpoint))
+    # The same model ranks: `recommend` scores every movie through the ranker as through any model.
+    for path in (CHECKPOINT, RANKER):
+        (root / path).write_bytes(saved_bytes(checkpoint))
 
 
 def timed(function, repeats: int) -> tuple[float, object]:

@@ -1,4 +1,5 @@
-"""Evaluate stage: the checkpoint on the test ratings -> metrics and plot data against the training-mean baseline."""
+"""Evaluate stage: the rating model and the ranker on the test ratings -> metrics and plot data, against the
+training-mean and popularity baselines."""
 
 import argparse
 from pathlib import Path
@@ -15,7 +16,8 @@ from movielens_pipeline.params import load_section, unchanged_params
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="the trained model")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the trained rating model")
+    parser.add_argument("--ranker", type=Path, help="the ranking model (default: the rating model ranks)")
     parser.add_argument("--train", type=Path, required=True, help="training ratings: the baseline and user activity")
     parser.add_argument("--test", type=Path, required=True, help="the ratings to score")
     parser.add_argument("--users", type=Path, required=True, help="preprocess's users table (the index space)")
@@ -33,13 +35,15 @@ def main() -> None:
     )
     data = RatingsDataModule(params.batch_size, train=train, predict=test, users=users, movies=movies)
     with atomic_dir(args.out) as staging:
-        metrics = evaluate(args.checkpoint, data, params, staging, noise_floor_rmse=dataset["noise_floor_rmse"])
+        metrics = evaluate(
+            args.checkpoint, data, params, staging, noise_floor_rmse=dataset["noise_floor_rmse"], ranker=args.ranker
+        )
         params_unchanged()
     floor = f", noise floor {metrics['noise_floor/rmse']:.4f}" if "noise_floor/rmse" in metrics else ""
     print(f"test rmse {metrics['test/rmse']:.4f} (training-mean baseline {metrics['baseline/rmse']:.4f}{floor})")
     k = params.ranking_k
     if metrics["ranking/users"]:
-        print(f"test ndcg@{k} {metrics[f'test/ndcg@{k}']:.4f} (popularity {metrics[f'popularity/ndcg@{k}']:.4f})")
+        print(f"ranker ndcg@{k} {metrics[f'ranker/ndcg@{k}']:.4f} (popularity {metrics[f'popularity/ndcg@{k}']:.4f})")
 
 
 if __name__ == "__main__":

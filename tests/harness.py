@@ -142,16 +142,33 @@ def merged(values: dict, changes: dict) -> dict:
 def project_params(section: str, **changes: object):
     """`section` as the project's params.yaml sets it (every key is required there), with `changes` merged in.
 
-    The train section comes with every model's settings typed (`models.load_train_params`' view)."""
+    The train and rank sections come with every model's settings typed (`models.load_train_params`' view)."""
     from movielens_pipeline.params import parse_section
 
     model_settings = None
-    if section == "train":
+    if section in ("train", "rank"):
         from movielens_pipeline.models import model_settings as settings_of_models
 
         model_settings = settings_of_models()
     document = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
     return parse_section(section, merged(document[section], changes), model_settings)
+
+
+def section_of(model: str) -> str:
+    """The params.yaml section that trains `model`: `rank` for a ranking model, else `train`."""
+    from movielens_pipeline.models import REGISTRY, SECTION_OF_TASK
+
+    return SECTION_OF_TASK[REGISTRY[model].task]
+
+
+def model_params(model: str, **changes: object):
+    """The section that trains `model` (`train` or `rank`) as params.yaml sets it, `model` chosen, `changes` merged."""
+    return project_params(section_of(model), model=model, **changes)
+
+
+def ranking_params(model: str):
+    """What train() validates `model` with beyond its params: the evaluate section for a ranker, else None."""
+    return project_params("evaluate") if section_of(model) == "rank" else None
 
 
 def stage_command(repo: Path, name: str) -> list[str]:

@@ -105,25 +105,19 @@ def rmse_by_user_activity(
 def ranking(
     trained: TrainedModel, test: pl.DataFrame, train: pl.DataFrame, params: EvaluateParams
 ) -> tuple[dict, list]:
-    """Top-k quality of the model and of the popularity baseline, and both NDCGs by user activity.
+    """Top-k quality of the ranker (`TrainedModel.ranker`) and of the popularity baseline, and both NDCGs by user
+    activity, over the users `liked_movies` picks: each user's top k among the movies they did not rate in
+    training, against the movies they liked in test.
 
-    Over test users with at least one liked test movie (rated `ranking_relevant_rating` or more;
-    at most `ranking_max_users` of them, drawn with `ranking_seed`): each user's top k among
-    the movies they did not rate in training, against the movies they liked in test.
     The rows by activity are long form, one per bucket and series (`model`, then `popularity`: the plot draws
     the baseline once, however many revisions it compares); an empty bucket has ndcg null.
     """
     k = params.ranking_k
-    liked = test.filter(pl.col("rating") >= params.ranking_relevant_rating)
-    users = liked.select(USER_INDEX).unique().sort(USER_INDEX)
-    if params.ranking_max_users is not None and users.height > params.ranking_max_users:
-        users = users.sample(params.ranking_max_users, seed=params.ranking_seed).sort(USER_INDEX)
-    users = users.with_row_index("row")
-    liked = liked.join(users, on=USER_INDEX).select("row", MOVIE_INDEX)
+    users, liked = liked_movies(test, params)
     user_indices = torch.from_numpy(users[USER_INDEX].to_numpy().astype(np.int64))
     metrics: dict[str, float] = {"ranking/users": users.height}
     ndcg_of = {}
-    for group, by_popularity in (("test", False), ("popularity", True)):
+    for group, by_popularity in (("ranker", False), ("popularity", True)):
         scores, top = trained.top_movies(user_indices, k, by_popularity=by_popularity)
         precision, recall, ndcg_of[group] = top_k_quality(top, scores.isfinite(), liked, trained.n_movies, k)
         if users.height:
@@ -139,10 +133,28 @@ def ranking(
     rows = []
     for label, lowest, highest in activity_buckets(params):
         chosen = torch.from_numpy((activity >= lowest) & (activity < highest))
-        for series, group in (("model", "test"), ("popularity", "popularity")):
+        for series, group in (("model", "ranker"), ("popularity", "popularity")):
             value = float(ndcg_of[group][chosen].mean()) if chosen.any() else None
             rows.append({"user_activity": label, "series": series, "ndcg": value, "users": int(chosen.sum())})
     return metrics, rows
+
+
+def liked_movies(ratings: pl.DataFrame, params: EvaluateParams) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The users ranking is measured on, and what each liked: the users of `ratings` (test, or val while a ranker
+    trains) with at least one rating of `ranking_relevant_rating` or more, at most `ranking_max_users` of them
+    (drawn with `ranking_seed`), as (row, userIdMapped) in index order; and (row, movieIdMapped) of each liked one."""
+    liked = ratings.filter(pl.col("rating") >= params.ranking_relevant_rating)
+    users = liked.select(USER_INDEX).unique().sort(USER_INDEX)
+    if params.ranking_max_users is not None and users.height > params.ranking_max_users:
+        users = users.sample(params.ranking_max_users, seed=params.ranking_seed).sort(USER_INDEX)
+    users = users.with_row_index("row")
+    return users, liked.join(users, on=USER_INDEX).select("row", MOVIE_INDEX)
+
+
+def mean_ndcg(trained: TrainedModel, users: pl.DataFrame, liked: pl.DataFrame, k: int) -> float:
+    """The ranker's mean NDCG@k over `users`, against what each `liked` (as `liked_movies` gives them)."""
+    scores, top = trained.top_movies(torch.from_numpy(users[USER_INDEX].to_numpy().astype(np.int64)), k)
+    return float(top_k_quality(top, scores.isfinite(), liked, trained.n_movies, k)[2].mean())
 
 
 def top_k_quality(
@@ -184,23 +196,27 @@ def evaluate(
     params: EvaluateParams,
     out_dir: Path,
     noise_floor_rmse: float | None = None,
+    ranker: Path | None = None,
 ) -> dict:
     """Score `data`'s predict part (the test ratings) against the training-mean baseline of its train part,
-    and rank movies for its users against the popularity baseline (`data` needs its users and movies tables).
+    and rank movies for its users with the `ranker` checkpoint (None: the rating model's own ranking) against the
+    popularity baseline (`data` needs its users and movies tables).
 
     Writes the metrics and the plot data (eval/plots/custom/*.json) with dvclive into `out_dir`.
     `noise_floor_rmse`, known for generated data only, is logged as `noise_floor/rmse` beside `test/rmse`.
     """
     train, test = data.tables["train"], data.tables["predict"]
-    model = load_model(checkpoint).to(device_of(params.accelerator))
+    device = device_of(params.accelerator)
+    model = load_model(checkpoint).to(device)
     actual = test["rating"].to_numpy()
     users, movies, _, days = rating_tensors(test)
     predicted = predicted_ratings(model, users, movies, days)
     metrics = test_metrics(predicted, test, train, model)
     if noise_floor_rmse is not None:
         metrics["noise_floor/rmse"] = noise_floor_rmse
+    read_ranker = None if ranker is None else lambda: load_model(ranker).to(device)
     ranking_metrics, ndcg_by_activity = ranking(
-        trained_model(model, data.users, data.movies, train), test, train, params
+        trained_model(model, data.users, data.movies, train, read_ranker), test, train, params
     )
     metrics |= ranking_metrics
     # The plots are declared (titles, axes, templates) at the top of dvc.yaml; here only their data.

@@ -249,36 +249,36 @@ class TrainParams(Section):
 
     @model_validator(mode="after")
     def _sub_sections(self, info: ValidationInfo) -> TrainParams:
-        sub_sections = self.model_extra or {}
+        sub_sections, section = self.model_extra or {}, self.name
         settings_of = (info.context or {}).get("model_settings")
         for key, value in sub_sections.items():
             if settings_of is not None and key in settings_of and not isinstance(value, dict | ModelSettings):
-                raise ParamsError(f"train.{key}: got {value!r}; expected a mapping of keys (see docs/params.md)")
+                raise ParamsError(f"{section}.{key}: got {value!r}; expected a mapping of keys (see docs/params.md)")
             if not isinstance(value, dict | ModelSettings):
                 raise ParamsError(
-                    f"train.{key}: unknown key; valid keys are: {', '.join(sorted(TrainParams.model_fields))}, "
+                    f"{section}.{key}: unknown key; valid keys are: {', '.join(sorted(type(self).model_fields))}, "
                     "and one sub-section (a mapping) per model"
                 )
         if settings_of is not None:
             if self.model not in settings_of:
                 models = ", ".join(repr(name) for name in settings_of)
-                raise ParamsError(f"train.model: got {self.model!r} (str); expected one of {models}")
+                raise ParamsError(f"{section}.model: got {self.model!r} (str); expected one of {models}")
             unknown = [key for key in sub_sections if key not in settings_of]
             if unknown:
                 raise ParamsError(
-                    f"train.{unknown[0]}: unknown key; valid keys are: "
-                    f"{', '.join(sorted([*TrainParams.model_fields, *settings_of]))}"
+                    f"{section}.{unknown[0]}: unknown key; valid keys are: "
+                    f"{', '.join(sorted([*type(self).model_fields, *settings_of]))}"
                 )
             missing = [name for name in settings_of if name not in sub_sections]
             if missing:
                 raise ParamsError(
-                    f"train.{missing[0]}: missing; every key must be set in params.yaml (see docs/params.md)"
+                    f"{section}.{missing[0]}: missing; every key must be set in params.yaml (see docs/params.md)"
                 )
             for name, settings in settings_of.items():
-                sub_sections[name] = parse_settings(f"train.{name}", settings, sub_sections[name])
+                sub_sections[name] = parse_settings(f"{section}.{name}", settings, sub_sections[name])
         if self.model not in sub_sections:
             models = ", ".join(repr(name) for name in sub_sections)
-            raise self.fail("model", f"one of {models} (a model with a sub-section in train)")
+            raise self.fail("model", f"one of {models} (a model with a sub-section in {section})")
         return self
 
     @model_validator(mode="after")
@@ -297,6 +297,14 @@ class TrainParams(Section):
         if self.world_size > 1 and self.strategy != "ddp":
             raise self.fail("strategy", f"ddp, to train on {self.world_size} processes (devices x num_nodes)")
         return self
+
+
+class RankParams(TrainParams):
+    """Rank stage: the ranking model that `movielens recommend` serves (`ease`, `ials`, `bpr`), trained as the
+    train stage trains the rating model, each ranker's settings its sub-section (`rank.ials`, ...). Its best
+    epoch is chosen on val NDCG@k, measured as the evaluate stage measures test NDCG@k (evaluate's ranking_* keys)."""
+
+    name: ClassVar[str] = "rank"
 
 
 def parse_settings(name: str, settings: type[ModelSettings], values: dict | ModelSettings) -> ModelSettings:
@@ -377,7 +385,7 @@ class EnsembleParams(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     section.name: section
-    for section in (DataParams, PreprocessParams, SplitParams, TrainParams, EvaluateParams, EnsembleParams)
+    for section in (DataParams, PreprocessParams, SplitParams, TrainParams, RankParams, EvaluateParams, EnsembleParams)
 }
 
 
@@ -415,11 +423,14 @@ def read_params_file(path: Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def load_section(
-    section: str, path: Path = PARAMS_FILE, model_settings: Mapping[str, type[ModelSettings]] | None = None
+    section: str,
+    path: Path = PARAMS_FILE,
+    model_settings: Mapping[str, Mapping[str, type[ModelSettings]]] | None = None,
 ) -> Any:
     """Read `path` and return its `section` as a validated, typed model (the whole file is checked).
 
-    `model_settings` (each model's settings class, by name) types `train`'s sub-sections: the train stage's view."""
+    `model_settings` (by section, `train` and `rank`: each model's settings class, by name) types their
+    sub-sections: the train and rank stages' view."""
     document = read_params_file(path)
     # Every section is checked, not only the caller's: a typo anywhere in the file (say from
     # `dvc exp run -S +trian.seed=1`) fails the first stage that runs, before any work.
@@ -433,14 +444,16 @@ def load_section(
     return parsed[section]
 
 
-def parse_section(section: str, values: object, model_settings: Mapping[str, type[ModelSettings]] | None = None) -> Any:
+def parse_section(
+    section: str, values: object, model_settings: Mapping[str, Mapping[str, type[ModelSettings]]] | None = None
+) -> Any:
     """Build and validate the model of `section` from its raw mapping; the first problem is a ParamsError.
     `model_settings`: as `load_section`'s."""
     model = SECTIONS[section]
     if not isinstance(values, dict):
         raise ParamsError(f"{section}: expected a mapping of keys, got {values!r}")
     try:
-        return model.model_validate(values, context={"model_settings": model_settings})
+        return model.model_validate(values, context={"model_settings": (model_settings or {}).get(section)})
     except ValidationError as error:
         raise ParamsError(describe_error(model, error.errors()[0])) from None
 

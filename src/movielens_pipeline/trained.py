@@ -29,6 +29,7 @@ from .schema import MOVIE_INDEX, MOVIES_SCHEMA, RATING_MAX, RATING_MIN, USER_IND
 
 # What load_trained reads, as dvc.yaml names them (tests/unit/test_trained.py checks they are its outs).
 CHECKPOINT = "models/model.ckpt"
+RANKER = "models/ranker.ckpt"  # the rank stage's: what `recommend` ranks with
 USERS = "data/prepared/users.parquet"
 MOVIES = "data/prepared/movies.parquet"
 TRAIN = "data/split/train.parquet"
@@ -37,6 +38,7 @@ ENSEMBLE_CHECKPOINT = "ensemble/model.ckpt"
 # The trained model's name in dvc.yaml's `artifacts:` (DVC's model registry; its path is CHECKPOINT), and the
 # ensemble's in ensemble/dvc.yaml's (DVC names an artifact of a dvc.yaml in a folder `folder:name`).
 ARTIFACT = "rating-model"
+RANKER_ARTIFACT = "ranking-model"
 ENSEMBLE_ARTIFACT = "ensemble:ensemble-model"
 MOVIE_DETAILS = {name: MOVIES_SCHEMA[name] for name in ("title", "genres")}
 # (user, movie) pairs scored at once: the models gather a row per pair and table, 256 MiB of
@@ -135,13 +137,21 @@ class TrainingRatings:
 
 @dataclass
 class TrainedModel:
-    """A model in eval mode, the id mappings, and the training ratings (read as each question needs them)."""
+    """A rating model in eval mode, the ranking model that recommends, the id mappings, and the training ratings
+    (read as each question needs them)."""
 
     model: RatingModel
     user_index: IdIndex
     movie_index: IdIndex
     movies: pl.DataFrame  # movieId, title, genres; row i is movie index i
     train: TrainingRatings
+    # Reads the ranking model (the rank stage's) when a question first needs it; None: the rating model ranks.
+    read_ranker: Callable[[], RatingModel] | None = None
+
+    @cached_property
+    def ranker(self) -> RatingModel:
+        """The model whose scores order recommendations: the ranking model, else the rating model."""
+        return self.model if self.read_ranker is None else self.read_ranker()
 
     @property
     def n_movies(self) -> int:
@@ -181,11 +191,11 @@ class TrainedModel:
         return pairs.with_columns(predicted_rating=pl.Series(predicted, dtype=pl.Float32))
 
     def recommend(self, user_ids: list[int], n: int = 10, cold_start: bool = False) -> pl.DataFrame:
-        """The top `n` movies for each user by predicted rating, never one the user rated in training.
+        """The top `n` movies for each user by the ranker's scores, never one the user rated in training.
 
-        Rows: userId, rank (1 = best), movieId, title, genres, predicted_rating. An unknown user
-        raises UnknownIdError; with `cold_start` it gets the movies with the most training ratings
-        (predicted_rating null: popularity, not the model, chose them). Each user once, in the order asked.
+        Rows: userId, rank (1 = best), movieId, title, genres, predicted_rating (the rating model's). An unknown
+        user raises UnknownIdError; with `cold_start` it gets the movies with the most training ratings (popularity,
+        not the ranker, chose them). Each user once, in the order asked.
         """
         if n < 1:
             raise PipelineError(f"recommend: n must be at least 1, got {n}")
@@ -194,10 +204,14 @@ class TrainedModel:
         scores, movie_indices = self.top_movies(torch.from_numpy(user_indices.clip(min=0)), n)
         unknown = torch.from_numpy(user_indices < 0)
         if unknown.any():  # popularity reads every training rating: only for a cold start
-            scores[unknown] = torch.nan  # popularity's choice, no score
+            scores[unknown] = 0.0  # popularity's choice
             movie_indices[unknown] = self.popular_movies(n)[: movie_indices.shape[1]]
         kept = ~torch.isneginf(scores)  # a user who rated nearly everything has fewer than n left
         movie_rows = movie_indices[kept].numpy()
+        known_users = torch.from_numpy(user_indices.clip(min=0)).unsqueeze(1).expand_as(movie_indices)[kept]
+        predicted = predicted_ratings(self.model, known_users, movie_indices[kept])
+        if unknown.any():  # the baseline's rating, as `predict` gives a cold start
+            predicted[unknown.unsqueeze(1).expand_as(kept)[kept].numpy()] = self.train_mean
         return pl.concat(
             [
                 pl.DataFrame(
@@ -208,16 +222,15 @@ class TrainedModel:
                     schema={"userId": pl.Int64, "rank": pl.Int64},
                 ),
                 self.movies[movie_rows],
-                pl.DataFrame({"predicted_rating": scores[kept].float().numpy()}).fill_nan(None),
+                pl.DataFrame({"predicted_rating": predicted}),
             ],
             how="horizontal",
         )
 
     def top_movies(self, user_indices: Tensor, n: int, by_popularity: bool = False) -> tuple[Tensor, Tensor]:
         """For each user index: the `n` best (score, movie index) over the movies it did not rate in training,
-        best first; score -inf where fewer than `n` are left. Ranked by the model's `ranking_scores`, the score given
-        is the predicted rating; with `by_popularity`, both are the movie's number of training ratings (the
-        popularity baseline). Scored in chunks of users.
+        best first; score -inf where fewer than `n` are left. Scored by the ranker (`ranking_scores`); with
+        `by_popularity`, by the movie's number of training ratings (the popularity baseline). In chunks of users.
         """
         n = min(n, self.n_movies)
         rated_start, rated_movies = self.rated_index(user_indices)
@@ -231,16 +244,11 @@ class TrainedModel:
                     scores = self.popularity().repeat(len(users), 1)
                 else:
                     pairs = users.repeat_interleave(self.n_movies), every_movie.repeat(len(users))
-                    scores = torch.from_numpy(ranking_scores(self.model, *pairs)).view(len(users), self.n_movies)
+                    scores = torch.from_numpy(ranking_scores(self.ranker, *pairs)).view(len(users), self.n_movies)
                 rows, movies = rated_pairs(rated_start, rated_movies, users)
                 scores[rows, movies] = -torch.inf
                 top = torch.topk(scores, n, dim=1)
-                top_scores = top.values
-                if not by_popularity:  # the chosen movies' predicted ratings (-inf kept where none is left)
-                    chosen = users.repeat_interleave(n), top.indices.reshape(-1)
-                    predicted = torch.from_numpy(predicted_ratings(self.model, *chosen)).view(len(users), n)
-                    top_scores = torch.where(torch.isneginf(top.values), top.values, predicted)
-                best_scores.append(top_scores)
+                best_scores.append(top.values.float())
                 best_movies.append(top.indices)
         return torch.cat(best_scores), torch.cat(best_movies)
 
@@ -272,9 +280,10 @@ def rated_pairs(rated_start: Tensor, rated_movies: Tensor, user_indices: Tensor)
 def load_trained(
     repo: str | Path = ".", rev: str | None = None, artifact: str | None = None, ensemble: bool = False
 ) -> TrainedModel:
-    """The model trained in `repo`'s workspace, or at git revision, branch, tag or experiment name `rev`, or the
-    registered version of `artifact` (dvc.yaml's `artifacts:`; see `artifact_revision`); with `ensemble`, the
-    ensemble pipeline's blend (ENSEMBLE_CHECKPOINT) instead of the train stage's model.
+    """The models trained in `repo`'s workspace, or at git revision, branch, tag or experiment name `rev`, or at
+    the registered version of `artifact` (dvc.yaml's `artifacts:`; see `artifact_revision`): the rating model (with
+    `ensemble`, the ensemble pipeline's blend, ENSEMBLE_CHECKPOINT) and the ranker (RANKER, read when a question
+    first ranks), both from the same revision.
 
     At a revision the files come through `dvc.api` (the DVC cache, else the remote): nothing is checked out.
     """
@@ -286,16 +295,21 @@ def load_trained(
             raise PipelineError(
                 f"an artifact ({artifact}) names its own model file: give it, or the ensemble, not both"
             )
-        rev, checkpoint = artifact_revision(Path(repo), artifact)
+        rev, path = artifact_revision(Path(repo), artifact)
+        checkpoint = checkpoint if path == RANKER else path  # a ranker's version: the rating model of its commit
     read = _reader(Path(repo), rev)
     at = "" if rev is None else f" at {artifact or rev}"
-    model_file = read(checkpoint)
-    model = load_model(io.BytesIO(model_file) if isinstance(model_file, bytes) else model_file, f"{checkpoint}{at}")
+
+    def read_model(path: str) -> RatingModel:
+        model_file = read(path)
+        return load_model(io.BytesIO(model_file) if isinstance(model_file, bytes) else model_file, f"{path}{at}")
+
+    model = read_model(checkpoint)
     users = read_index(read(USERS), f"{USERS}{at}", "user")
     movies = read_index(read(MOVIES), f"{MOVIES}{at}", "movie")
     source, name, sizes = read(TRAIN), f"{TRAIN}{at}", (users.height, movies.height)
     train = TrainingRatings(scan_ratings(source, name, *sizes), *sizes, partial(read_ratings, source, name, *sizes))
-    return trained_model(model, users=users, movies=movies, train=train)
+    return trained_model(model, users=users, movies=movies, train=train, read_ranker=partial(read_model, RANKER))
 
 
 def parse_artifact(artifact: str) -> tuple[str, str | None, str | None]:
@@ -331,7 +345,8 @@ def artifact_revision(repo: Path, artifact: str) -> tuple[str, str]:
         # No git tag registers that version or stage (or the tagged commit's dvc.yaml does not declare `name`).
         raise PipelineError(
             f"artifact '{artifact}' not found in {repo} ({type(error).__name__}): dvc.yaml declares "
-            f"`{ARTIFACT}` and ensemble/dvc.yaml `{ENSEMBLE_ARTIFACT}`, and a version is a git tag such as "
+            f"`{ARTIFACT}` and `{RANKER_ARTIFACT}`, ensemble/dvc.yaml `{ENSEMBLE_ARTIFACT}`, and a version is a "
+            "git tag such as "
             f"`{ARTIFACT}@v1.0.0` (`git tag -a {ARTIFACT}@v1.0.0 -m ...` or `gto register {ARTIFACT}`); list "
             f"them with `git tag -l '{name}*'`"
         ) from None
@@ -339,10 +354,14 @@ def artifact_revision(repo: Path, artifact: str) -> tuple[str, str]:
 
 
 def trained_model(
-    model: RatingModel, users: pl.DataFrame, movies: pl.DataFrame, train: pl.DataFrame | TrainingRatings
+    model: RatingModel,
+    users: pl.DataFrame,
+    movies: pl.DataFrame,
+    train: pl.DataFrame | TrainingRatings,
+    read_ranker: Callable[[], RatingModel] | None = None,
 ) -> TrainedModel:
     """A TrainedModel from the tables the pipeline writes: prepared users and movies, the training ratings (read
-    and checked, or scanned)."""
+    and checked, or scanned); `read_ranker` reads the ranking model (None: `model` ranks too)."""
     if isinstance(train, pl.DataFrame):
         train = TrainingRatings(train.lazy(), users.height, movies.height)
     return TrainedModel(
@@ -356,6 +375,7 @@ def trained_model(
         .sort(MOVIE_INDEX)
         .select("movieId", *MOVIE_DETAILS),
         train=train,
+        read_ranker=read_ranker,
     )
 
 

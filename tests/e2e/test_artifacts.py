@@ -8,7 +8,7 @@ import shutil
 import polars as pl
 from harness import dvc, git, python
 
-from movielens_pipeline.trained import ARTIFACT, CHECKPOINT, ENSEMBLE_ARTIFACT, load_trained
+from movielens_pipeline.trained import ARTIFACT, CHECKPOINT, ENSEMBLE_ARTIFACT, RANKER_ARTIFACT, load_trained
 
 PAIRS = pl.DataFrame({"userId": [1, 2, 3, 4], "movieId": [1, 2, 3, 4]})
 
@@ -45,4 +45,4 @@ def test_dvc_artifacts_get_and_the_cli_fetch_a_registered_version_from_the_remot
     unknown = python(repo, "-m", "movielens_pipeline.cli", "recommend", "1", "--artifact", f"{ARTIFACT}@v9.0.0")
     assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1
     assert f"error: artifact '{ARTIFACT}@v9.0.0' not found" in unknown.stderr
-    assert f"`{ARTIFACT}` and ensemble/dvc.yaml `{ENSEMBLE_ARTIFACT}`" in unknown.stderr  # both names to try
+    assert f"`{ARTIFACT}` and `{RANKER_ARTIFACT}`, ensemble/dvc.yaml `{ENSEMBLE_ARTIFACT}`" in unknown.stderr

@@ -27,7 +27,7 @@ def test_a_forced_rerun_of_train_then_repro_leaves_git_status_empty(project_repo
 
     # The timings are there for whoever asks, but no tracked metric holds them.
     timings = json.loads((repo / TIMINGS).read_text())
-    assert {"train_seconds", "ratings_per_second", "seconds_to_1pct_of_best_val_rmse"} == set(timings)
+    assert {"train_seconds", "ratings_per_second", "seconds_to_1pct_of_best_val"} == set(timings)
     asked = dvc(repo, "metrics", "show", TIMINGS, "--json").stdout
     assert "train_seconds" in asked
     for run in exp_runs(repo):

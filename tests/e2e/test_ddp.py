@@ -31,7 +31,8 @@ def test_two_processes_train_one_model_as_well_as_one_process(project_repo):
     summary = json.loads((repo / "dvclive/train/metrics.json").read_text())
     curve = (repo / "dvclive/train/plots/metrics/val/loss.tsv").read_text().strip().splitlines()
     assert len(curve) == summary["epochs"] + 1
-    assert sorted(path.name for path in (repo / "models").iterdir()) == [".gitignore", "model.ckpt"]  # no scratch left
+    left = sorted(path.name for path in (repo / "models").iterdir())
+    assert left == [".gitignore", "model.ckpt", "ranker.ckpt"]  # no scratch left
     assert result.stdout.count("best epoch") == 1
 
 

@@ -29,7 +29,7 @@ def test_exp_run_shows_both_runs_and_the_report_matches_the_diffs(project_repo, 
         assert {"rmse", "mae"} <= set(metrics["eval/metrics.json"]["test"])
         assert "rmse" in metrics["eval/metrics.json"]["baseline"]
         # Ranking: the model's top 10 and the popularity baseline's, side by side in `dvc exp show`.
-        assert {"ndcg@10", "precision@10", "recall@10", "coverage@10"} <= set(metrics["eval/metrics.json"]["test"])
+        assert {"ndcg@10", "precision@10", "recall@10", "coverage@10"} <= set(metrics["eval/metrics.json"]["ranker"])
         assert {"ndcg@10", "precision@10"} <= set(metrics["eval/metrics.json"]["popularity"])
         assert "best_epoch" in metrics["dvclive/train/metrics.json"]
         assert "train_seconds" not in metrics["dvclive/train/metrics.json"]  # timings: dvclive/train/timings.json
@@ -55,7 +55,7 @@ def test_exp_run_shows_both_runs_and_the_report_matches_the_diffs(project_repo, 
     reported = report.split("### Metrics")[1].split("###")[0].strip().splitlines()
     assert sorted(reported[2:]) == sorted(metrics_rows) and "| test." in reported[2]
     images = sorted(out.glob("plots/*.png"))
-    assert len(images) == 5 and all(image.read_bytes().startswith(b"\x89PNG") for image in images)
+    assert len(images) == 6 and all(image.read_bytes().startswith(b"\x89PNG") for image in images)
     assert "![Loss per epoch (MSE)](plots/loss-per-epoch-mse.png)" in report
 
 
@@ -79,7 +79,7 @@ def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
     # A misspelled section touches no stage's params; the check_params stage catches it.
     section = dvc(repo, "exp", "run", "-S", "+trian.embedding_dim=8", check=False)
     assert section.returncode != 0
-    sections = "data, preprocess, split, train, evaluate, ensemble"
+    sections = "data, preprocess, split, train, rank, evaluate, ensemble"
     assert f"unknown section 'trian'; valid sections are: {sections}" in section.stderr
     assert (repo / "dvclive/train/metrics.json").read_text() == before
     git(repo, "checkout", "--", "params.yaml")

@@ -57,7 +57,7 @@ def test_plots_show_page_draws_every_declared_plot_offline(project_repo, plots_t
     page = repo / "dvc_plots/index.html"
     html = page.read_text()
     titles = declared_titles(repo)
-    assert len(titles) == 5
+    assert len(titles) == 6
     for title in titles:
         assert f'"text": "{title}"' in html, title
     assert "cdn.jsdelivr" not in html and "<script src=" not in html
@@ -102,7 +102,7 @@ def test_plots_diff_draws_shared_series_once_and_names_series_for_people(project
         title: vl_convert.vegalite_to_svg(next(r["content"] for r in renderers if r["type"] == "vega"))
         for title, renderers in diff.items()
     }
-    loss, shares, _, rmse, ndcg = (charts[title] for title in declared_titles(repo))
+    loss, shares, _, rmse, ndcg, _ = (charts[title] for title in declared_titles(repo))
     revisions = ["HEAD~1", "HEAD"]
 
     assert {"train", "validation"} <= set(legend_labels(loss)), legend_labels(loss)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import polars as pl
+import pytest
 from harness import dvc, git, python
 
 from movielens_pipeline.trained import load_trained
@@ -45,3 +46,33 @@ def test_any_revision_answers_without_a_checkout(project_repo):
     uncached = python(repo, "-m", "movielens_pipeline.cli", "recommend", "1", "--rev", "before-dim-8")
     assert uncached.returncode == 1 and len(uncached.stderr.strip().splitlines()) == 1
     assert "error: models/model.ckpt at revision 'before-dim-8' is in no DVC cache or remote" in uncached.stderr
+
+
+def test_recommend_serves_the_ranker_of_the_revision_asked(project_repo):
+    """`dvc exp run -S rank.model=...` compares rankers as train.model compares rating models; `movielens recommend
+    --rev` answers with that revision's ranker, beside the same rating model's predicted ratings."""
+    repo = project_repo
+    baseline = load_trained(repo)
+    assert baseline.ranker.name == "ials" and baseline.model.name == "biased_mf"
+    rating_model = (repo / "models/model.ckpt").read_bytes()
+    dvc(repo, "exp", "run", "-S", "rank.model=ease", "--name", "ease-ranker")
+    assert (repo / "models/model.ckpt").read_bytes() == rating_model  # the rating model did not retrain
+    assert load_trained(repo, rev="ease-ranker").ranker.name == "ease"
+    assert load_trained(repo, rev="HEAD").ranker.name == "ials"
+
+    train = pl.read_parquet(repo / "data/split/train.parquet")
+    rated = set(train.filter(pl.col("userId") == 42)["movieId"])
+    answers = {}
+    for rev in ("HEAD", "ease-ranker"):
+        result = python(repo, "-m", "movielens_pipeline.cli", "recommend", "42", "--rev", rev)
+        assert result.returncode == 0, result.stderr
+        top = pl.read_csv(result.stdout.encode())
+        expected = load_trained(repo, rev=rev).recommend([42])
+        assert top["movieId"].to_list() == expected["movieId"].to_list() and len(top) == 10
+        assert not set(top["movieId"]) & rated
+        # The rating beside each pick is the (unchanged) rating model's.
+        pairs = top.select("userId", "movieId")
+        predicted = baseline.predict(pairs)["predicted_rating"].to_list()
+        assert top["predicted_rating"].to_list() == pytest.approx(predicted, rel=1e-6)
+        answers[rev] = top["movieId"].to_list()
+    assert answers["HEAD"] != answers["ease-ranker"]

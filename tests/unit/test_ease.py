@@ -44,7 +44,7 @@ def fitted(penalty: float = 5.0, max_movies: int = N_MOVIES) -> tuple[torch.nn.M
         torch.zeros(len(users)),
         torch.zeros(N_MOVIES, 0),
     )
-    settings = project_params("train", model="ease", ease={"penalty": penalty, "max_movies": max_movies}).settings
+    settings = project_params("rank", model="ease", ease={"penalty": penalty, "max_movies": max_movies}).settings
     model = build_model("ease", settings, data, DataShape(N_USERS, N_MOVIES, 0, len(users), 4.0))
     (error,) = list(model.sweeps())
     matrix = np.zeros((N_USERS, N_MOVIES))
@@ -103,11 +103,11 @@ def test_max_movies_fits_the_most_rated_movies_alone_and_the_others_score_nothin
 
 def test_the_memory_check_counts_the_inverse_and_names_max_movies():
     shape = DataShape(n_users=162_541, n_movies=59_047, n_genres=20, n_train_ratings=17_500_000, train_mean=3.5)
-    settings = project_params("train", model="ease", ease={"max_movies": 50_000}).settings
+    settings = project_params("rank", model="ease", ease={"max_movies": 50_000}).settings
     held = REGISTRY["ease"].training_bytes(shape, settings)
     assert held > 3 * 8 * 50_000**2  # the Gram matrix, its factor and its inverse in float64, besides B
-    params = project_params("train", model="ease", ease={"max_movies": 50_000})
-    with pytest.raises(ParamsError, match=r"^train\.ease\.max_movies: got 50000; training `ease` on 162,541 users"):
+    params = project_params("rank", model="ease", ease={"max_movies": 50_000})
+    with pytest.raises(ParamsError, match=r"^rank\.ease\.max_movies: got 50000; training `ease` on 162,541 users"):
         check_memory(params, settings, shape, memory_bytes=16 * 2**30)
 
 
@@ -118,9 +118,15 @@ def prepared() -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
 
 def test_ease_trains_through_the_sweep_path_and_ranks_better_than_popularity(prepared, tmp_path):
     parts, users, movies = prepared
-    params = project_params("train", model="ease", ease={"penalty": 50.0})
-    summary = train(params, parts["train"], parts["val"], users, movies, tmp_path / "model.ckpt", tmp_path / "live")
+    params = project_params("rank", model="ease", ease={"penalty": 50.0})
+    summary = train(
+        params,
+        *(parts["train"], parts["val"], users, movies),
+        tmp_path / "model.ckpt",
+        tmp_path / "live",
+        ranking_params=project_params("evaluate", ranking_k=5),
+    )
     assert summary["epochs"] == 1 and summary["best_epoch"] == 0
     trained = trained_model(load_model(tmp_path / "model.ckpt"), users, movies, parts["train"])
     metrics, _ = ranking(trained, parts["test"], parts["train"], project_params("evaluate", ranking_k=5))
-    assert metrics["test/ndcg@5"] > 1.2 * metrics["popularity/ndcg@5"], metrics
+    assert metrics["ranker/ndcg@5"] > 1.2 * metrics["popularity/ndcg@5"], metrics

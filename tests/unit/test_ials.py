@@ -37,7 +37,7 @@ def new_model(**settings) -> tuple[torch.nn.Module, np.ndarray, np.ndarray]:
         torch.zeros(N_MOVIES, 0),
     )
     chosen = {"embedding_dim": DIM, "confidence": 0.5, "unobserved_weight": 0.2, "regularization": 0.05} | settings
-    params = project_params("train", model="ials", ials=chosen)
+    params = project_params("rank", model="ials", ials=chosen)
     torch.manual_seed(0)  # the factors' random start
     model = build_model("ials", params.settings, data, DataShape(N_USERS, N_MOVIES, 0, len(users), 3.0))
     matrix = np.zeros((N_USERS, N_MOVIES))
@@ -105,9 +105,15 @@ def prepared() -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
 
 def test_ials_trains_through_the_sweep_path_and_ranks_better_than_popularity(prepared, tmp_path):
     parts, users, movies = prepared
-    params = project_params("train", model="ials", ials={"embedding_dim": 16, "sweeps": 8})
-    summary = train(params, parts["train"], parts["val"], users, movies, tmp_path / "model.ckpt", tmp_path / "live")
+    params = project_params("rank", model="ials", ials={"embedding_dim": 16, "sweeps": 8})
+    summary = train(
+        params,
+        *(parts["train"], parts["val"], users, movies),
+        tmp_path / "model.ckpt",
+        tmp_path / "live",
+        ranking_params=project_params("evaluate", ranking_k=5),
+    )
     assert summary["epochs"] == 8 and summary["best_epoch"] == 7  # its planned sweeps, the last one kept
     trained = trained_model(load_model(tmp_path / "model.ckpt"), users, movies, parts["train"])
     metrics, _ = ranking(trained, parts["test"], parts["train"], project_params("evaluate", ranking_k=5))
-    assert metrics["test/ndcg@5"] > 1.2 * metrics["popularity/ndcg@5"], metrics
+    assert metrics["ranker/ndcg@5"] > 1.2 * metrics["popularity/ndcg@5"], metrics

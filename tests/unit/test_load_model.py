@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 from fakes import low_rank_rows, ratings_frame
-from harness import project_params
+from harness import model_params, project_params, ranking_params
 
 from movielens_pipeline.data import rating_tensors
 from movielens_pipeline.models import REGISTRY, Blend, load_model
@@ -49,9 +49,15 @@ def checkpoints(tiny_split, tmp_path_factory) -> dict[str, dict]:
     read = {}
     for name, changes in MODELS:
         settings = {key: value for key, value in SETTINGS.items() if key in REGISTRY[name].Settings.model_fields}
-        params = project_params("train", model=name, max_epochs=3, **{name: settings | changes})
+        params = model_params(name, max_epochs=3, **{name: settings | changes})
         folder = tmp_path_factory.mktemp(name)
-        train(params, parts["train"], parts["val"], users, movies, folder / "model.ckpt", folder / "live")
+        train(
+            params,
+            *(parts["train"], parts["val"], users, movies),
+            folder / "model.ckpt",
+            folder / "live",
+            ranking_params=ranking_params(name),
+        )
         read[f"{name}{changes}"] = torch.load(folder / "model.ckpt", weights_only=True)
     return read
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 from fakes import low_rank_rows, ratings_frame
-from harness import project_params
+from harness import model_params, project_params
 
 from movielens_pipeline import training
 from movielens_pipeline.data import DataShape
@@ -29,7 +29,7 @@ ML_25M = DataShape(n_users=162_541, n_movies=59_047, n_genres=20, n_train_rating
 
 def settings_of(name: str, **changes):
     """Model `name`'s committed settings with `changes`, `auto` resolved for ML-100K's training ratings."""
-    settings = project_params("train", model=name, **{name: changes}).settings
+    settings = model_params(name, **{name: changes}).settings
     return settings.resolved(ML_100K.n_train_ratings) if isinstance(settings, GradientSettings) else settings
 
 
@@ -85,7 +85,7 @@ def check_memory(params, settings, shape: DataShape, memory_bytes: int | None = 
 
 def refusal(name: str, shape: DataShape, memory_bytes: int = 16 * GIB, devices: int = 1, **changes) -> str:
     strategy = "ddp" if devices > 1 else "auto"
-    params = project_params("train", model=name, devices=devices, strategy=strategy, **{name: changes})
+    params = model_params(name, devices=devices, strategy=strategy, **{name: changes})
     with pytest.raises(ParamsError) as raised:
         check_memory(params, settings_of(name, **changes), shape, memory_bytes)
     return str(raised.value)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import merged, project_params
+from harness import merged, project_params, section_of
 
 from movielens_pipeline.models import REGISTRY, load_train_params, model_settings
 from movielens_pipeline.params import (
@@ -38,8 +38,8 @@ def changed(section: str, **changes: object):
 
 
 def model_changed(name: str, **changes: object):
-    """The settings of model `name` as params.yaml has them, with `changes`."""
-    return changed("train", model=name, **{name: changes}).settings
+    """The settings of model `name` as params.yaml has them (in train or rank), with `changes`."""
+    return changed(section_of(name), model=name, **{name: changes}).settings
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
@@ -196,9 +196,18 @@ def test_fractions_just_below_one_are_accepted():
 def test_unknown_model_lists_the_models():
     with pytest.raises(ParamsError) as raised:
         changed("train", **{"model": "mf"})
-    expected = ", ".join(repr(name) for name in REGISTRY)
+    expected = ", ".join(repr(name) for name in REGISTRY if section_of(name) == "train")
     assert str(raised.value) == f"train.model: got 'mf' (str); expected one of {expected}"
     assert "'svdpp'" in str(raised.value)
+
+
+def test_a_ranking_model_is_refused_as_the_rating_model_and_the_other_way_round():
+    with pytest.raises(ParamsError, match=r"^train\.model: got 'ials' \(str\); expected one of 'global_mean', "):
+        changed("train", model="ials")
+    with pytest.raises(
+        ParamsError, match=r"^rank\.model: got 'biased_mf' \(str\); expected one of 'bpr', 'ease', 'ials'$"
+    ):
+        changed("rank", model="biased_mf")
 
 
 def test_without_the_models_a_model_is_any_name_with_a_sub_section():
@@ -234,7 +243,8 @@ def test_min_epochs_above_max_epochs_is_rejected():
         ("train.biased_mf", "embedding_dim", 0),
         ("train.biased_mf", "learning_rate", 0),
         ("train.autorec", "weight_decay", -0.1),
-        ("train.bpr", "batch_size", 0),
+        ("rank.bpr", "batch_size", 0),
+        ("rank.ials", "unobserved_weight", -1),
         ("train.timesvd", "time_bins", 0),
         ("train.genre_mlp", "dropout", 1.0),
         ("train", "patience", 0),
@@ -344,8 +354,9 @@ def test_load_section_document_that_is_not_a_mapping_names_the_file(tmp_path, te
 
 
 def test_every_model_has_its_section_in_params_yaml_and_every_section_a_model():
-    sections = {key for key, value in COMMITTED["train"].items() if isinstance(value, dict)}
-    assert sections == set(REGISTRY)
+    for section in ("train", "rank"):
+        sections = {key for key, value in COMMITTED[section].items() if isinstance(value, dict)}
+        assert sections == {name for name in REGISTRY if section_of(name) == section}
 
 
 @pytest.mark.parametrize(("key", "value"), [("learning_rate", float("inf")), ("weight_decay", float("nan"))])
@@ -396,7 +407,7 @@ def test_load_section_rejects_an_unknown_top_level_section(tmp_path):
     with pytest.raises(ParamsError) as raised:
         load_section("split", path)
     assert str(raised.value) == (
-        f"{path}: unknown section 'trian'; valid sections are: data, preprocess, split, train, evaluate, ensemble"
+        f"{path}: unknown section 'trian'; valid sections are: data, preprocess, split, train, rank, evaluate, ensemble"
     )
 
 

@@ -23,6 +23,8 @@ import pytest
 import yaml
 from harness import PROJECT
 
+from movielens_pipeline.params import SECTIONS
+
 PACKAGE = "movielens_pipeline"
 SOURCE_ROOTS = {"stages": PROJECT / "stages", PACKAGE: PROJECT / "src" / PACKAGE}
 # Where a dep is source code rather than data: a file or folder there is checked against the imports.
@@ -178,7 +180,8 @@ def test_a_folder_dep_is_hashed_without_python_bytecode():
 def test_every_path_a_command_is_given_is_a_dep_or_an_out(name):
     stage = STAGES[name]
     items = {f"${{item.{key}}}" for key in stage.get("matrix", {})}  # a matrix item's name, not a path
-    paths = [word for word in shlex.split(stage["cmd"])[2:] if not word.startswith("-") and word not in items]
+    names = items | set(SECTIONS)  # nor a params.yaml section's (`--section rank`)
+    paths = [word for word in shlex.split(stage["cmd"])[2:] if not word.startswith("-") and word not in names]
     known = declared(stage, "deps") | declared(stage, "outs")
     for path in paths:
         assert path in known, f"stage {name}: its command is given {path}, which is neither a dep nor an out"

@@ -25,6 +25,8 @@ from movielens_pipeline.trained import (
     ARTIFACT,
     CHECKPOINT,
     MOVIES,
+    RANKER,
+    RANKER_ARTIFACT,
     TRAIN,
     USERS,
     UnknownIdError,
@@ -56,6 +58,18 @@ def project(tmp_path_factory):
     params = project_params("train", max_epochs=4, biased_mf={"batch_size": 128, "learning_rate": 0.02})
     (root / CHECKPOINT).parent.mkdir(parents=True)
     train(params, parts["train"], parts["val"], users, movies, root / CHECKPOINT, root / "live")
+    ranker_params = project_params("rank", ials={"embedding_dim": 8, "sweeps": 3})
+    ranking_params = project_params("evaluate")
+    train(
+        ranker_params,
+        parts["train"],
+        parts["val"],
+        users,
+        movies,
+        root / RANKER,
+        root / "rank",
+        ranking_params=ranking_params,
+    )
     return root
 
 
@@ -64,13 +78,14 @@ def test_the_paths_it_reads_are_what_dvc_yaml_makes():
     outs = {
         next(iter(out)) if isinstance(out, dict) else out for stage in stages.values() for out in stage.get("outs", [])
     }
-    for path in (CHECKPOINT, USERS, MOVIES, TRAIN):
+    for path in (CHECKPOINT, RANKER, USERS, MOVIES, TRAIN):
         assert any(path == out or path.startswith(out + "/") for out in outs), path
 
 
-def test_the_model_artifact_is_the_checkpoint_with_a_type_a_description_and_labels():
-    artifact = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["artifacts"][ARTIFACT]
-    assert artifact["path"] == CHECKPOINT and artifact["type"] == "model"
+@pytest.mark.parametrize(("name", "path"), [(ARTIFACT, CHECKPOINT), (RANKER_ARTIFACT, RANKER)])
+def test_each_model_artifact_is_its_checkpoint_with_a_type_a_description_and_labels(name, path):
+    artifact = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["artifacts"][name]
+    assert artifact["path"] == path and artifact["type"] == "model"
     assert artifact["desc"] and artifact["labels"]
 
 
@@ -129,22 +144,30 @@ def test_an_empty_pairs_table_gives_an_empty_result(project):
     assert load_trained(project).predict(empty).height == 0
 
 
-def test_recommend_ranks_every_movie_the_user_did_not_rate_in_training(project):
+def test_recommend_ranks_by_the_ranker_every_movie_the_user_did_not_rate_in_training(project):
     trained = load_trained(project)
+    assert trained.ranker.name == "ials" and trained.model.name == "biased_mf"
     split_train = pl.read_parquet(project / TRAIN)
-    movies = pl.read_parquet(project / MOVIES)
+    movies, users = pl.read_parquet(project / MOVIES), pl.read_parquet(project / USERS)
     top = trained.recommend([7, 3], n=5)
     assert top["userId"].to_list() == [7] * 5 + [3] * 5
     assert top["rank"].to_list() == [1, 2, 3, 4, 5] * 2
+    ranker = load_model(project / RANKER)
     for user in (7, 3):
         rated = set(split_train.filter(pl.col("userId") == user)["movieId"])
         candidates = movies.filter(~pl.col("movieId").is_in(sorted(rated)))
-        every = trained.predict(candidates.select(pl.lit(user).alias("userId"), "movieId")).sort(
-            "predicted_rating", descending=True
-        )
+        user_index = int(users.filter(pl.col("userId") == user)[USER_INDEX][0])
+        with torch.inference_mode():
+            scores = ranker.ranking_score(
+                torch.full((candidates.height,), user_index),
+                torch.from_numpy(candidates[MOVIE_INDEX].to_numpy().astype(np.int64)),
+            ).numpy()
+        best = candidates["movieId"].to_numpy()[np.argsort(-scores, kind="stable")[:5]]
         mine = top.filter(pl.col("userId") == user)
-        assert not set(mine["movieId"]) & rated
-        np.testing.assert_allclose(mine["predicted_rating"], every["predicted_rating"].head(5), rtol=1e-6)
+        assert mine["movieId"].to_list() == best.tolist() and not set(mine["movieId"]) & rated
+        # What it shows beside each is the rating model's predicted rating.
+        pairs = mine.select("userId", "movieId")
+        np.testing.assert_array_equal(mine["predicted_rating"], trained.predict(pairs)["predicted_rating"])
         titles = dict(zip(movies["movieId"], movies["title"], strict=True))
         assert mine["title"].to_list() == [titles[movie] for movie in mine["movieId"]]
 
@@ -187,7 +210,7 @@ def test_a_user_who_rated_almost_everything_gets_only_what_is_left(project):
 
 
 def test_predict_reads_no_training_rating_and_recommend_only_the_asked_users(project, tmp_path):
-    for path in (CHECKPOINT, USERS, MOVIES):
+    for path in (CHECKPOINT, RANKER, USERS, MOVIES):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes((project / path).read_bytes())
     train = pl.read_parquet(project / TRAIN)
@@ -213,7 +236,8 @@ def test_recommend_refuses_an_unknown_user_or_offers_popular_movies_with_cold_st
     top = trained.recommend([999, 2], n=3, cold_start=True)
     assert top["userId"].to_list() == [999] * 3 + [2] * 3
     assert top.filter(pl.col("userId") == 999)["movieId"].to_list() == most_rated(project, 3)
-    assert top.filter(pl.col("userId") == 999)["predicted_rating"].null_count() == 3
+    train_mean = pl.read_parquet(project / TRAIN)["rating"].mean()
+    assert top.filter(pl.col("userId") == 999)["predicted_rating"].to_list() == pytest.approx([train_mean] * 3)
 
 
 def most_rated(project, n: int) -> list[int]:
@@ -339,7 +363,8 @@ def test_cli_cold_start_answers_for_unknown_ids(project, capsys):
     assert code == 0
     popular = most_rated(project, 2)
     assert [line.split(",")[2] for line in out.strip().splitlines()[1:]] == [str(movie) for movie in popular]
-    assert all(line.endswith(",") for line in out.strip().splitlines()[1:])  # no predicted rating: popularity chose
-    code, out, _ = run_cli(capsys, "predict", "--repo", str(project), "999:10", "--cold-start")
     train_mean = pl.read_parquet(project / TRAIN)["rating"].mean()
+    # Beside popularity's picks, the rating a cold start gets from `predict`: the training mean.
+    assert [float(line.split(",")[-1]) for line in out.strip().splitlines()[1:]] == pytest.approx([train_mean] * 2)
+    code, out, _ = run_cli(capsys, "predict", "--repo", str(project), "999:10", "--cold-start")
     assert code == 0 and float(out.strip().splitlines()[1].split(",")[2]) == pytest.approx(train_mean)

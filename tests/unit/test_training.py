@@ -48,18 +48,29 @@ def model_settings(name: str, **values) -> dict:
 def fit(prepared, parts, tmp_path, sparse_tables=None, model="biased_mf", settings=None, **train_params):
     """train() on the generated split: small batches, a quick learning rate, 12 epochs unless told otherwise."""
     chosen = model_settings(model, **{"batch_size": 256, "learning_rate": 0.01} | (settings or {}))
-    params = project_params("train", **{"model": model, "max_epochs": 12, model: chosen} | train_params)
+    ranks = REGISTRY[model].task == "ranking"
+    section = "rank" if ranks else "train"
+    params = project_params(section, **{"model": model, "max_epochs": 12, model: chosen} | train_params)
     checkpoint = tmp_path / "model.ckpt"
     _, users, movies = prepared
     summary = train(
-        params, parts["train"], parts["val"], users, movies, checkpoint, tmp_path / "live", sparse_tables=sparse_tables
+        params,
+        parts["train"],
+        parts["val"],
+        users,
+        movies,
+        checkpoint,
+        tmp_path / "live",
+        sparse_tables=sparse_tables,
+        ranking_params=project_params("evaluate") if ranks else None,
     )
     return summary, checkpoint
 
 
 def new_model(name: str, data: TrainingData, n_users: int, n_movies: int, train_mean: float = 3.5, **settings):
     """Model `name` with its committed settings (`settings` changed), sized for these users and movies."""
-    chosen = project_params("train", model=name, **{name: model_settings(name, **settings)}).settings
+    section = "rank" if REGISTRY[name].task == "ranking" else "train"
+    chosen = project_params(section, model=name, **{name: model_settings(name, **settings)}).settings
     if isinstance(chosen, GradientSettings):
         chosen = chosen.resolved(len(data.users))
     shape = DataShape(n_users, n_movies, data.movie_genres.shape[1], len(data.users), train_mean)
@@ -282,7 +293,7 @@ def test_bpr_ranks_better_than_popularity(prepared, parts, tmp_path):
     _, users, movies = prepared
     trained = trained_model(load_model(checkpoint), users, movies, parts["train"])
     metrics, _ = ranking(trained, parts["test"], parts["train"], project_params("evaluate", ranking_k=5))
-    assert metrics["test/ndcg@5"] > 1.2 * metrics["popularity/ndcg@5"], metrics
+    assert metrics["ranker/ndcg@5"] > 1.2 * metrics["popularity/ndcg@5"], metrics
 
 
 def test_svdpp_implicit_term_sums_the_factors_of_each_users_training_movies():
@@ -427,9 +438,9 @@ def test_ranking_matches_a_brute_force_top_k_for_the_model_and_popularity(prepar
             ideal = sum(1 / np.log2(rank + 2) for rank in range(min(5, len(relevant))))
             expected[group].append(sum(gains) / ideal)
     assert metrics["ranking/users"] == len(ranked_users)
-    assert metrics["test/ndcg@5"] == pytest.approx(np.mean(expected["test"]), rel=1e-6)
+    assert metrics["ranker/ndcg@5"] == pytest.approx(np.mean(expected["test"]), rel=1e-6)
     assert metrics["popularity/ndcg@5"] == pytest.approx(np.mean(expected["popularity"]), rel=1e-6)
-    assert 0 < metrics["test/coverage@5"] <= 1 and 0 <= metrics["test/precision@5"] <= 1
+    assert 0 < metrics["ranker/coverage@5"] <= 1 and 0 <= metrics["ranker/precision@5"] <= 1
     assert sum(row["users"] for row in by_activity if row["series"] == "model") == len(ranked_users)
 
 

@@ -24,15 +24,22 @@ from .blend import BLEND, Blend
 from .gradient import baselines, factorization, neural, ranking  # noqa: F401  (the registry: each module registers
 from .sweep import als, bayes_mf, ease, ials, item_knn  # noqa: F401            the models it defines, once)
 
-
-def model_settings() -> dict[str, type]:
-    """Each registered model's settings class, by name: what types `train`'s sub-sections."""
-    return {name: model.Settings for name, model in REGISTRY.items()}
+# The params.yaml section that trains each task's models.
+SECTION_OF_TASK = {"rating": "train", "ranking": "rank"}
 
 
-def load_train_params(path=PARAMS_FILE) -> TrainParams:
-    """params.yaml's train section, every model's sub-section validated (the other sections too)."""
-    return load_section("train", path, model_settings=model_settings())
+def model_settings() -> dict[str, dict[str, type]]:
+    """By section (`train`, `rank`): the settings class of each registered model it trains, by name; what types the
+    section's sub-sections."""
+    return {
+        section: {name: model.Settings for name, model in REGISTRY.items() if SECTION_OF_TASK[model.task] == section}
+        for section in SECTION_OF_TASK.values()
+    }
+
+
+def load_train_params(path=PARAMS_FILE, section: str = "train") -> TrainParams:
+    """params.yaml's train (or rank) section, every model's sub-section validated (the other sections too)."""
+    return load_section(section, path, model_settings=model_settings())
 
 
 def build_model(name: str, settings, data: TrainingData, shape: DataShape) -> RatingModel:
@@ -145,6 +152,7 @@ __all__ = [
     "Blend",
     "CheckpointError",
     "DataShape",
+    "SECTION_OF_TASK",
     "RatingModel",
     "build_model",
     "load_train_params",

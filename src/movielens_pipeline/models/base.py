@@ -32,7 +32,8 @@ REGISTRY: dict[str, type[RatingModel]] = {}
 
 
 def register(model: type[RatingModel]) -> type[RatingModel]:
-    """Class decorator: make `model` trainable as `train.model: <model.name>`, with `train.<name>` its settings."""
+    """Class decorator: make `model` trainable as `train.model: <model.name>` (a ranking model: `rank.model`), with
+    `train.<name>` (`rank.<name>`) its settings."""
     if model.name in REGISTRY:
         raise ValueError(f"two models are named {model.name!r}")
     REGISTRY[model.name] = model
@@ -46,6 +47,9 @@ class RatingModel(nn.Module):
     Settings: ClassVar[type[ModelSettings]]
     # How the model is fitted: by minibatch gradient steps (Lightning), or by its own closed-form sweeps.
     family: ClassVar[Literal["gradient", "sweep"]]
+    # What it is for: predicting ratings (params.yaml's `train`, validated on val MSE) or ranking movies (`rank`,
+    # validated on val NDCG@k; its scores are not ratings).
+    task: ClassVar[Literal["rating", "ranking"]] = "rating"
     # How bias + interaction becomes a rating: the rating-scale sigmoid, or the sum clipped to the scale.
     output: ClassVar[Literal["sigmoid", "linear"]] = "sigmoid"
     # Tensors the size of each parameter that the model's optimiser keeps while training (Adam: two moments).

@@ -3,8 +3,9 @@
 The model's family (`RatingModel.family`) picks the path: `gradient.py` fits by minibatch gradient
 steps through Lightning (devices, DDP, early stopping); `sweeps.py` runs the model's own closed-form
 sweeps in a plain loop. Both log each epoch (or sweep) to dvclive under the same names and keep the
-best validation epoch (`progress.py`). Around them: the memory check (`memory.py`), how many
-processes and threads train and where refit runs (`processes.py`), the outputs (`outputs.py`).
+best validation epoch (`progress.py`): the best val MSE, or a ranking model's best val NDCG@k (`validation.py`).
+Around them: the memory check (`memory.py`), how many processes and threads train and where refit runs
+(`processes.py`), the outputs (`outputs.py`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import torch
 
 from ..data import RatingsDataModule, device_of
 from ..models import REGISTRY
-from ..params import TrainParams
+from ..params import EvaluateParams, TrainParams
 from .memory import check_memory
 from .outputs import TIMINGS, TIMINGS_FILE, Outputs, checkpoint_bytes
 from .processes import processes, refits_beside, refitting, threads_per_process
 from .progress import EpochLog
+from .validation import VAL_MSE, RankingValidation
 
 __all__ = ["TIMINGS", "TIMINGS_FILE", "train"]
 
@@ -39,6 +41,7 @@ def train(
     sparse_tables: bool | None = None,
     before_writing: Callable[[], None] = lambda: None,
     first_fit_path: Path | None = None,
+    ranking_params: EvaluateParams | None = None,
 ) -> dict:
     """Fit `params.model` on the `train` ratings (its best epoch chosen on `val`) and write its checkpoint to
     `checkpoint_path`, its curves and summary to `live_dir`. With `params.refit`, the checkpoint is a new model
@@ -49,9 +52,17 @@ def train(
     Both outputs are written atomically. Under DDP every process calls this; the first writes the outputs and
     returns the summary, the others return {}. `before_writing` may refuse to write (it raises): the train
     stage checks that params.yaml did not change under it. `sparse_tables`: see `gradient.GradientPath`.
+
+    A ranking model (`RatingModel.task`, params.yaml's `rank`) is validated on val NDCG@k as `ranking_params` (the
+    evaluate section) defines it, which it then requires; a rating model on val MSE.
     """
-    log = EpochLog()
-    path = family_path(REGISTRY[params.model].family)(params, log, sparse_tables)
+    ranking = None
+    if REGISTRY[params.model].task == "ranking":
+        if ranking_params is None:
+            raise ValueError(f"{params.model} ranks: train() needs the ranking_params it is validated with")
+        ranking = RankingValidation(ranking_params, val, train, users, movies)
+    log = EpochLog(VAL_MSE if ranking is None else ranking.metric)
+    path = family_path(REGISTRY[params.model].family)(params, log, sparse_tables, ranking)
     settings = path.settings(train.height)
     data = RatingsDataModule(train=train, val=val, users=users, movies=movies, seed=params.seed)
     planned = path.planned_epochs(settings)

@@ -23,6 +23,7 @@ from .determinism import unfilled_memory
 from .optim import table_optimizers, use_sparse_tables
 from .outputs import checkpoint_bytes
 from .progress import BestEpoch, EpochLog, Fitted, LossTally
+from .validation import RankingValidation
 
 
 class Fitting(lightning.LightningModule):
@@ -89,22 +90,27 @@ class Fitting(lightning.LightningModule):
 
 
 class WatchValidation(Callback):
-    """After each validation: the best epoch so far (`BestEpoch`), and Lightning told to stop when it says so."""
+    """After each validation: the best epoch so far (`BestEpoch`), and Lightning told to stop when it says so. The
+    val MSE is the mean loss of the validation steps; a ranker's val NDCG@k is measured here (`ranking`)."""
 
-    def __init__(self, best: BestEpoch):
-        self.best = best
+    def __init__(self, best: BestEpoch, ranking: RankingValidation | None = None):
+        self.best, self.ranking = best, ranking
 
     def on_validation_end(self, trainer: lightning.Trainer, module: Fitting) -> None:
-        self.best.update(trainer.current_epoch, float(trainer.callback_metrics["val_loss"]), module.model)
+        if self.ranking is None:
+            val_value = float(trainer.callback_metrics["val_loss"])
+        else:  # every process measures the whole val part: the same value, the same decision to stop
+            val_value = self.ranking(module.model)
+        self.best.update(trainer.current_epoch, val_value, module.model)
         if self.best.stop:
             trainer.should_stop = True  # Lightning goes on to min_epochs
 
 
 class LogEpochs(Callback):
-    """Each epoch's losses and timings to the `EpochLog`."""
+    """Each epoch's train loss, val metric (as `best` last saw it) and timings to the `EpochLog`."""
 
-    def __init__(self, log: EpochLog):
-        self.epoch_log = log
+    def __init__(self, log: EpochLog, best: BestEpoch):
+        self.epoch_log, self.best = log, best
 
     def on_fit_start(self, trainer: lightning.Trainer, module: Fitting) -> None:
         self.epoch_log.fit_started()
@@ -117,8 +123,7 @@ class LogEpochs(Callback):
 
     def on_train_epoch_end(self, trainer: lightning.Trainer, module: Fitting) -> None:
         # After the epoch's validation (Lightning validates at the end of the epoch's last batch).
-        val_loss = float(trainer.callback_metrics["val_loss"])
-        self.epoch_log.epoch_ended(trainer.current_epoch, module.epoch_train_loss(), val_loss)
+        self.epoch_log.epoch_ended(trainer.current_epoch, module.epoch_train_loss(), self.best.last)
 
 
 class GradientPath:
@@ -126,14 +131,20 @@ class GradientPath:
     sparse rows and RowAdam on one CPU process, dense tables and fused Adam on an accelerator or under DDP; True or
     False forces one (the tests run the dense path on the CPU)."""
 
-    def __init__(self, params: TrainParams, log: EpochLog, sparse_tables: bool | None = None):
+    def __init__(
+        self,
+        params: TrainParams,
+        log: EpochLog,
+        sparse_tables: bool | None = None,
+        ranking: RankingValidation | None = None,
+    ):
         quiet_lightning()
         if sparse_tables is None:
             sparse_tables = device_of(params.accelerator).type == "cpu" and params.strategy != "ddp"
         self.params = params
         self.choices = {"sparse_tables": sparse_tables}
-        self.best = BestEpoch(params.patience, params.min_improvement)
-        self.trainer = new_trainer(params, callbacks=[WatchValidation(self.best), LogEpochs(log)])
+        self.best = BestEpoch(params.patience, params.min_improvement, maximize=log.metric.maximize)
+        self.trainer = new_trainer(params, callbacks=[WatchValidation(self.best, ranking), LogEpochs(log, self.best)])
 
     @property
     def writes_outputs(self) -> bool:

@@ -36,8 +36,8 @@ def check_memory(
     )
     key = largest_size_setting(model_class, settings, shape)
     if key is None:  # no setting sizes the tables: the data does
-        raise ParamsError(f"train.model: got {params.model!r}; {figure}: train it on fewer users and movies")
-    raise ParamsError(f"train.{params.model}.{key}: got {getattr(settings, key)}; {figure}: lower it")
+        raise ParamsError(f"{params.name}.model: got {params.model!r}; {figure}: train it on fewer users and movies")
+    raise ParamsError(f"{params.name}.{params.model}.{key}: got {getattr(settings, key)}; {figure}: lower it")
 
 
 def largest_size_setting(model_class: type[RatingModel], settings, shape: DataShape) -> str | None:

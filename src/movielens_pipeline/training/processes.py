@@ -32,7 +32,7 @@ def processes(params: TrainParams, beside: bool) -> tuple[int, str]:
     """How many processes train on this machine at once, and why that many (for messages)."""
     if beside:
         return 2, "refit trains beside the first fit"
-    return params.devices, "train.devices"
+    return params.devices, f"{params.name}.devices"
 
 
 def threads_per_process(params: TrainParams, beside: bool) -> int:

@@ -16,6 +16,8 @@ import torch
 from dvclive import Live
 from torch import Tensor, nn
 
+from .validation import VAL_MSE, ValMetric
+
 TIME_TO_ACCURACY_TOLERANCE = 0.01
 
 
@@ -38,10 +40,11 @@ class LossTally:
 
 
 class BestEpoch:
-    """The best validation so far: its epoch, loss and weights; and when to stop.
+    """The best validation so far: its epoch, value and weights; and when to stop.
 
     `stop` turns true (and stays true) once `patience` epochs in a row have each failed to lower
-    the best val RMSE by `min_improvement` (relative). Lightning's EarlyStopping takes an absolute
+    the best val RMSE by `min_improvement` (relative; with `maximize`, to raise the val metric, NDCG, by
+    it). Lightning's EarlyStopping takes an absolute
     `min_delta`, which means a different thing at every error level, and measures it from the last
     epoch that passed it, so a slow creep (0.03 % an epoch at 25 M ratings) never stops. Training
     itself goes on to `train.min_epochs`.
@@ -52,19 +55,27 @@ class BestEpoch:
     refit's later chains short.
     """
 
-    def __init__(self, patience: int, min_improvement: float, keep_last: bool = False):
+    def __init__(self, patience: int, min_improvement: float, keep_last: bool = False, maximize: bool = False):
         self.patience, self.min_improvement, self.keep_last = patience, min_improvement, keep_last
+        self.maximize = maximize
         self.epoch = -1
-        self.val_loss = math.inf
+        self.val_loss = -math.inf if maximize else math.inf  # the best val MSE (or, with `maximize`, metric)
+        self.last = math.nan  # the last epoch's
         self.state: dict[str, Tensor] = {}  # the best epoch's weights and buffers, on the CPU
         self.epochs_without_progress = 0
         self.stop = False
 
     def update(self, epoch: int, val_loss: float, model: nn.Module) -> None:
         """Epoch `epoch` of `model` validated at `val_loss`: keep it if it is the best, and count its progress."""
-        progress = math.sqrt(val_loss) < math.sqrt(self.val_loss) * (1 - self.min_improvement)
+        self.last = val_loss
+        if self.maximize:
+            progress = val_loss > self.val_loss * (1 + self.min_improvement)
+            better = val_loss > self.val_loss
+        else:
+            progress = math.sqrt(val_loss) < math.sqrt(self.val_loss) * (1 - self.min_improvement)
+            better = val_loss < self.val_loss
         self.epochs_without_progress = 0 if progress else self.epochs_without_progress + 1
-        if val_loss < self.val_loss or self.keep_last:
+        if better or self.keep_last:
             self.epoch, self.val_loss = epoch, val_loss
             self.state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
         if self.epochs_without_progress >= self.patience:
@@ -72,9 +83,11 @@ class BestEpoch:
 
 
 class EpochLog:
-    """Each epoch's train and val loss to dvclive (step = epoch) and the console, and how long it took."""
+    """Each epoch's train loss and val metric (`metric`: MSE, or a ranker's NDCG) to dvclive (step = epoch) and the
+    console, and how long it took."""
 
-    def __init__(self, live: Live | None = None):
+    def __init__(self, metric: ValMetric = VAL_MSE, live: Live | None = None):
+        self.metric = metric
         self.live = live  # None: log to the console only (a DDP process other than the first)
         self.epoch_seconds: list[float] = []  # training time of each epoch, validation excluded
         self.elapsed: list[float] = []  # seconds from the start of fitting to the end of each epoch's validation
@@ -91,7 +104,7 @@ class EpochLog:
         self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
 
     def epoch_ended(self, epoch: int, train_loss: float, val_loss: float) -> None:
-        """Epoch `epoch` is over, validation included: log its losses."""
+        """Epoch `epoch` is over, validation included: log its train loss and val metric."""
         self.elapsed.append(time.perf_counter() - self.fit_start)
         self.val_losses.append(val_loss)
         if self.live is None:
@@ -101,26 +114,30 @@ class EpochLog:
         # (dvclive 3.x): a fifth of a 300-sweep fit. `Live`'s exit writes the summary once.
         self.live.step = epoch
         self.live.log_metric("train/loss", train_loss)
-        self.live.log_metric("val/loss", val_loss)
-        print(f"epoch {epoch:3d}  train mse {train_loss:.4f}  val mse {val_loss:.4f}", flush=True)
+        self.live.log_metric(self.metric.live_name, val_loss)
+        print(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val {self.metric.label} {val_loss:.4f}", flush=True)
 
     def summary(self, first: Fitted, train_seconds: float, n_ratings: int) -> dict:
-        """The first fit's summary: its best epoch and val MSE, its epochs, and the timings (`outputs.TIMINGS`)."""
+        """The first fit's summary: its best epoch and val metric, its epochs, and the timings (`outputs.TIMINGS`)."""
+        label = self.metric.label
         return {
             "best_epoch": first.best.epoch,
-            "best_val_mse": first.best.val_loss,
+            f"best_val_{label}": first.best.val_loss,
             "epochs": first.epochs,
             "train_seconds": round(train_seconds, 3),
             # Under DDP each process trains on its shard; the epoch is the whole training part.
             "ratings_per_second": round(n_ratings / statistics.median(self.epoch_seconds)),
-            # Time to accuracy: how soon training was nearly as good as it got (1 % above the best val RMSE).
-            "seconds_to_1pct_of_best_val_rmse": round(self.seconds_to_accuracy(first.best.val_loss), 3),
+            # Time to accuracy: how soon training was nearly as good as it got (1 % from the best val RMSE, NDCG).
+            "seconds_to_1pct_of_best_val": round(self.seconds_to_accuracy(first.best.val_loss), 3),
         }
 
     def seconds_to_accuracy(self, best_val_loss: float, tolerance: float = TIME_TO_ACCURACY_TOLERANCE) -> float:
-        """Seconds of fitting until the val RMSE first came within `tolerance` of the best val RMSE."""
-        target = math.sqrt(best_val_loss) * (1 + tolerance)
-        return next(s for s, loss in zip(self.elapsed, self.val_losses, strict=True) if math.sqrt(loss) <= target)
+        """Seconds of fitting until the val RMSE (a ranker's metric) first came within `tolerance` of its best."""
+        if self.metric.maximize:
+            reached = (value >= best_val_loss * (1 - tolerance) for value in self.val_losses)
+        else:
+            reached = (math.sqrt(loss) <= math.sqrt(best_val_loss) * (1 + tolerance) for loss in self.val_losses)
+        return next(seconds for seconds, done in zip(self.elapsed, reached, strict=True) if done)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The sweep family's path: a plain loop over the model's own sweeps, no Lightning.
 
 The model says what one sweep does and how many it plans (`SweepModel.sweeps`, `planned_sweeps`);
-this loop runs them, validates after each (val MSE, the same names in dvclive as the gradient
-path's epochs), keeps the best sweep and stops where the model leaves that to validation, or keeps
+this loop runs them, validates after each (val MSE, or a ranker's val NDCG: the same names in dvclive as the
+gradient path's epochs), keeps the best sweep and stops where the model leaves that to validation, or keeps
 the last where it plans its own number. One process, on the CPU or one GPU.
 """
 
@@ -18,6 +18,7 @@ from ..params import ParamsError, TrainParams
 from .determinism import deterministic, seed_everything, unfilled_memory
 from .outputs import checkpoint_bytes
 from .progress import BestEpoch, EpochLog, Fitted, LossTally
+from .validation import RankingValidation
 
 
 class SweepPath:
@@ -26,13 +27,19 @@ class SweepPath:
     writes_outputs = True  # one process
     choices: dict = {}  # nothing chosen beyond the params
 
-    def __init__(self, params: TrainParams, log: EpochLog, sparse_tables: bool | None = None):
+    def __init__(
+        self,
+        params: TrainParams,
+        log: EpochLog,
+        sparse_tables: bool | None = None,
+        ranking: RankingValidation | None = None,
+    ):
         if params.world_size > 1:
             raise ParamsError(
-                f"train.devices x num_nodes: got {params.world_size} processes; `{params.model}` is fitted by "
+                f"{params.name}.devices x num_nodes: got {params.world_size} processes; `{params.model}` is fitted by "
                 "closed-form sweeps on one process: set both to 1"
             )
-        self.params, self.log = params, log
+        self.params, self.log, self.ranking = params, log, ranking
         self.device = device_of(params.accelerator)
 
     def settings(self, n_train: int):
@@ -46,7 +53,9 @@ class SweepPath:
         """A new model fitted on `data`'s train part, validated on its val part after each sweep."""
         params, log = self.params, self.log
         planned = self.planned_epochs(settings)
-        best = BestEpoch(params.patience, params.min_improvement, keep_last=planned is not None)
+        best = BestEpoch(
+            params.patience, params.min_improvement, keep_last=planned is not None, maximize=log.metric.maximize
+        )
         users, movies, ratings, days = (column.to(self.device) for column in data.part("val"))
         n_train, limit = len(data.part("train")[0]), planned or params.max_epochs
         with deterministic(self.device), unfilled_memory(), torch.no_grad():
@@ -59,12 +68,16 @@ class SweepPath:
                 log.training_ended()
                 # Tallied as the gradient path's losses are, in float32 (x ratings / ratings): a sweep model's
                 # curves and best val MSE are the numbers it had when Lightning drove it, to the bit.
-                train_loss, val_loss = LossTally(self.device), LossTally(self.device)
+                train_loss = LossTally(self.device)
                 train_loss.add(train_mse, n_train)
-                val_loss.add(model.loss(users, movies, ratings, days), len(ratings))
-                val_mse = float(val_loss.mean())
-                log.epoch_ended(sweep, float(train_loss.mean()), val_mse)
-                best.update(sweep, val_mse, model)
+                if self.ranking is None:
+                    val_loss = LossTally(self.device)
+                    val_loss.add(model.loss(users, movies, ratings, days), len(ratings))
+                    val_value = float(val_loss.mean())
+                else:
+                    val_value = self.ranking(model)
+                log.epoch_ended(sweep, float(train_loss.mean()), val_value)
+                best.update(sweep, val_value, model)
                 if planned is None and best.stop and sweep + 1 >= params.min_epochs:
                     break
         return Fitted(model, best, sweep + 1)

@@ -29,6 +29,7 @@ class BPR(GradientModel):
     """
 
     name = "bpr"
+    task = "ranking"
     Settings = BPRSettings
 
     def __init__(self, shape, settings):

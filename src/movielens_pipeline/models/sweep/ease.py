@@ -50,6 +50,7 @@ class EASE(SweepModel):
     from."""
 
     name = "ease"
+    task = "ranking"
     Settings = EASESettings
 
     def __init__(self, shape: DataShape, settings: EASESettings):

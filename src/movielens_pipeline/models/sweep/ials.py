@@ -58,6 +58,7 @@ class IALS(SweepModel):
     gradients. Keeps each side's training ratings grouped by owner beside the model, not in its checkpoint."""
 
     name = "ials"
+    task = "ranking"
     Settings = IALSSettings
 
     def __init__(self, shape: DataShape, settings: IALSSettings):
