@@ -4,15 +4,16 @@
     .venv/bin/python bench/scale.py --source archive       # the same ratings as a generated ml-25m.zip (data.url)
     .venv/bin/python bench/scale.py --ratings 2000000      # smaller, for a quick look
     .venv/bin/python bench/scale.py --models als bayes_mf --set train.bayes_mf.sweeps=32 train.bayes_mf.burn_in=8
+    .venv/bin/python bench/scale.py --set data.synthetic_exposure=1.0   # users rate what they like: ranking means more
 
 Copies the project (its git-tracked files) into a scratch folder, makes it a git repository,
 changes only `data.*` in params.yaml, and runs `dvc repro -s <stage>` for each stage in turn,
 each a child process whose peak RSS (DVC's and the stage's, the larger) comes from wait4.
 `--source archive` writes the generated ratings in ml-25m's exact layout (ratings.csv and
 movies.csv, zipped under ml-25m/), so the download's checks and extraction and the CSV
-parsing are timed too. Prints a markdown table and the run's metrics. With several `--models`,
-the data stages run once and train and evaluate once per model (`--set` changes params.yaml's
-keys first, as `dvc exp run -S` would).
+parsing are timed too. Prints a markdown table and the run's metrics, the ranker's NDCG against
+popularity's among them. With several `--models`, the data stages and the ranker run once and train
+and evaluate once per model (`--set` changes params.yaml's keys first, as `dvc exp run -S` would).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ("check_params", "download", "preprocess", "split", "train", "evaluate")
+STAGES = ("check_params", "download", "preprocess", "split", "train", "rank", "evaluate")
 # ML-25M's shape: 25,000,095 ratings by 162,541 users on 59,047 rated movies.
 ML_25M_USERS, ML_25M_MOVIES = 162_541, 59_047
 
@@ -120,10 +121,11 @@ def main() -> None:
         repo = copy_project(root / "project", data_params)
         set_params(repo, args.set)
         data_timings = {stage: run_stage(repo, stage) for stage in STAGES[:4]}
+        data_timings["rank"] = run_stage(repo, "rank")  # the ranker trains once, whatever the rating models
         for model in args.models or [None]:
             if model is not None:
                 set_params(repo, [f"train.model={model}"])
-            timings = data_timings | {stage: run_stage(repo, stage) for stage in STAGES[4:]}
+            timings = data_timings | {stage: run_stage(repo, stage) for stage in ("train", "evaluate")}
             report(repo, timings, args)
 
 
@@ -171,6 +173,30 @@ def report(repo: Path, timings: dict[str, tuple[float, float]], args: argparse.N
         f"test RMSE {metrics['test']['rmse']:.4f}{ratio}, training-mean baseline {metrics['baseline']['rmse']:.4f}",
         flush=True,
     )
+    ranker = json.loads((repo / "dvclive" / "rank" / "metrics.json").read_text())
+    ranker_timings = repo / "dvclive" / "rank" / "timings.json"
+    if ranker_timings.exists():
+        ranker |= json.loads(ranker_timings.read_text())
+    ranker_params = yaml.safe_load((repo / "dvclive" / "rank" / "params.yaml").read_text())
+    ndcg = next(key.split("/")[1] for key in flat(metrics) if key.startswith("ranker/ndcg@"))
+    ours, popular = metrics["ranker"][ndcg], metrics["popularity"][ndcg]
+    name = ranker_params["model"]
+    settings = ", ".join(f"{key} {value}" for key, value in ranker_params[name].items())
+    seconds = ranker.get("train_seconds", float("nan"))
+    print(
+        f"ranker `{name}` ({settings}): {ranker['epochs']} sweeps or epochs, {seconds:.0f} s; test {ndcg} "
+        f"{ours:.4f}, popularity {popular:.4f} ({ours / popular:.2f}x), {metrics['ranking']['users']} users",
+        flush=True,
+    )
+
+
+def flat(metrics: dict, prefix: str = "") -> list[str]:
+    """The metric names of a nested metrics file, `group/name`."""
+    return [
+        name
+        for key, value in metrics.items()
+        for name in (flat(value, f"{prefix}{key}/") if isinstance(value, dict) else [f"{prefix}{key}"])
+    ]
 
 
 if __name__ == "__main__":

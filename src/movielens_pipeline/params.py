@@ -85,6 +85,11 @@ class DataParams(Section):
     synthetic_noise: Annotated[float, Field(ge=0)] = Field(
         description="synthetic: standard deviation of the Gaussian noise on each score"
     )
+    synthetic_exposure: Annotated[float, Field(ge=0, le=10)] = Field(
+        description="synthetic: how much a user's taste picks the movies they rate: a movie's chance is its "
+        "popularity x exp(this x the user's affinity for it, the interaction term of its true score); 0: "
+        "popularity alone"
+    )
     synthetic_seed: Seed = Field(description="synthetic: seed of the generator")
 
     @model_validator(mode="after")

@@ -1,9 +1,11 @@
 """A synthetic twin of MovieLens from a known generative model, so a model's error has a known floor.
 
-Users and movies have power-law popularity; a rating is the global mean + user bias +
-movie bias + a low-rank user x movie interaction + Gaussian noise, rounded to the half-star
-scale and clipped to 0.5-5. The noiseless score (clipped to the scale) is kept beside each
-rating as `true_score`, so preprocess can report the noise floor: the RMSE of the truth.
+Users and movies have power-law popularity; which movies a user rates follows popularity and, with
+`synthetic_exposure`, the user's taste (the exposure model: a user tends to watch what they will like, so
+there is something for a ranker to find). A rating is the global mean + user bias + movie bias + a low-rank
+user x movie interaction + Gaussian noise, rounded to the half-star scale and clipped to 0.5-5. The noiseless
+score (clipped to the scale) is kept beside each rating as `true_score`, so preprocess can report the noise
+floor: the RMSE of the truth.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ GENRES = (
 MAX_GENRES_PER_MOVIE = 3
 EXTRA_GENRE_PROBABILITY = 0.35
 CHUNK_ROWS = 1 << 21  # scores are computed this many ratings at a time, to bound memory
+# The exposure model draws this many candidates by popularity per rated movie and keeps one, with probability
+# proportional to exp(exposure x affinity) (sampling-importance-resampling: popularity x exp(exposure x affinity)
+# as the candidates grow; 8 keeps 25 M ratings' draws to seconds).
+EXPOSURE_CANDIDATES = 8
 MAX_DRAW_ROUNDS = 100
 RATINGS_FILE = "ratings.parquet"
 MOVIES_FILE = "movies.parquet"
@@ -100,18 +106,51 @@ def activity_counts(n_ratings: int, weights: np.ndarray, cap: int) -> np.ndarray
     return counts
 
 
-def draw_pairs(params: DataParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+class Exposure:
+    """Which movie each draw for a user picks: by popularity alone (`exposure` 0), or among EXPOSURE_CANDIDATES drawn
+    by popularity, one with probability proportional to exp(exposure x the user's affinity for it: the interaction
+    of their hidden factors)."""
+
+    def __init__(self, movie_law: PowerLaw, exposure: float, user_factors, movie_factors):
+        self.movie_law, self.exposure = movie_law, exposure
+        self.user_factors, self.movie_factors = user_factors, movie_factors
+
+    def draw(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One movie index per entry of `users`."""
+        if self.exposure == 0:
+            return self.movie_law.draw(users.size, rng)  # the same draws as before the exposure model
+        picked = np.empty(users.size, dtype=np.int32)
+        rows = max(1, CHUNK_ROWS // EXPOSURE_CANDIDATES)
+        for start in range(0, users.size, rows):
+            chunk = users[start : start + rows]
+            candidates = self.movie_law.draw(chunk.size * EXPOSURE_CANDIDATES, rng).reshape(-1, EXPOSURE_CANDIDATES)
+            # Taste, not quality: the interaction alone (a movie everyone rates high is popular already).
+            affinity = np.einsum("ik,ijk->ij", self.user_factors[chunk], self.movie_factors[candidates])
+            # Gumbel-max: the argmax of log-weight + Gumbel noise is a draw proportional to the weights.
+            uniform = rng.random(candidates.shape, dtype=np.float32).clip(np.finfo(np.float32).tiny, None)
+            keys = self.exposure * affinity - np.log(-np.log(uniform))
+            picked[start : start + rows] = np.take_along_axis(candidates, keys.argmax(axis=1)[:, None], 1)[:, 0]
+        return picked
+
+
+def draw_pairs(
+    params: DataParams, rng: np.random.Generator, truth: tuple[np.ndarray, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (user, movie) index pairs, sorted by user then movie, drawn with power-law popularity.
 
-    Each user gets a power-law share of the ratings; their movies are drawn by popularity, and
-    the draws that repeat a pair are drawn again (twice as many, the surplus dropped) until none is missing.
+    Each user gets a power-law share of the ratings; their movies are drawn by popularity (and, with
+    `synthetic_exposure`, by their affinity for each under `truth`: `draw_truth`'s parameters), and the draws
+    that repeat a pair are drawn again (twice as many, the surplus dropped) until none is missing.
     """
     n_users, n_movies, n_ratings = params.synthetic_users, params.synthetic_movies, params.synthetic_ratings
     user_weights = PowerLaw(n_users, USER_ACTIVITY_EXPONENT, rng).weights()
     movie_law = PowerLaw(n_movies, MOVIE_POPULARITY_EXPONENT, rng)
+    _, _, user_factors, movie_factors = truth if truth is not None else (None,) * 4
+    exposure = Exposure(movie_law, params.synthetic_exposure, user_factors, movie_factors)
     wanted = activity_counts(n_ratings, user_weights, max(1, math.ceil(MAX_USER_SHARE * n_movies)))
     # A pair is coded as user * n_movies + movie, so sorting the codes sorts by user, then movie.
-    codes = _distinct(np.repeat(np.arange(n_users, dtype=np.int64), wanted) * n_movies + movie_law.draw(n_ratings, rng))
+    first_users = np.repeat(np.arange(n_users, dtype=np.int64), wanted)
+    codes = _distinct(first_users * n_movies + exposure.draw(first_users, rng))
     extras = np.empty(0, dtype=np.int64)
     for round_number in range(MAX_DRAW_ROUNDS + 1):
         have = np.bincount(codes // n_movies, minlength=n_users) + np.bincount(extras // n_movies, minlength=n_users)
@@ -125,7 +164,7 @@ def draw_pairs(params: DataParams, rng: np.random.Generator) -> tuple[np.ndarray
                 "or lower data.synthetic_ratings"
             )
         users = np.repeat(np.arange(n_users, dtype=np.int64), 2 * missing)
-        drawn = users * n_movies + movie_law.draw(users.size, rng)
+        drawn = users * n_movies + exposure.draw(users, rng)
         first = np.sort(_first_occurrences(drawn))  # positions, in draw order (grouped by user)
         fresh = drawn[first]
         fresh = fresh[~(_contains(codes, fresh) | _contains(extras, fresh))]
@@ -182,8 +221,9 @@ def draw_truth(params: DataParams, rng: np.random.Generator) -> tuple[np.ndarray
 def generate(params: DataParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Ratings (userId, movieId, rating, timestamp, true_score), movies (movieId, title, genres), a summary."""
     rng = np.random.default_rng(params.synthetic_seed)
-    user_bias, movie_bias, user_factors, movie_factors = draw_truth(params, rng)
-    users, movies = draw_pairs(params, rng)
+    truth = draw_truth(params, rng)
+    user_bias, movie_bias, user_factors, movie_factors = truth
+    users, movies = draw_pairs(params, rng, truth)
 
     n_ratings = users.size
     true_score = np.empty(n_ratings, dtype=np.float32)
@@ -214,6 +254,7 @@ def generate(params: DataParams) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
         "interaction_sd": INTERACTION_SD,
         "rank": params.synthetic_rank,
         "noise_sd": params.synthetic_noise,
+        "exposure": params.synthetic_exposure,
         "seed": params.synthetic_seed,
         "ratings": n_ratings,
         "users": params.synthetic_users,

@@ -21,7 +21,7 @@ E2E_PARAMS = {
         "biased_mf": {"batch_size": 256, "learning_rate": 0.01},
         "global_mean": {"batch_size": 256, "learning_rate": 0.01},
     },
-    "rank": {"ials": {"embedding_dim": 16, "sweeps": 5}},
+    "rank": {"ials": {"embedding_dim": 16, "sweeps": 5}},  # test_trained_revisions ranks with it: kept quick
     # The generated users have about 28 training ratings each: spread them over several buckets.
     "evaluate": {"light_user_min_ratings": 20, "medium_user_min_ratings": 27, "heavy_user_min_ratings": 30},
 }

@@ -53,17 +53,17 @@ def test_recommend_serves_the_ranker_of_the_revision_asked(project_repo):
     --rev` answers with that revision's ranker, beside the same rating model's predicted ratings."""
     repo = project_repo
     baseline = load_trained(repo)
-    assert baseline.ranker.name == "ials" and baseline.model.name == "biased_mf"
+    assert baseline.ranker.name == "ease" and baseline.model.name == "biased_mf"
     rating_model = (repo / "models/model.ckpt").read_bytes()
-    dvc(repo, "exp", "run", "-S", "rank.model=ease", "--name", "ease-ranker")
+    dvc(repo, "exp", "run", "-S", "rank.model=ials", "--name", "ials-ranker")
     assert (repo / "models/model.ckpt").read_bytes() == rating_model  # the rating model did not retrain
-    assert load_trained(repo, rev="ease-ranker").ranker.name == "ease"
-    assert load_trained(repo, rev="HEAD").ranker.name == "ials"
+    assert load_trained(repo, rev="ials-ranker").ranker.name == "ials"
+    assert load_trained(repo, rev="HEAD").ranker.name == "ease"
 
     train = pl.read_parquet(repo / "data/split/train.parquet")
     rated = set(train.filter(pl.col("userId") == 42)["movieId"])
     answers = {}
-    for rev in ("HEAD", "ease-ranker"):
+    for rev in ("HEAD", "ials-ranker"):
         result = python(repo, "-m", "movielens_pipeline.cli", "recommend", "42", "--rev", rev)
         assert result.returncode == 0, result.stderr
         top = pl.read_csv(result.stdout.encode())
@@ -75,4 +75,4 @@ def test_recommend_serves_the_ranker_of_the_revision_asked(project_repo):
         predicted = baseline.predict(pairs)["predicted_rating"].to_list()
         assert top["predicted_rating"].to_list() == pytest.approx(predicted, rel=1e-6)
         answers[rev] = top["movieId"].to_list()
-    assert answers["HEAD"] != answers["ease-ranker"]
+    assert answers["HEAD"] != answers["ials-ranker"]

@@ -34,21 +34,26 @@ def rated_pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.array(users), np.array(movies)
 
 
-def fitted(penalty: float = 5.0, max_movies: int = N_MOVIES) -> tuple[torch.nn.Module, np.ndarray, torch.Tensor]:
-    """EASE fitted on `rated_pairs`, the users x movies matrix X, and the fit's reported error."""
+def fitted(
+    penalty: float = 5.0, max_movies: int = N_MOVIES, rating_weight: float = 0.0
+) -> tuple[torch.nn.Module, np.ndarray, torch.Tensor]:
+    """EASE fitted on `rated_pairs` with ratings 1-5, the users x movies matrix X it should have built
+    (1 + rating_weight x (rating - their mean) where rated), and the fit's reported error."""
     users, movies = rated_pairs()
+    ratings = np.random.default_rng(1).integers(1, 6, len(users)).astype(np.float32)
     data = TrainingData(
         torch.from_numpy(users),
         torch.from_numpy(movies),
-        torch.full((len(users),), 4.0),
+        torch.from_numpy(ratings),
         torch.zeros(len(users)),
         torch.zeros(N_MOVIES, 0),
     )
-    settings = project_params("rank", model="ease", ease={"penalty": penalty, "max_movies": max_movies}).settings
-    model = build_model("ease", settings, data, DataShape(N_USERS, N_MOVIES, 0, len(users), 4.0))
+    chosen = {"penalty": penalty, "max_movies": max_movies, "rating_weight": rating_weight}
+    settings = project_params("rank", model="ease", ease=chosen).settings
+    model = build_model("ease", settings, data, DataShape(N_USERS, N_MOVIES, 0, len(users), float(ratings.mean())))
     (error,) = list(model.sweeps())
     matrix = np.zeros((N_USERS, N_MOVIES))
-    matrix[users, movies] = 1.0
+    matrix[users, movies] = 1.0 + rating_weight * (ratings - ratings.mean())
     return model, matrix, error
 
 
@@ -60,21 +65,29 @@ def steck(matrix: np.ndarray, penalty: float) -> np.ndarray:
     return weights
 
 
-def test_the_weights_are_stecks_closed_form_with_a_zero_diagonal():
-    model, matrix, _ = fitted(penalty=5.0)
+@pytest.mark.parametrize("rating_weight", [0.0, 0.5])
+def test_the_weights_are_stecks_closed_form_with_a_zero_diagonal(rating_weight):
+    model, matrix, _ = fitted(penalty=5.0, rating_weight=rating_weight)
     np.testing.assert_allclose(model.item_weights.numpy(), steck(matrix, 5.0), rtol=1e-5, atol=1e-6)
     assert torch.count_nonzero(model.item_weights.diagonal()) == 0
 
 
-def test_the_fits_reported_error_is_the_reconstruction_error_per_training_rating():
-    model, matrix, error = fitted(penalty=5.0)
+def test_without_a_rating_weight_every_rated_movie_is_a_one_whatever_its_rating():
+    _, matrix, _ = fitted(rating_weight=0.0)
+    assert set(np.unique(matrix)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("rating_weight", [0.0, 0.5])
+def test_the_fits_reported_error_is_the_reconstruction_error_per_training_rating(rating_weight):
+    model, matrix, error = fitted(penalty=5.0, rating_weight=rating_weight)
     weights = steck(matrix, 5.0)
-    expected = np.square(matrix - matrix @ weights).sum() / matrix.sum()
+    expected = np.square(matrix - matrix @ weights).sum() / np.count_nonzero(rated_pairs()[0] >= 0)
     assert float(error) == pytest.approx(expected, rel=1e-5)
 
 
-def test_a_score_sums_the_weights_of_the_movies_the_user_rated():
-    model, matrix, _ = fitted()
+@pytest.mark.parametrize("rating_weight", [0.0, 0.5])
+def test_a_score_sums_the_weights_of_the_movies_the_user_rated_times_their_entries(rating_weight):
+    model, matrix, _ = fitted(rating_weight=rating_weight)
     users, movies = torch.meshgrid(torch.arange(N_USERS), torch.arange(N_MOVIES), indexing="ij")
     bias, interaction = model.score(users.reshape(-1), movies.reshape(-1))
     np.testing.assert_allclose(interaction.view(N_USERS, N_MOVIES).numpy(), matrix @ steck(matrix, 5.0), atol=1e-5)
@@ -82,7 +95,7 @@ def test_a_score_sums_the_weights_of_the_movies_the_user_rated():
 
 
 def test_scores_computed_a_few_users_at_a_time_are_the_same(monkeypatch):
-    model, _, _ = fitted()
+    model, _, _ = fitted(rating_weight=0.5)
     users, movies = torch.randint(0, N_USERS, (500,)), torch.randint(0, N_MOVIES, (500,))
     _, at_once = model.score(users, movies)
     monkeypatch.setattr(ease_module, "SCORE_FLOATS", 3 * N_MOVIES)  # three users per chunk

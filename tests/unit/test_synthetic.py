@@ -174,3 +174,26 @@ def test_draw_truth_gives_the_hidden_parameters_behind_the_true_scores(small):
     score = GLOBAL_MEAN + user_bias[users] + movie_bias[movies]
     score += np.einsum("ij,ij->i", user_factors[users], movie_factors[movies])
     assert np.allclose(np.clip(score, RATING_MIN, RATING_MAX), ratings["true_score"].to_numpy(), atol=1e-5)
+
+
+def affinity_of_rated(ratings: pl.DataFrame, exposure_params) -> float:
+    """The mean affinity (the interaction term of the generator's hidden truth) of the pairs that were rated."""
+    _, _, user_factors, movie_factors = draw_truth(exposure_params, np.random.default_rng(0))
+    users, movies = ratings["userId"].to_numpy() - 1, ratings["movieId"].to_numpy() - 1
+    return float(np.mean(np.einsum("ij,ij->i", user_factors[users], movie_factors[movies])))
+
+
+def test_with_exposure_users_rate_the_movies_they_have_an_affinity_for_and_the_rest_holds():
+    plain, with_taste = params(), params(synthetic_exposure=2.0)
+    popular, _, _ = generate(plain)
+    tasteful, _, summary = generate(with_taste)
+    assert tasteful.height == popular.height == SMALL["synthetic_ratings"]  # the same count, still distinct pairs
+    assert tasteful.select("userId", "movieId").is_unique().all()
+    # Each user rates as many movies as without exposure: only which ones changes, towards what they like.
+    assert popular["userId"].value_counts().sort("userId").equals(tasteful["userId"].value_counts().sort("userId"))
+    assert affinity_of_rated(tasteful, with_taste) > affinity_of_rated(popular, plain) + 0.3
+    assert summary["exposure"] == 2.0
+    assert generate(with_taste)[0].equals(tasteful)  # deterministic
+    # The noise on each rating is unchanged: the floor stays where it was.
+    floor = generate(plain)[2]["noise_floor_rmse_all_generated"]
+    assert summary["noise_floor_rmse_all_generated"] == pytest.approx(floor, rel=0.1)

@@ -58,7 +58,7 @@ def project(tmp_path_factory):
     params = project_params("train", max_epochs=4, biased_mf={"batch_size": 128, "learning_rate": 0.02})
     (root / CHECKPOINT).parent.mkdir(parents=True)
     train(params, parts["train"], parts["val"], users, movies, root / CHECKPOINT, root / "live")
-    ranker_params = project_params("rank", ials={"embedding_dim": 8, "sweeps": 3})
+    ranker_params = project_params("rank", model="ials", ials={"embedding_dim": 8, "sweeps": 3})
     ranking_params = project_params("evaluate")
     train(
         ranker_params,

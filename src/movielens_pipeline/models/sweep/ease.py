@@ -2,7 +2,9 @@
 fitted in closed form, that scores each movie by the movies a user rated. A model to rank with, not to predict
 ratings: its scores are not on the rating scale (as `bpr`'s), so its RMSE means nothing.
 
-X is the users x movies matrix of training ratings as implicit feedback (1 where a user rated a movie). B minimises
+X is the users x movies matrix of training ratings: 0 where a user did not rate a movie, and where they did,
+1 + `rating_weight` x (the rating - the training mean) (with `rating_weight` 0, Steck's 1: implicit feedback; above
+0, a movie rated above the mean says more about the user's taste, one below it less, or against it). B minimises
 |X - XB|^2 + penalty |B|^2 with a zero diagonal (a movie may not explain itself): with P = (X'X + penalty I)^-1,
 B = I - P diag(P)^-1, one inverse of a movies x movies matrix. A user's score for movie m is sum_j X_uj B_jm.
 
@@ -32,9 +34,16 @@ SCORE_FLOATS = 1 << 24
 
 
 class EASESettings(ModelSettings):
-    """`ease`: the L2 penalty of the movie-to-movie weights, and how many movies they cover."""
+    """`ease`: the L2 penalty of the movie-to-movie weights, how much a rating's value counts, how many movies the
+    weights cover."""
 
     penalty: float = Field(gt=0, le=1e6, description="L2 penalty on the movie-to-movie weights (Steck's lambda)")
+    rating_weight: float = Field(
+        ge=0,
+        le=10,
+        description="a rated movie's entry is 1 + this x (its rating - the training mean); 0: every rated movie "
+        "is 1 (implicit feedback, as Steck's)",
+    )
     max_movies: int = Field(
         ge=1,
         le=100_000,
@@ -46,8 +55,8 @@ class EASESettings(ModelSettings):
 @register
 class EASE(SweepModel):
     """Scores movie m for user u by sum_j X_uj B_jm over the movies j the user rated in training (one closed-form
-    fit: `planned_sweeps` 1). Keeps each user's training movies (CSR) in its checkpoint: they are what it scores
-    from."""
+    fit: `planned_sweeps` 1). Keeps each user's training movies and their entries X_uj (CSR) in its checkpoint:
+    they are what it scores from."""
 
     name = "ease"
     task = "ranking"
@@ -59,9 +68,10 @@ class EASE(SweepModel):
         self.register_buffer("item_weights", torch.zeros(covered, covered))  # B, over the covered movies
         # Each movie's column in B, -1 for a movie the weights do not cover.
         self.register_buffer("movie_column", torch.full((shape.n_movies,), -1, dtype=torch.int64))
-        # Each user's training movies as CSR: rated_movies[rated_start[u]:rated_start[u + 1]].
+        # Each user's training movies as CSR: rated_movies[rated_start[u]:rated_start[u + 1]], and their X_uj.
         self.register_buffer("rated_start", torch.zeros(shape.n_users + 1, dtype=torch.int64))
         self.register_buffer("rated_movies", torch.zeros(shape.n_train_ratings, dtype=torch.int64))
+        self.register_buffer("rated_values", torch.zeros(shape.n_train_ratings))
 
     @classmethod
     def planned_sweeps(cls, settings: EASESettings) -> int:
@@ -72,6 +82,7 @@ class EASE(SweepModel):
         starts, order = csr_index(data.users, self.shape.n_users)
         self.rated_start[:] = starts
         self.rated_movies[:] = data.movies[order]
+        self.rated_values[:] = 1 + self.settings.rating_weight * (data.ratings[order] - self.shape.train_mean)
 
     def sweeps(self) -> Iterator[Tensor]:
         yield self.fit()
@@ -89,8 +100,8 @@ class EASE(SweepModel):
         kept = torch.sort(torch.argsort(counts, descending=True, stable=True)[:covered]).values
         self.movie_column.fill_(-1)
         self.movie_column[kept] = torch.arange(covered, device=self.device)
-        starts, columns = self.covered_ratings(torch.arange(self.shape.n_users, device=self.device))
-        gram = gram_of_rows(starts, columns, torch.ones(len(columns), device=self.device), covered)  # G = X'X
+        starts, columns, values = self.covered_ratings(torch.arange(self.shape.n_users, device=self.device))
+        gram = gram_of_rows(starts, columns, values, covered)  # G = X'X
         # In place where it can be: at 20,000 movies each of these matrices is 3.2 GB.
         gram.diagonal().add_(self.settings.penalty)
         inverse = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # P
@@ -100,12 +111,13 @@ class EASE(SweepModel):
         self.item_weights.copy_(weights)
         # With G + penalty I = P^-1: |X - XB|^2 = |X|^2 - <B, G> - penalty |B|^2 (B's diagonal is 0), so the
         # objective costs no product of two movies x movies matrices.
-        error = len(columns) - inner(weights, gram) - self.settings.penalty * inner(weights, weights)
+        squares = values.double().square().sum()  # |X|^2
+        error = squares - inner(weights, gram) - self.settings.penalty * inner(weights, weights)
         return (error / max(len(columns), 1)).float()
 
-    def covered_ratings(self, users: Tensor) -> tuple[Tensor, Tensor]:
-        """The `users`' training movies that the weights cover, as CSR: where each user's start, and their columns
-        in B."""
+    def covered_ratings(self, users: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The `users`' training movies that the weights cover, as CSR: where each user's start, their columns in
+        B and their entries X_uj."""
         rows, _ = csr_rows(self.rated_start, users)
         columns = self.movie_column[self.rated_movies[rows]]
         covered = columns >= 0
@@ -113,7 +125,7 @@ class EASE(SweepModel):
         counts = torch.bincount(user_of[covered], minlength=len(users))
         starts = torch.zeros(len(users) + 1, dtype=torch.int64, device=users.device)
         starts[1:] = counts.cumsum(0)
-        return starts, columns[covered]
+        return starts, columns[covered], self.rated_values[rows][covered]
 
     def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
         interaction = torch.zeros(len(users), device=self.device)
@@ -122,9 +134,9 @@ class EASE(SweepModel):
         step = max(1, SCORE_FLOATS // max(len(self.item_weights), 1))
         for first in range(0, len(distinct), step):
             chunk = distinct[first : first + step]
-            starts, rated = self.covered_ratings(chunk)
-            # Each user's scores of every covered movie: the sum of B's rows of the movies they rated.
-            scores = F.embedding_bag(rated, self.item_weights, starts[:-1], mode="sum")
+            starts, rated, values = self.covered_ratings(chunk)
+            # Each user's scores of every covered movie: the sum of B's rows of the movies they rated, times X_uj.
+            scores = F.embedding_bag(rated, self.item_weights, starts[:-1], mode="sum", per_sample_weights=values)
             in_chunk = (position >= first) & (position < first + len(chunk)) & (columns >= 0)
             interaction[in_chunk] = scores[position[in_chunk] - first, columns[in_chunk]]
         return torch.zeros_like(interaction), interaction
