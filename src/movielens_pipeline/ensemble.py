@@ -11,13 +11,12 @@ they read one model's.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from .atomic import atomic_dir, atomic_path, write_json, write_parquet, writing
+from .atomic import atomic_dir, atomic_path, scratch_dir, write_json, write_parquet, writing
 from .data import rating_tensors
 from .evaluate import error_metrics
 from .models import REGISTRY, load_model, model_settings, read_checkpoint, saved_bytes
@@ -52,7 +51,9 @@ def train_member(
     its val and test RMSE."""
     from .training import train  # imported here: Lightning costs seconds, and the blend stage needs none of it
 
-    with atomic_dir(out_dir) as staging, tempfile.TemporaryDirectory() as scratch:
+    # The first fit and dvclive's folder go to a scratch folder beside the output, not to /tmp: a run killed with
+    # SIGKILL leaves it where the next run of this member clears it (`atomic.clear_stale`).
+    with atomic_dir(out_dir) as staging, scratch_dir(out_dir) as scratch:
         first_fit = Path(scratch) / "first_fit.ckpt"
         train(
             params,

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from fakes import low_rank_rows, tab_bytes
 from faulty_http import FaultyServer
-from harness import BIN, copy_project, dvc, tool_env
+from harness import BIN, copy_project, dvc, stage_command, tool_env
 
 # Ctrl-C first, then, on the same half-done state, a kill nothing can catch.
 SIGNALS = [signal.SIGINT, signal.SIGKILL]
@@ -159,3 +159,26 @@ def test_killed_during_training(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     assert_recovers(repo)
     assert json.loads((repo / "eval/metrics.json").read_text())["test"]["rmse"] > 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_stage_exits_as_a_shell_reports_it_and_writes_nothing(tmp_path, sig):
+    # The train stage alone, signalled as `kill`, `timeout` or a CI cancel do (SIGTERM) or Ctrl-C (SIGINT): it stops
+    # at once, not after its epoch with status 0 as Lightning's own handler would have it.
+    params = {"data": SYNTHETIC, "train": {"max_epochs": 300, "min_epochs": 300}}
+    repo = copy_project(tmp_path / "project", params)
+    dvc(repo, "repro", "split")
+    process = subprocess.Popen(
+        stage_command(repo, "train"), cwd=repo, env=tool_env(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    first_epoch = staging(repo / "dvclive", ".train.partial-*/plots/metrics/val/loss.tsv")
+    deadline = time.monotonic() + 120
+    while not first_epoch():
+        assert process.poll() is None and time.monotonic() < deadline, "training ended or never started"
+        time.sleep(0.01)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + sig, stderr
+    assert stderr.decode().strip().splitlines()[-1] == f"error: stopped by {sig.name}; no output was written"
+    assert not (repo / "models/model.ckpt").exists() and not (repo / "dvclive/train").exists()
+    assert not list((repo / "models").glob(".*partial*")) and not list((repo / "dvclive").glob(".*partial*"))

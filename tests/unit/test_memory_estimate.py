@@ -64,11 +64,14 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
     users, movies, dim = 1000, 500, 64
     factors = 4 * (users + movies) * dim
     settings = settings_of("bayes_mf", embedding_dim=dim, chains=chains)
-    estimate = REGISTRY["bayes_mf"].training_bytes(DataShape(users, movies, 19, 10_000, 3.5), settings)
+    shape = DataShape(users, movies, 19, 10_000, 3.5)
+    estimate = REGISTRY["bayes_mf"].training_bytes(shape, settings)
     # The current sample and its float64 sums (twice as wide): 3; the bags' vectors (one per movie for the
     # users' bags, one per user for the movies'): 1; per chain, the posterior means, their copy for the best
-    # epoch, and the chain's float64 means: 4.
-    assert (4 + 4 * chains) * factors < estimate < (4.2 + 4 * chains) * factors  # and the biases
+    # epoch, and the chain's float64 means: 4. Besides, averaging the chains' larger side: two float64 arrays.
+    temporaries = 2 * 8 * chains * users * dim
+    assert REGISTRY["bayes_mf"].working_bytes(shape, settings) == temporaries
+    assert (4 + 4 * chains) * factors < estimate - temporaries < (4.2 + 4 * chains) * factors  # and the biases
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -98,8 +101,8 @@ def test_a_model_too_big_for_the_memory_is_refused_with_the_setting_the_estimate
     message = refusal("biased_mf", shape, embedding_dim=4096)
     assert message == (
         f"train.biased_mf.embedding_dim: got 4096; training `biased_mf` on 10,000,000 users and 50,000 movies would "
-        f"hold about {needed / GIB:,.1f} GiB (weights, optimiser state, the best epoch's copy), more than this "
-        "machine's 16.0 GiB of memory: lower it"
+        f"hold about {needed / GIB:,.1f} GiB (weights, optimiser state, the best epoch's copy, the fit's "
+        "temporaries), more than the 16.0 GiB it may use here: lower it"
     )
     assert 600 < needed / GIB < 700  # 10 M x 4096 float32 is 153 GiB, held four times
     assert "\n" not in message
@@ -119,7 +122,7 @@ def test_a_model_too_big_for_the_memory_is_refused_with_the_setting_the_estimate
 def test_the_refusal_names_the_setting_that_sizes_the_tables_most(name, changes, named):
     message = refusal(name, ML_100K, memory_bytes=2**20, **changes)
     assert message.startswith(f"train.{name}.{named}: got {changes[named]}; training `{name}` on 943 users and 1,682")
-    assert message.endswith("more than this machine's 0.0 GiB of memory: lower it")
+    assert message.endswith("more than the 0.0 GiB it may use here: lower it")
 
 
 def test_a_model_whose_size_no_setting_changes_is_refused_for_the_data():
@@ -127,7 +130,7 @@ def test_a_model_whose_size_no_setting_changes_is_refused_for_the_data():
     message = refusal("biases", shape, memory_bytes=4 * GIB)
     assert re.fullmatch(
         r"train\.model: got 'biases'; training `biases` on 500,000,000 users and 50,000 movies would hold about "
-        r"[\d,]+\.\d GiB \(.*\), more than this machine's 4\.0 GiB of memory: train it on fewer users and movies",
+        r"[\d,]+\.\d GiB \(.*\), more than the 4\.0 GiB it may use here: train it on fewer users and movies",
         message,
     )
 
@@ -138,7 +141,8 @@ def test_each_process_on_the_machine_holds_its_own_copy():
     params = project_params("train", devices=2, strategy="ddp", biased_mf={"embedding_dim": 4096})
     check_memory(params, settings, ML_25M, memory_bytes=2 * one)  # fits exactly
     message = refusal("biased_mf", ML_25M, memory_bytes=2 * one - 1, devices=2, embedding_dim=4096)
-    assert f"about {2 * one / GIB:,.1f} GiB (weights, optimiser state, the best epoch's copy in each of 2 " in message
+    held = "(weights, optimiser state, the best epoch's copy, the fit's temporaries in each of 2 "
+    assert f"about {2 * one / GIB:,.1f} GiB {held}" in message
     assert "processes (train.devices))" in message
 
 
@@ -147,16 +151,37 @@ def test_a_refit_beside_the_first_fit_holds_a_second_copy():
     one = REGISTRY["bayes_mf"].training_bytes(ML_25M, settings)
     params = project_params("train", model="bayes_mf", refit=True, bayes_mf={"embedding_dim": 512})
     check_memory(params, settings, ML_25M, memory_bytes=2 * one)  # fits exactly
-    with pytest.raises(ParamsError, match=r"copy in each of 2 processes \(refit trains beside the first fit\)\)"):
+    with pytest.raises(
+        ParamsError, match=r"temporaries in each of 2 processes \(refit trains beside the first fit\)\)"
+    ):
         check_memory(params, settings, ML_25M, memory_bytes=2 * one - 1)
     # Without refit, one process holds one copy.
     check_memory(project_params("train", model="bayes_mf", bayes_mf={"embedding_dim": 512}), settings, ML_25M, one)
 
 
-def test_models_that_fit_pass_and_the_memory_is_this_machines_physical_memory():
-    memory = physical_memory()
-    assert memory is not None and memory > 256 * 2**20
+def test_models_that_fit_pass_and_the_memory_is_what_is_available_less_the_margin():
+    available = memory.available_memory()
+    assert available is not None and 256 * 2**20 < available <= physical_memory()
+    assert memory.usable_memory() == pytest.approx(available * (1 - memory.MEMORY_MARGIN), rel=0.05)  # it moves
     check_memory(project_params("train"), settings_of("biased_mf"), ML_100K)  # the committed params on ML-100K
+
+
+def test_usable_memory_reads_memavailable_and_falls_back_to_physical_memory(tmp_path, monkeypatch):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24683700 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\n")
+    monkeypatch.setattr(memory, "MEMINFO", str(meminfo))
+    assert memory.usable_memory() == int(8_000_000 * 1024 * (1 - memory.MEMORY_MARGIN))
+    monkeypatch.setattr(memory, "MEMINFO", str(tmp_path / "none"))  # not Linux
+    assert memory.usable_memory() == int(physical_memory() * (1 - memory.MEMORY_MARGIN))
+
+
+def test_bayes_mf_counts_the_chains_averaging_temporaries_and_a_run_the_kernel_would_kill_is_refused():
+    # The case that once started, grew to 23 GB on a 23.5 GiB machine and was killed: now refused before any work.
+    settings = settings_of("bayes_mf", embedding_dim=4096, chains=100)
+    temporaries = REGISTRY["bayes_mf"].working_bytes(ML_100K, settings)
+    assert temporaries == 2 * 8 * 100 * 1682 * 4096  # two chains x movies x dim float64 arrays
+    message = refusal("bayes_mf", ML_100K, memory_bytes=int(23.5 * GIB), embedding_dim=4096, chains=100)
+    assert message.startswith("train.bayes_mf.embedding_dim: got 4096; training `bayes_mf` on 943 users")
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +193,7 @@ def split_parts() -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
 
 def test_train_refuses_before_building_a_model_or_writing_anything(split_parts, tmp_path, monkeypatch):
     parts, users, movies = split_parts
-    monkeypatch.setattr(memory, "physical_memory", lambda: 10_000)
+    monkeypatch.setattr(memory, "usable_memory", lambda: 10_000)
     monkeypatch.setattr(gradient, "build_model", lambda *args: pytest.fail("a model was built"))
     params = project_params("train", max_epochs=1)
     checkpoint, live = tmp_path / "model.ckpt", tmp_path / "live"

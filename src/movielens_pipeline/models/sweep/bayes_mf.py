@@ -12,6 +12,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
+from ...data import DataShape
 from ...params import EmbeddingDim, ModelSettings, ParamsError
 from ..base import register
 from .als import interactions
@@ -127,6 +128,12 @@ class BayesMF(SampledMF):
     @classmethod
     def planned_sweeps(cls, settings: BayesMFSettings) -> int:
         return settings.chains * settings.sweeps
+
+    @classmethod
+    def working_bytes(cls, shape: DataShape, settings: BayesMFSettings) -> int:
+        # Averaging the chains (`average_chains`) weighs every chain's factors of one side, then lays them side by
+        # side: two chains x rows x embedding_dim float64 temporaries for the larger side.
+        return 2 * 8 * settings.chains * max(shape.n_users, shape.n_movies) * settings.embedding_dim
 
     def sweeps(self) -> Iterator[Tensor]:
         for chain in range(self.settings.chains):
