@@ -2,7 +2,7 @@
 
     movielens predict 1:50 1:172                    # predicted ratings of (user, movie) pairs
     movielens predict --pairs pairs.csv --out predicted.parquet
-    movielens recommend 42 -n 10                    # user 42's top 10, never a movie rated in training
+    movielens recommend 42 -n 10                    # user 42's top 10 by the ranker, never a movie they rated
     movielens recommend --users users.csv --rev my-experiment
     movielens recommend 42 --artifact rating-model@v1.0.0   # a registered model version (dvc.yaml's artifacts)
     movielens predict 1:50 --ensemble --rev main     # the ensemble pipeline's blend (ensemble/dvc.yaml)
@@ -181,6 +181,8 @@ def write_table(table: pl.DataFrame, out: Path | None) -> None:
             table.write_parquet(staging) if out.suffix == ".parquet" else table.write_csv(staging)
     except OSError as error:  # a read-only file system, say: what check_output cannot see
         raise PipelineError(f"{out}: cannot be written: {error.strerror or error}") from None
+    rows = f"{table.height:,} row" + ("" if table.height == 1 else "s")
+    print(f"wrote {rows} to {out}", file=sys.stderr)  # stdout stays for tables
 
 
 if __name__ == "__main__":

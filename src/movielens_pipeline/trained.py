@@ -33,6 +33,8 @@ RANKER = "models/ranker.ckpt"  # the rank stage's: what `recommend` ranks with
 USERS = "data/prepared/users.parquet"
 MOVIES = "data/prepared/movies.parquet"
 TRAIN = "data/split/train.parquet"
+# The split's other parts: what a user rated beside training, which `recommend` never suggests either.
+HELD_OUT = ("data/split/val.parquet", "data/split/test.parquet")
 # The ensemble pipeline's blend (ensemble/dvc.yaml), served with the same tables: `load_trained(ensemble=True)`.
 ENSEMBLE_CHECKPOINT = "ensemble/model.ckpt"
 # The trained model's name in dvc.yaml's `artifacts:` (DVC's model registry; its path is CHECKPOINT), and the
@@ -147,11 +149,19 @@ class TrainedModel:
     train: TrainingRatings
     # Reads the ranking model (the rank stage's) when a question first needs it; None: the rating model ranks.
     read_ranker: Callable[[], RatingModel] | None = None
+    # Reads every rating of the split (train, val, test) when `recommend` first needs it: a recommendation skips
+    # what the user rated in any part. None: training's only (what evaluation skips).
+    read_every_rating: Callable[[], TrainingRatings] | None = None
 
     @cached_property
     def ranker(self) -> RatingModel:
         """The model whose scores order recommendations: the ranking model, else the rating model."""
         return self.model if self.read_ranker is None else self.read_ranker()
+
+    @cached_property
+    def every_rating(self) -> TrainingRatings:
+        """Every rating the user made that the pipeline holds (train, val, test): what serving must not suggest."""
+        return self.train if self.read_every_rating is None else self.read_every_rating()
 
     @property
     def n_movies(self) -> int:
@@ -191,7 +201,8 @@ class TrainedModel:
         return pairs.with_columns(predicted_rating=pl.Series(predicted, dtype=pl.Float32))
 
     def recommend(self, user_ids: list[int], n: int = 10, cold_start: bool = False) -> pl.DataFrame:
-        """The top `n` movies for each user by the ranker's scores, never one the user rated in training.
+        """The top `n` movies for each user by the ranker's scores, never one the user rated (in any part of the
+        split: training, val or test).
 
         Rows: userId, rank (1 = best), movieId, title, genres, predicted_rating (the rating model's). An unknown
         user raises UnknownIdError; with `cold_start` it gets the movies with the most training ratings (popularity,
@@ -201,7 +212,8 @@ class TrainedModel:
             raise PipelineError(f"recommend: n must be at least 1, got {n}")
         asked = np.array(list(dict.fromkeys(user_ids)), dtype=np.int64)
         user_indices = self.user_index.indices(asked, cold_start)
-        scores, movie_indices = self.top_movies(torch.from_numpy(user_indices.clip(min=0)), n)
+        known = torch.from_numpy(user_indices.clip(min=0))
+        scores, movie_indices = self.top_movies(known, n, skipped=self.every_rating)
         unknown = torch.from_numpy(user_indices < 0)
         if unknown.any():  # popularity reads every training rating: only for a cold start
             scores[unknown] = 0.0  # popularity's choice
@@ -227,13 +239,16 @@ class TrainedModel:
             how="horizontal",
         )
 
-    def top_movies(self, user_indices: Tensor, n: int, by_popularity: bool = False) -> tuple[Tensor, Tensor]:
-        """For each user index: the `n` best (score, movie index) over the movies it did not rate in training,
-        best first; score -inf where fewer than `n` are left. Scored by the ranker (`ranking_scores`); with
-        `by_popularity`, by the movie's number of training ratings (the popularity baseline). In chunks of users.
+    def top_movies(
+        self, user_indices: Tensor, n: int, by_popularity: bool = False, skipped: TrainingRatings | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """For each user index: the `n` best (score, movie index) over the movies it did not rate in training
+        (in `skipped`, if given), best first; score -inf where fewer than `n` are left. Scored by the ranker
+        (`ranking_scores`); with `by_popularity`, by the movie's number of training ratings (the popularity
+        baseline). In chunks of users.
         """
         n = min(n, self.n_movies)
-        rated_start, rated_movies = self.rated_index(user_indices)
+        rated_start, rated_movies = self.rated_index(user_indices, skipped or self.train)
         every_movie = torch.arange(self.n_movies)
         users_per_chunk = max(1, SCORES_PER_CHUNK // self.n_movies)
         best_scores, best_movies = [torch.empty(0, n)], [torch.empty(0, n, dtype=torch.int64)]
@@ -252,10 +267,10 @@ class TrainedModel:
                 best_movies.append(top.indices)
         return torch.cat(best_scores), torch.cat(best_movies)
 
-    def rated_index(self, user_indices: Tensor) -> tuple[Tensor, Tensor]:
-        """The training movies of those users (their ratings only, read now), by user index, as CSR: user u
+    def rated_index(self, user_indices: Tensor, ratings: TrainingRatings) -> tuple[Tensor, Tensor]:
+        """The movies those users rated in `ratings` (their rows only, read now), by user index, as CSR: user u
         rated rated_movies[rated_start[u]:rated_start[u + 1]]."""
-        rated = self.train.read(USER_INDEX, MOVIE_INDEX, users=user_indices)
+        rated = ratings.read(USER_INDEX, MOVIE_INDEX, users=user_indices)
         rated_start, order = csr_index(torch.from_numpy(rated[USER_INDEX].to_numpy().astype(np.int64)), self.n_users)
         return rated_start, torch.from_numpy(rated[MOVIE_INDEX].to_numpy().astype(np.int64))[order]
 
@@ -307,9 +322,33 @@ def load_trained(
     model = read_model(checkpoint)
     users = read_index(read(USERS), f"{USERS}{at}", "user")
     movies = read_index(read(MOVIES), f"{MOVIES}{at}", "movie")
-    source, name, sizes = read(TRAIN), f"{TRAIN}{at}", (users.height, movies.height)
-    train = TrainingRatings(scan_ratings(source, name, *sizes), *sizes, partial(read_ratings, source, name, *sizes))
-    return trained_model(model, users=users, movies=movies, train=train, read_ranker=partial(read_model, RANKER))
+    sizes = users.height, movies.height
+    train = ratings_of(read(TRAIN), f"{TRAIN}{at}", sizes)
+
+    def read_every_rating() -> TrainingRatings:
+        # Read only when `recommend` asks: `predict` needs none of them.
+        parts = [train, *(ratings_of(read(path), f"{path}{at}", sizes) for path in HELD_OUT)]
+        every = pl.concat([part.ratings.select(USER_INDEX, MOVIE_INDEX) for part in parts])
+
+        def check_files() -> None:  # names the first file with a bad row
+            for part in parts:
+                part.check_file()
+
+        return TrainingRatings(every, *sizes, check_files)
+
+    return trained_model(
+        model,
+        users=users,
+        movies=movies,
+        train=train,
+        read_ranker=partial(read_model, RANKER),
+        read_every_rating=read_every_rating,
+    )
+
+
+def ratings_of(source: Path | bytes, name: str, sizes: tuple[int, int]) -> TrainingRatings:
+    """A ratings table of the split, scanned (read as far as a question needs), its rows checked when read."""
+    return TrainingRatings(scan_ratings(source, name, *sizes), *sizes, partial(read_ratings, source, name, *sizes))
 
 
 def parse_artifact(artifact: str) -> tuple[str, str | None, str | None]:
@@ -359,9 +398,11 @@ def trained_model(
     movies: pl.DataFrame,
     train: pl.DataFrame | TrainingRatings,
     read_ranker: Callable[[], RatingModel] | None = None,
+    read_every_rating: Callable[[], TrainingRatings] | None = None,
 ) -> TrainedModel:
     """A TrainedModel from the tables the pipeline writes: prepared users and movies, the training ratings (read
-    and checked, or scanned); `read_ranker` reads the ranking model (None: `model` ranks too)."""
+    and checked, or scanned); `read_ranker` reads the ranking model (None: `model` ranks too), `read_every_rating`
+    the split's every rating (None: recommendations skip training's only)."""
     if isinstance(train, pl.DataFrame):
         train = TrainingRatings(train.lazy(), users.height, movies.height)
     return TrainedModel(
@@ -376,6 +417,7 @@ def trained_model(
         .select("movieId", *MOVIE_DETAILS),
         train=train,
         read_ranker=read_ranker,
+        read_every_rating=read_every_rating,
     )
 
 

@@ -24,6 +24,7 @@ from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import (
     ARTIFACT,
     CHECKPOINT,
+    HELD_OUT,
     MOVIES,
     RANKER,
     RANKER_ARTIFACT,
@@ -52,7 +53,8 @@ def project(tmp_path_factory):
         title=pl.format("Movie {}", "movieId"), genres=pl.col("movieId").map_elements(lambda m: [f"g{m % 3}"])
     )
     parts = split_ratings(ratings, project_params("split"))
-    for path, table in ((USERS, users), (MOVIES, movies), (TRAIN, parts["train"])):
+    held_out = dict(zip(HELD_OUT, (parts["val"], parts["test"]), strict=True))
+    for path, table in ((USERS, users), (MOVIES, movies), (TRAIN, parts["train"]), *held_out.items()):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         table.write_parquet(root / path)
     params = project_params("train", max_epochs=4, biased_mf={"batch_size": 128, "learning_rate": 0.02})
@@ -78,7 +80,7 @@ def test_the_paths_it_reads_are_what_dvc_yaml_makes():
     outs = {
         next(iter(out)) if isinstance(out, dict) else out for stage in stages.values() for out in stage.get("outs", [])
     }
-    for path in (CHECKPOINT, RANKER, USERS, MOVIES, TRAIN):
+    for path in (CHECKPOINT, RANKER, USERS, MOVIES, TRAIN, *HELD_OUT):
         assert any(path == out or path.startswith(out + "/") for out in outs), path
 
 
@@ -144,10 +146,15 @@ def test_an_empty_pairs_table_gives_an_empty_result(project):
     assert load_trained(project).predict(empty).height == 0
 
 
-def test_recommend_ranks_by_the_ranker_every_movie_the_user_did_not_rate_in_training(project):
+def every_rating(project) -> pl.DataFrame:
+    """Every rating of the split: train, val and test."""
+    return pl.concat([pl.read_parquet(project / path) for path in (TRAIN, *HELD_OUT)])
+
+
+def test_recommend_ranks_by_the_ranker_every_movie_the_user_did_not_rate(project):
     trained = load_trained(project)
     assert trained.ranker.name == "ials" and trained.model.name == "biased_mf"
-    split_train = pl.read_parquet(project / TRAIN)
+    split_train = every_rating(project)
     movies, users = pl.read_parquet(project / MOVIES), pl.read_parquet(project / USERS)
     top = trained.recommend([7, 3], n=5)
     assert top["userId"].to_list() == [7] * 5 + [3] * 5
@@ -170,6 +177,20 @@ def test_recommend_ranks_by_the_ranker_every_movie_the_user_did_not_rate_in_trai
         np.testing.assert_array_equal(mine["predicted_rating"], trained.predict(pairs)["predicted_rating"])
         titles = dict(zip(movies["movieId"], movies["title"], strict=True))
         assert mine["title"].to_list() == [titles[movie] for movie in mine["movieId"]]
+
+
+def test_recommend_skips_what_the_user_rated_in_val_and_test_and_evaluation_skips_training_only(project):
+    trained = load_trained(project)
+    held_out = pl.concat([pl.read_parquet(project / path) for path in HELD_OUT])
+    user = int(held_out["userId"][0])
+    theirs = set(held_out.filter(pl.col("userId") == user)["movieId"])
+    everything = trained.recommend([user], n=trained.n_movies)
+    assert theirs and not theirs & set(everything["movieId"])
+    # Evaluation's top lists leave the held-out movies in: they are what it looks for.
+    user_index = torch.tensor([int(trained.user_index.indices(np.array([user]), cold_start=False)[0])])
+    _, top = trained.top_movies(user_index, trained.n_movies)
+    movie_ids = set(trained.movies["movieId"].to_numpy()[top[0].numpy()])
+    assert theirs <= movie_ids
 
 
 def test_movies_whose_predictions_clip_at_five_are_ranked_by_their_unclipped_scores(project):
@@ -210,7 +231,7 @@ def test_a_user_who_rated_almost_everything_gets_only_what_is_left(project):
 
 
 def test_predict_reads_no_training_rating_and_recommend_only_the_asked_users(project, tmp_path):
-    for path in (CHECKPOINT, RANKER, USERS, MOVIES):
+    for path in (CHECKPOINT, RANKER, USERS, MOVIES, *HELD_OUT):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes((project / path).read_bytes())
     train = pl.read_parquet(project / TRAIN)
@@ -218,7 +239,6 @@ def test_predict_reads_no_training_rating_and_recommend_only_the_asked_users(pro
     # Every other user's ratings name a movie index the movies table does not have: reading one of them fails.
     mine = pl.col("userId") == user
     broken = train.with_columns(movieIdMapped=pl.when(mine).then("movieIdMapped").otherwise(10**6).cast(pl.UInt32))
-    (tmp_path / TRAIN).parent.mkdir(parents=True)
     broken.write_parquet(tmp_path / TRAIN)
     trained, expected = load_trained(tmp_path), load_trained(project)
     pairs = train.select("userId", "movieId").head(20)
@@ -293,7 +313,7 @@ def test_cli_predicts_pairs_from_arguments_and_files(project, capsys, tmp_path):
         ["2", "20"],
     ]
     (tmp_path / "pairs.csv").write_text("userId,movieId\n3,30\n")
-    code, _, _ = run_cli(
+    code, out, err = run_cli(
         capsys,
         "predict",
         "--repo",
@@ -304,6 +324,7 @@ def test_cli_predicts_pairs_from_arguments_and_files(project, capsys, tmp_path):
         str(tmp_path / "p.parquet"),
     )
     assert code == 0 and pl.read_parquet(tmp_path / "p.parquet")["movieId"].to_list() == [30]
+    assert out == "" and err == f"wrote 1 row to {tmp_path / 'p.parquet'}\n"  # where it went, not on stdout
     (tmp_path / "empty.csv").write_text("userId,movieId\n")
     code, out, _ = run_cli(capsys, "predict", "--repo", str(project), "--pairs", str(tmp_path / "empty.csv"))
     assert code == 0 and out.strip() == "userId,movieId,predicted_rating"
