@@ -104,12 +104,15 @@ def test_the_two_commands_run_the_whole_pipeline_on_a_fresh_copy(baseline_repo, 
     assert git(repo, "status", "--porcelain") == ""
 
 
-def test_the_commands_that_ask_the_trained_model_run(project_repo):
+def test_the_commands_that_ask_the_trained_model_run(project_repo, tmp_path):
     commands = commands_under("## Ask the trained model")
     assert any(command.startswith("movielens recommend") for command in commands)
+    before = git(project_repo, "status", "--porcelain", "--untracked-files=all")
     for command in commands:
-        run_line(command, project_repo)
-    assert (project_repo / "predicted.parquet").is_file()
+        run_line(command.replace("/tmp/", f"{tmp_path}/"), project_repo)  # the README's /tmp, this test's own
+    assert (tmp_path / "predicted.parquet").is_file()
+    # Nothing lands in the repository for the next block's `git add -A` to commit (an experiment's refs aside).
+    assert git(project_repo, "status", "--porcelain", "--untracked-files=all") == before
 
 
 @pytest.mark.slow  # twelve experiments, five minutes: `make test-readme` (the tests workflow's readme job)
