@@ -16,7 +16,7 @@ from movielens_pipeline import training
 from movielens_pipeline.data import DataShape, TrainingData, csr_index, rating_tensors
 from movielens_pipeline.evaluate import error_metrics
 from movielens_pipeline.models import REGISTRY, build_model, load_model
-from movielens_pipeline.models.sweep import bayes_mf
+from movielens_pipeline.models.sweep import bayes_mf, ridge
 from movielens_pipeline.models.sweep.als import ALS
 from movielens_pipeline.models.sweep.bags import (
     Bags,
@@ -542,3 +542,16 @@ def test_a_checkpoint_from_before_chains_loads_as_one_chain(prepared, tmp_path):
     parts = prepared[0]
     assert load_model(tmp_path / "old.ckpt").settings.chains == 1
     assert rmse_of(tmp_path / "old.ckpt", parts["test"]) == rmse_of(checkpoint, parts["test"])
+
+
+@pytest.mark.parametrize("dim", [3, 65, 4097])
+def test_a_ridge_chunk_holds_at_most_gram_floats_design_gram_and_cholesky_values_whatever_the_rank(dim):
+    # Many owners with one or two ratings each: at a high rank their k x k Gram matrices, not their design rows,
+    # would fill memory (the case the memory estimate once missed); the chunks are cut so they cannot.
+    rng = np.random.default_rng(0)
+    owners = np.repeat(np.arange(3000), rng.integers(1, 3, 3000))
+    padded = pad_by_owner(*csr_and_others(owners, rng.integers(0, 50, len(owners)), 3000), n_others=50, dim=dim)
+    for chunk_owners, rows, _ in padded.chunks:
+        held = rows.numel() * dim + 2 * len(chunk_owners) * dim * dim
+        assert held <= ridge.GRAM_FLOATS or len(chunk_owners) == 1
+    assert sum(len(chunk_owners) for chunk_owners, _, _ in padded.chunks) == 3000

@@ -14,6 +14,7 @@ from harness import model_params, project_params
 from movielens_pipeline import training
 from movielens_pipeline.data import DataShape
 from movielens_pipeline.models import REGISTRY
+from movielens_pipeline.models.sweep.ridge import GRAM_FLOATS
 from movielens_pipeline.params import GradientSettings, ParamsError
 from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.split import split_ratings
@@ -69,7 +70,7 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
     # The current sample and its float64 sums (twice as wide): 3; the bags' vectors (one per movie for the
     # users' bags, one per user for the movies'): 1; per chain, the posterior means, their copy for the best
     # epoch, and the chain's float64 means: 4. Besides, averaging the chains' larger side: two float64 arrays.
-    temporaries = 2 * 8 * chains * users * dim
+    temporaries = max(2 * 8 * chains * users * dim, 2 * 8 * GRAM_FLOATS)  # averaging, or a ridge solve's chunk
     assert REGISTRY["bayes_mf"].working_bytes(shape, settings) == temporaries
     assert (4 + 4 * chains) * factors < estimate - temporaries < (4.2 + 4 * chains) * factors  # and the biases
 

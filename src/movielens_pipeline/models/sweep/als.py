@@ -18,7 +18,7 @@ from ...data import DataShape, TrainingData, csr_index
 from ...params import EmbeddingDim, ModelSettings
 from ..base import factor_std, register
 from .common import SweepModel
-from .ridge import PaddedRatings, pad_by_owner, ridge_rows
+from .ridge import GRAM_FLOATS, PaddedRatings, pad_by_owner, ridge_rows
 
 
 class SweptMF(SweepModel):
@@ -41,6 +41,12 @@ class SweptMF(SweepModel):
         for name in ("user_starts", "user_others", "user_ratings", "movie_starts", "movie_others", "movie_ratings"):
             self.register_buffer(name, torch.zeros(0), persistent=False)
         self.padded: dict[str, PaddedRatings] = {}  # each side's, made by its first sweep, on the model's device
+
+    @classmethod
+    def working_bytes(cls, shape: DataShape, settings: ModelSettings) -> int:
+        # A batched ridge solve's chunk: its padded design rows, Gram matrices and Cholesky factors are at most
+        # GRAM_FLOATS values (ridge.pad_by_owner), float64 for the sampler; twice that for what the solve derives.
+        return 2 * 8 * GRAM_FLOATS
 
     def remember(self, data: TrainingData) -> None:
         super().remember(data)

@@ -132,8 +132,10 @@ class BayesMF(SampledMF):
     @classmethod
     def working_bytes(cls, shape: DataShape, settings: BayesMFSettings) -> int:
         # Averaging the chains (`average_chains`) weighs every chain's factors of one side, then lays them side by
-        # side: two chains x rows x embedding_dim float64 temporaries for the larger side.
-        return 2 * 8 * settings.chains * max(shape.n_users, shape.n_movies) * settings.embedding_dim
+        # side: two chains x rows x embedding_dim float64 temporaries for the larger side. Not at once with a
+        # sweep's ridge solves (`SweptMF.working_bytes`): the larger of the two.
+        averaging = 2 * 8 * settings.chains * max(shape.n_users, shape.n_movies) * settings.embedding_dim
+        return max(averaging, super().working_bytes(shape, settings))
 
     def sweeps(self) -> Iterator[Tensor]:
         for chain in range(self.settings.chains):

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Padded design values per batched solve (64 MiB of float32): what bounds memory at any size.
+# Values per batched solve, its padded design rows, Gram matrices and Cholesky factors together (128 MiB of
+# float64): what bounds a solve's memory at any size and rank.
 GRAM_FLOATS = 1 << 24
 # Owners are bucketed by their number of ratings, two buckets per doubling: on ML-25M-shaped data that pads
 # 18 % more rows than there are ratings, against 41 % with one bucket per doubling.
@@ -45,7 +46,9 @@ def pad_by_owner(starts: Tensor, others: Tensor, n_others: int, dim: int) -> Pad
         owners = torch.nonzero(bucket_of == bucket).squeeze(1)
         width = int(counts[owners].max())
         position = torch.arange(width, device=starts.device)
-        for chunk in owners.split(max(1, GRAM_FLOATS // (width * dim))):
+        # Per owner a chunk holds its padded design rows (width x dim) and its Gram matrix and Cholesky factor (dim
+        # x dim each): GRAM_FLOATS bounds them all, whatever the rank (at a high rank the Gram matrices dominate).
+        for chunk in owners.split(max(1, GRAM_FLOATS // (width * dim + 2 * dim * dim))):
             filled = position < counts[chunk].unsqueeze(1)
             slots = torch.where(filled, starts[chunk].unsqueeze(1) + position, len(others))
             chunks.append((chunk, padded_others[slots], slots))
