@@ -1,10 +1,10 @@
-"""Rating models, one folder per family (gradient/, sweep/): each model registers itself by being imported, below.
+"""The models, one folder per family (gradient/, sweep/): each model registers itself by being imported, below.
 
-`REGISTRY` maps each `train.model` name to its class; each class carries its settings
-(`Settings`, the schema of `params.yaml`'s `train.<name>`). `load_train_params` reads the
-train section with every model's settings typed; `build_model` and `load_model` make a model
-from params or from a checkpoint. Adding a model: a class with `@register` in its module,
-its import line below, and its section in `params.yaml`.
+`REGISTRY` maps each model's name to its class; each class carries its settings (`Settings`, the schema of
+`params.yaml`'s `train.<name>`, or `rank.<name>` for a ranking model: `SECTION_OF_TASK`). `load_train_params`
+reads the train (or rank) section with every model's settings typed; `build_model` and `load_model` make a model
+from params or from a checkpoint. Adding a model: a class with `@register` in its module, its import line below,
+and its section in `params.yaml`.
 """
 
 from __future__ import annotations
