@@ -21,7 +21,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' generated data and params
 
 from fakes import low_rank_rows, ratings_frame  # noqa: E402
-from harness import project_params  # noqa: E402
+from harness import model_params, project_params, ranking_params, section_of  # noqa: E402
 
 from movielens_pipeline.models import REGISTRY  # noqa: E402
 from movielens_pipeline.preprocess import index_ratings  # noqa: E402
@@ -50,12 +50,12 @@ def main() -> None:
     parts = split_ratings(ratings, project_params("split"))
     for model in args.models:
         for refit in (False, True):
-            committed = project_params("train").model_dump()[model]
+            # A ranking model trains in the rank section, validated as the rank stage validates it.
+            committed = project_params(section_of(model)).model_dump()[model]
             settings = committed | QUICK.get(model, {})
-            params = project_params(
-                "train",
-                **{"model": model, "refit": refit, "max_epochs": 8, "threads": args.threads, model: settings}
-                | TRAIN.get(model, {}),
+            params = model_params(
+                model,
+                **{"refit": refit, "max_epochs": 8, "threads": args.threads, model: settings} | TRAIN.get(model, {}),
             )
             with tempfile.TemporaryDirectory() as scratch:
                 checkpoint, first_fit = Path(scratch) / "model.ckpt", Path(scratch) / "first.ckpt"
@@ -68,6 +68,7 @@ def main() -> None:
                     checkpoint,
                     Path(scratch) / "live",
                     first_fit_path=first_fit,
+                    ranking_params=ranking_params(model),
                 )
                 live_files = sorted(
                     p for p in (Path(scratch) / "live").rglob("*") if p.is_file() and p.name != "timings.json"

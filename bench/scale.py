@@ -178,7 +178,7 @@ def report(repo: Path, timings: dict[str, tuple[float, float]], args: argparse.N
     if ranker_timings.exists():
         ranker |= json.loads(ranker_timings.read_text())
     ranker_params = yaml.safe_load((repo / "dvclive" / "rank" / "params.yaml").read_text())
-    ndcg = next(key.split("/")[1] for key in flat(metrics) if key.startswith("ranker/ndcg@"))
+    ndcg = next(key for key in metrics["ranker"] if key.startswith("ndcg@"))
     ours, popular = metrics["ranker"][ndcg], metrics["popularity"][ndcg]
     name = ranker_params["model"]
     settings = ", ".join(f"{key} {value}" for key, value in ranker_params[name].items())
@@ -188,15 +188,6 @@ def report(repo: Path, timings: dict[str, tuple[float, float]], args: argparse.N
         f"{ours:.4f}, popularity {popular:.4f} ({ours / popular:.2f}x), {metrics['ranking']['users']} users",
         flush=True,
     )
-
-
-def flat(metrics: dict, prefix: str = "") -> list[str]:
-    """The metric names of a nested metrics file, `group/name`."""
-    return [
-        name
-        for key, value in metrics.items()
-        for name in (flat(value, f"{prefix}{key}/") if isinstance(value, dict) else [f"{prefix}{key}"])
-    ]
 
 
 if __name__ == "__main__":

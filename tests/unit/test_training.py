@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 from fakes import low_rank_rows, ratings_frame
-from harness import project_params
+from harness import model_params, project_params, ranking_params
 
 from movielens_pipeline.data import DataShape, RatingsDataModule, TrainingData, rating_tensors
 from movielens_pipeline.evaluate import error_metrics, evaluate, ranking, rating_histogram, top_k_quality
@@ -48,9 +48,7 @@ def model_settings(name: str, **values) -> dict:
 def fit(prepared, parts, tmp_path, sparse_tables=None, model="biased_mf", settings=None, **train_params):
     """train() on the generated split: small batches, a quick learning rate, 12 epochs unless told otherwise."""
     chosen = model_settings(model, **{"batch_size": 256, "learning_rate": 0.01} | (settings or {}))
-    ranks = REGISTRY[model].task == "ranking"
-    section = "rank" if ranks else "train"
-    params = project_params(section, **{"model": model, "max_epochs": 12, model: chosen} | train_params)
+    params = model_params(model, **{"max_epochs": 12, model: chosen} | train_params)
     checkpoint = tmp_path / "model.ckpt"
     _, users, movies = prepared
     summary = train(
@@ -62,15 +60,14 @@ def fit(prepared, parts, tmp_path, sparse_tables=None, model="biased_mf", settin
         checkpoint,
         tmp_path / "live",
         sparse_tables=sparse_tables,
-        ranking_params=project_params("evaluate") if ranks else None,
+        ranking_params=ranking_params(model),
     )
     return summary, checkpoint
 
 
 def new_model(name: str, data: TrainingData, n_users: int, n_movies: int, train_mean: float = 3.5, **settings):
     """Model `name` with its committed settings (`settings` changed), sized for these users and movies."""
-    section = "rank" if REGISTRY[name].task == "ranking" else "train"
-    chosen = project_params(section, model=name, **{name: model_settings(name, **settings)}).settings
+    chosen = model_params(name, **{name: model_settings(name, **settings)}).settings
     if isinstance(chosen, GradientSettings):
         chosen = chosen.resolved(len(data.users))
     shape = DataShape(n_users, n_movies, data.movie_genres.shape[1], len(data.users), train_mean)

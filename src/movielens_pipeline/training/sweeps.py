@@ -8,6 +8,7 @@ the last where it plans its own number. One process, on the CPU or one GPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import islice
 
 import torch
@@ -56,7 +57,7 @@ class SweepPath:
         best = BestEpoch(
             params.patience, params.min_improvement, keep_last=planned is not None, maximize=log.metric.maximize
         )
-        users, movies, ratings, days = (column.to(self.device) for column in data.part("val"))
+        validate = self.ranking or val_mse(data, self.device)
         n_train, limit = len(data.part("train")[0]), planned or params.max_epochs
         with deterministic(self.device), unfilled_memory(), torch.no_grad():
             model = new_model(params, settings, data, self.device)
@@ -70,12 +71,7 @@ class SweepPath:
                 # curves and best val MSE are the numbers it had when Lightning drove it, to the bit.
                 train_loss = LossTally(self.device)
                 train_loss.add(train_mse, n_train)
-                if self.ranking is None:
-                    val_loss = LossTally(self.device)
-                    val_loss.add(model.loss(users, movies, ratings, days), len(ratings))
-                    val_value = float(val_loss.mean())
-                else:
-                    val_value = self.ranking(model)
+                val_value = validate(model)
                 log.epoch_ended(sweep, float(train_loss.mean()), val_value)
                 best.update(sweep, val_value, model)
                 if planned is None and best.stop and sweep + 1 >= params.min_epochs:
@@ -95,6 +91,19 @@ class SweepPath:
             for _ in islice(model.sweeps(), epochs):  # no validation: val is in the training data
                 pass
         return checkpoint_bytes(model, model.state_dict(), epochs)
+
+
+def val_mse(data: RatingsDataModule, device: torch.device) -> Callable[[RatingModel], float]:
+    """A rating model's validation: its loss on `data`'s val ratings (moved to `device` once), tallied as the
+    gradient path tallies it."""
+    users, movies, ratings, days = (column.to(device) for column in data.part("val"))
+
+    def validate(model: RatingModel) -> float:
+        val_loss = LossTally(device)
+        val_loss.add(model.loss(users, movies, ratings, days), len(ratings))
+        return float(val_loss.mean())
+
+    return validate
 
 
 def new_model(params: TrainParams, settings, data: RatingsDataModule, device: torch.device) -> RatingModel:

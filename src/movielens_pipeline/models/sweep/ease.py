@@ -141,12 +141,6 @@ class EASE(SweepModel):
             interaction[in_chunk] = scores[position[in_chunk] - first, columns[in_chunk]]
         return torch.zeros_like(interaction), interaction
 
-    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
-        """How well the training ratings reconstruct these: the mean of (1 - score)^2 over the pairs, each a movie
-        the user rated (the fit's objective, on ratings it did not see)."""
-        _, interaction = self.score(users, movies, days)
-        return (1 - interaction).square().mean()
-
 
 def inner(first: Tensor, second: Tensor) -> Tensor:
     """sum(first * second) of two matrices, SCORE_FLOATS products at a time (no temporary their size)."""

@@ -132,12 +132,6 @@ class IALS(SweepModel):
         interaction = interactions(self.user_factors, self.movie_factors, users, movies)
         return torch.zeros_like(interaction), interaction
 
-    def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
-        """The mean of (1 - score)^2 over these pairs, each a movie the user rated: the rated part of the fit's
-        objective, unweighted, on ratings the fit did not see."""
-        _, interaction = self.score(users, movies, days)
-        return (1 - interaction).square().mean()
-
 
 def solve_rows(
     start: Tensor,
