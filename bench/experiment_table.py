@@ -29,6 +29,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import yaml
+
 from movielens_pipeline.models import REGISTRY
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -36,6 +38,7 @@ RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-runs.json"
 SWEEP_FILE = PROJECT / "bench" / "results" / "ml-100k-sweep.json"
 RESULTS_PAGE = PROJECT / "docs" / "results.md"
 README = PROJECT / "README.md"
+PARAMS_FILE = PROJECT / "params.yaml"
 START, END = "<!-- experiment-table:start -->", "<!-- experiment-table:end -->"
 SWEEP_START, SWEEP_END = "<!-- sweep-table:start -->", "<!-- sweep-table:end -->"
 # The README shows ML-100K on the notebook's protocol only; docs/results.md every table.
@@ -86,8 +89,9 @@ def protocol(split: dict) -> str:
     return f"{split['train_fraction']:g}/{split['val_fraction']:g}/{test_fraction:.2g}"
 
 
-def tables(recorded: list[dict], only: tuple[str, str] | None = None) -> str:
-    """Markdown: per (data set, protocol) a heading line and one row per model, then the baseline."""
+def tables(recorded: list[dict], only: tuple[str, str] | None = None, default: str | None = None) -> str:
+    """Markdown: per (data set, protocol) a heading line and one row per model (model `default` marked as the
+    default), then the baseline."""
     groups: dict[tuple[str, str], dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     for run in recorded:
         split, train = run["params"]["split"], run["params"]["train"]
@@ -108,7 +112,8 @@ def tables(recorded: list[dict], only: tuple[str, str] | None = None) -> str:
         for model, by_seed in sorted(models.items(), key=lambda item: -statistics.mean(_rmse(item[1]))):
             metrics = list(by_seed.values())
             mae = summary([m["test"]["mae"] for m in metrics])
-            lines.append(f"| {model} | {len(metrics)} | {summary(_rmse(by_seed))} | {mae} |")
+            shown = f"{model} (the default)" if model == f"`{default}`" else model
+            lines.append(f"| {shown} | {len(metrics)} | {summary(_rmse(by_seed))} | {mae} |")
             baselines.update(by_seed)
         baseline = list(baselines.values())
         rmse, mae = (
@@ -210,8 +215,13 @@ def pages(recorded: list[dict], sweep: list[dict]) -> dict[Path, str]:
     results = with_tables(RESULTS_PAGE.read_text(encoding="utf-8"), tables(recorded))
     return {
         RESULTS_PAGE: with_tables(results, sweep_tables(sweep), SWEEP_START, SWEEP_END),
-        README: with_tables(README.read_text(encoding="utf-8"), tables(recorded, README_TABLE)),
+        README: with_tables(README.read_text(encoding="utf-8"), tables(recorded, README_TABLE, default_model())),
     }
+
+
+def default_model() -> str:
+    """The committed `train.model`."""
+    return yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))["train"]["model"]
 
 
 def merged(kept: list[dict], new: list[dict], key) -> list[dict]:

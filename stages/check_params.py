@@ -10,12 +10,12 @@ them, as the first thing it does (this stage stays under a second).
 import _checkout  # noqa: F401  (first: the library from this checkout)
 
 from movielens_pipeline.errors import run_stage
-from movielens_pipeline.params import SECTIONS, load_section
+from movielens_pipeline.params import SECTIONS, check_split_fits_data, load_section
 
 
 def main() -> None:
-    for section in SECTIONS:
-        load_section(section)
+    sections = {name: load_section(name) for name in SECTIONS}
+    check_split_fits_data(sections["data"], sections["split"])
 
 
 if __name__ == "__main__":

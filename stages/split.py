@@ -14,11 +14,12 @@ from movielens_pipeline.split import split
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("ratings", type=Path, help="the prepared ratings: data/prepared/ratings.parquet")
+    parser.add_argument("dataset", type=Path, help="preprocess's data/prepared/dataset.json (which data set)")
     parser.add_argument("out_dir", type=Path, help="train/val/test.parquet and stats.json go here")
     args = parser.parse_args()
     params = load_section("split")
     with atomic_dir(args.out_dir) as staging:
-        stats = split(args.ratings, params, staging)
+        stats = split(args.ratings, args.dataset, params, staging)
     print(", ".join(f"{part}: {counts['rows']} ratings" for part, counts in stats.items()))
     for part in ("val", "test"):
         users, movies = stats[part]["users_unseen_in_train"], stats[part]["movies_unseen_in_train"]

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from movielens_pipeline.releases import RatingsLayout
+from movielens_pipeline.schema import SOURCE_ROW
 
 TAB_LAYOUT = RatingsLayout(name="tab", separator="\t", has_header=False, max_bytes=1 << 20)
 CSV_LAYOUT = RatingsLayout(name="csv", separator=",", has_header=True, max_bytes=1 << 20)
@@ -76,12 +77,12 @@ def write_csv(path: Path, rows: list[Row]) -> Path:
 
 
 def ratings_frame(rows: list[Row]) -> pl.DataFrame:
-    """The frame read_ratings makes of `rows` once its line column is dropped."""
+    """The frame preprocess filters and indexes: what read_ratings makes of `rows`, numbered in file order."""
     return pl.DataFrame(
         rows,
         schema={"userId": pl.Int64, "movieId": pl.Int64, "rating": pl.Float32, "timestamp": pl.Int64},
         orient="row",
-    )
+    ).with_row_index(SOURCE_ROW)
 
 
 def low_rank_split(

@@ -18,7 +18,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from pydantic.fields import FieldInfo
 
-from .datasets import DATASETS, SYNTHETIC
+from .datasets import DATASETS, FOLDS_RELEASE, GIVEN_FOLDS, SYNTHETIC
 from .errors import PipelineError
 from .schema import RATING_MAX, RATING_MIN
 
@@ -128,17 +128,26 @@ class PreprocessParams(Section):
 
 
 class SplitParams(Section):
-    """Split stage: train/val/test fractions, of all ratings at random or of each user's ratings in time order."""
+    """Split stage: train/val/test fractions, of all ratings at random or of each user's ratings in time order;
+    or ML-100K's own folds."""
 
     name: ClassVar[str] = "split"
-    strategy: Literal["random", "temporal"] = Field(
-        description="random: the seed's shuffle; temporal: each user's latest ratings go to val, then test"
+    strategy: Literal["random", "temporal", "given"] = Field(
+        description="random: the seed's shuffle; temporal: each user's latest ratings go to val, then test; "
+        "given: ML-100K's own fold `split.fold` (the published protocol; other data sets refuse it)"
     )
-    train_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(description="share of ratings for training")
+    fold: Literal[GIVEN_FOLDS] = Field(
+        description="given only: ML-100K's fold; u1-u5: the test part is u.data's lines 20,000 x (i - 1) + 1 to "
+        "20,000 x i (mku.sh), ua/ub: each user's 1st-10th / 11th-20th ratings in file order (allbut.pl)"
+    )
+    train_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        description="share of ratings for training (random, temporal; given: the fold's base part less val)"
+    )
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
-        description="share of ratings for validation (early stopping); test gets the rest"
+        description="share of ratings for validation (early stopping); test gets the rest (given: drawn with the "
+        "seed from the fold's base part)"
     )
-    seed: Seed = Field(description="seed of the shuffle (random only)")
+    seed: Seed = Field(description="seed of the shuffle (random; given: of the val draw)")
 
     @model_validator(mode="after")
     def _test_not_empty(self) -> SplitParams:
@@ -149,6 +158,15 @@ class SplitParams(Section):
                 "so the test part is not empty"
             )
         return self
+
+
+def check_split_fits_data(data: DataParams, split: SplitParams) -> None:
+    """Refuse ML-100K's own folds for another data set, before anything is downloaded (check_params)."""
+    if split.strategy == "given" and data.dataset != FOLDS_RELEASE:
+        raise ParamsError(
+            f"split.strategy: got 'given' with data.dataset {data.dataset!r}; only {FOLDS_RELEASE} ships its own "
+            "folds (u1-u5, ua, ub): use split.strategy random or temporal"
+        )
 
 
 AUTO = "auto"
@@ -235,7 +253,9 @@ class TrainParams(Section):
     )
     threads: Annotated[int, Field(ge=0, le=4096)] = Field(
         description="torch CPU threads per process; 0: the CPUs the process may use, shared among the processes "
-        "that train (`devices`, or two when a sampler's refit trains beside its first fit)"
+        "that train (`devices`, or two when a sampler's refit trains beside its first fit). MKL splits a matrix "
+        "product by its thread count, so a model that multiplies large matrices (bayes_mf, ease, ials) differs in "
+        "its last bits with another count: a number, not 0, gives the same checkpoint on every machine"
     )
     devices: Annotated[int, Field(ge=1, le=4096)] = Field(
         description="Lightning's devices per node: processes (CPU) or GPUs that train together"

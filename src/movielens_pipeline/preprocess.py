@@ -27,7 +27,7 @@ from .releases import (
     Manifest,
     RatingsLayout,
 )
-from .schema import MOVIES_SCHEMA, RATING_MAX, RATING_MIN, RATINGS_SCHEMA
+from .schema import MOVIE_INDEX, MOVIES_SCHEMA, RATING_MAX, RATING_MIN, RATINGS_SCHEMA, SOURCE_ROW, USER_INDEX
 
 DOUBLE_COLON = "::"
 # u.item's 19 genre flag columns, in order (the release's u.genre).
@@ -199,14 +199,15 @@ def filter_ratings(ratings: pl.DataFrame, params: PreprocessParams) -> pl.DataFr
 
 
 def index_ratings(ratings: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Add contiguous userIdMapped / movieIdMapped (by ascending id); return ratings, users, movies."""
-    users = _index(ratings, "userId", "userIdMapped")
-    movies = _index(ratings, "movieId", "movieIdMapped")
+    """Add contiguous userIdMapped / movieIdMapped (by ascending id) to ratings with a source_row; return
+    ratings, users, movies."""
+    users = _index(ratings, "userId", USER_INDEX)
+    movies = _index(ratings, "movieId", MOVIE_INDEX)
     indexed = (
         ratings.join(users.drop("n_ratings"), on="userId")
         .join(movies.drop("n_ratings"), on="movieId")
         .sort(["userId", "timestamp", "movieId"])
-        .select(*RATINGS_SCHEMA, "userIdMapped", "movieIdMapped")
+        .select(*RATINGS_SCHEMA, USER_INDEX, MOVIE_INDEX, SOURCE_ROW)
     )
     return indexed, users, movies
 
@@ -319,7 +320,8 @@ def preprocess(raw_dir: Path, params: PreprocessParams, out_dir: Path) -> dict:
     """Read, validate, filter and index the raw files in `raw_dir`; write the tables and dataset.json into `out_dir`."""
     manifest, ratings, movies = read_raw(raw_dir)
     validate_ratings(ratings, str(Path(raw_dir) / manifest.ratings_file))
-    kept = filter_ratings(ratings.drop("line"), params)
+    # The raw ratings are in file order: number them before the filters drop any.
+    kept = filter_ratings(ratings.drop("line").with_row_index(SOURCE_ROW), params)
     indexed, users, movie_index = index_ratings(kept)
     if movies is None:
         movies = pl.DataFrame(schema=MOVIES_SCHEMA)

@@ -17,6 +17,7 @@ from harness import PLOTS_TEMPLATE, PROJECT, copy_project, dvc, git
 # Small and quick: generated data, few epochs. Shared by every end-to-end test.
 E2E_PARAMS = {
     "train": {
+        "model": "biased_mf",  # trains in seconds; the committed default (bayes_mf) takes a minute on ML-100K
         "max_epochs": 15,
         "biased_mf": {"batch_size": 256, "learning_rate": 0.01},
         "global_mean": {"batch_size": 256, "learning_rate": 0.01},

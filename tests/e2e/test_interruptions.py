@@ -119,7 +119,10 @@ def test_killed_during_download(tmp_path):
     try:
         url = server.serve("/ml-100k.zip", (tmp_path / "ml-100k.zip").read_bytes())
         md5 = hashlib.md5((tmp_path / "ml-100k.zip").read_bytes()).hexdigest()
-        params = {"data": {"url": url, "md5": md5, "timeout_seconds": 120}, "train": {"max_epochs": 2}}
+        params = {
+            "data": {"url": url, "md5": md5, "timeout_seconds": 120},
+            "train": {"model": "biased_mf", "max_epochs": 2},
+        }
         repo = copy_project(tmp_path / "project", params)
         for sig in SIGNALS:
             # Half the archive, then silence: the download is in progress when the signal comes.
@@ -134,7 +137,7 @@ def test_killed_during_download(tmp_path):
 
 def test_killed_during_preprocess(tmp_path):
     # Held at the rename that would publish its output: the staged output is complete, nothing is published yet.
-    repo = copy_project(tmp_path / "project", {"data": SYNTHETIC, "train": {"max_epochs": 1}})
+    repo = copy_project(tmp_path / "project", {"data": SYNTHETIC, "train": {"model": "biased_mf", "max_epochs": 1}})
     ready_file, pipeline = held_before_publishing(repo, "preprocess")
     for sig in SIGNALS:
         ready_file.unlink(missing_ok=True)
@@ -148,7 +151,7 @@ def test_killed_during_preprocess(tmp_path):
 def test_killed_during_training(tmp_path):
     # Many more epochs than the one it waits for: the signal comes while it trains, however fast the machine
     # (and a run that ignored it would end, publish a model and fail the test, rather than hang it).
-    params = {"data": SYNTHETIC, "train": {"max_epochs": 300, "min_epochs": 300}}
+    params = {"data": SYNTHETIC, "train": {"model": "biased_mf", "max_epochs": 300, "min_epochs": 300}}
     repo = copy_project(tmp_path / "project", params)
     for sig in SIGNALS:
         # The first epoch has been logged: training is well under way.
@@ -165,7 +168,7 @@ def test_killed_during_training(tmp_path):
 def test_a_signalled_stage_exits_as_a_shell_reports_it_and_writes_nothing(tmp_path, sig):
     # The train stage alone, signalled as `kill`, `timeout` or a CI cancel do (SIGTERM) or Ctrl-C (SIGINT): it stops
     # at once, not after its epoch with status 0 as Lightning's own handler would have it.
-    params = {"data": SYNTHETIC, "train": {"max_epochs": 300, "min_epochs": 300}}
+    params = {"data": SYNTHETIC, "train": {"model": "biased_mf", "max_epochs": 300, "min_epochs": 300}}
     repo = copy_project(tmp_path / "project", params)
     dvc(repo, "repro", "split")
     process = subprocess.Popen(

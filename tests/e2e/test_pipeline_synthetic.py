@@ -18,7 +18,10 @@ pytestmark = pytest.mark.xdist_group("test_pipeline_synthetic")
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    params = {"data": {"dataset": "synthetic", **SIZE}, "train": {"max_epochs": 10, "biased_mf": {"batch_size": 256}}}
+    params = {
+        "data": {"dataset": "synthetic", **SIZE},
+        "train": {"model": "biased_mf", "max_epochs": 10, "biased_mf": {"batch_size": 256}},
+    }
     repo = copy_project(tmp_path_factory.mktemp("synthetic") / "project", params)
     dvc(repo, "repro")
     return repo

@@ -51,7 +51,12 @@ def tiny_project(tmp_path_factory) -> Path:
         folder.mkdir(parents=True)
     fetch_dataset(parse_section("data", document["data"]), folders["raw"])
     preprocess(folders["raw"], parse_section("preprocess", document["preprocess"]), folders["prepared"])
-    split(folders["prepared"] / "ratings.parquet", parse_section("split", document["split"]), folders["split"])
+    split(
+        folders["prepared"] / "ratings.parquet",
+        folders["prepared"] / "dataset.json",
+        parse_section("split", document["split"]),
+        folders["split"],
+    )
     return root
 
 

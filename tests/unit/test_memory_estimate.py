@@ -139,7 +139,7 @@ def test_a_model_whose_size_no_setting_changes_is_refused_for_the_data():
 def test_each_process_on_the_machine_holds_its_own_copy():
     settings = settings_of("biased_mf", embedding_dim=4096)
     one = REGISTRY["biased_mf"].training_bytes(ML_25M, settings)
-    params = project_params("train", devices=2, strategy="ddp", biased_mf={"embedding_dim": 4096})
+    params = model_params("biased_mf", devices=2, strategy="ddp", biased_mf={"embedding_dim": 4096})
     check_memory(params, settings, ML_25M, memory_bytes=2 * one)  # fits exactly
     message = refusal("biased_mf", ML_25M, memory_bytes=2 * one - 1, devices=2, embedding_dim=4096)
     held = "(weights, optimiser state, the best epoch's copy, the fit's temporaries in each of 2 "
@@ -164,7 +164,8 @@ def test_models_that_fit_pass_and_the_memory_is_what_is_available_less_the_margi
     available = memory.available_memory()
     assert available is not None and 256 * 2**20 < available <= physical_memory()
     assert memory.usable_memory() == pytest.approx(available * (1 - memory.MEMORY_MARGIN), rel=0.05)  # it moves
-    check_memory(project_params("train"), settings_of("biased_mf"), ML_100K)  # the committed params on ML-100K
+    for name in ("bayes_mf", "biased_mf"):  # the committed default, and the end-to-end tests' model, on ML-100K
+        check_memory(model_params(name), settings_of(name), ML_100K)
 
 
 def test_usable_memory_reads_memavailable_and_falls_back_to_physical_memory(tmp_path, monkeypatch):
@@ -196,7 +197,7 @@ def test_train_refuses_before_building_a_model_or_writing_anything(split_parts, 
     parts, users, movies = split_parts
     monkeypatch.setattr(memory, "usable_memory", lambda: 10_000)
     monkeypatch.setattr(gradient, "build_model", lambda *args: pytest.fail("a model was built"))
-    params = project_params("train", max_epochs=1)
+    params = model_params("biased_mf", max_epochs=1)
     checkpoint, live = tmp_path / "model.ckpt", tmp_path / "live"
     with pytest.raises(ParamsError, match=r"^train\.biased_mf\.embedding_dim: got 64; training `biased_mf` on 60 "):
         training.train(params, parts["train"], parts["val"], users, movies, checkpoint, live)

@@ -433,8 +433,8 @@ def test_values_set_by_hand_are_kept_and_auto_learning_rate_follows_a_hand_set_b
     assert model_changed("bpr", batch_size="auto", learning_rate=0.05).resolved(10**8).learning_rate == 0.05
 
 
-def test_the_committed_params_train_ml_100k_with_the_values_tuned_there():
-    settings = load_train_params(PROJECT_PARAMS).settings
+def test_auto_gives_the_gradient_models_the_values_tuned_on_ml_100k():
+    settings = project_params("train", model="biased_mf").settings
     assert isinstance(settings, GradientSettings)
     resolved = settings.resolved(70_000)
     assert (resolved.batch_size, resolved.learning_rate) == (512, 0.003)

@@ -18,6 +18,7 @@ from movielens_pipeline.preprocess import (
     validate_ratings,
 )
 from movielens_pipeline.releases import Manifest, ManifestError
+from movielens_pipeline.schema import SOURCE_ROW
 
 ROWS = make_rows(60, seed=3)
 
@@ -235,7 +236,7 @@ def test_index_is_contiguous_uint32_by_ascending_id():
         assert table[id_column].to_list() == sorted(set(ratings[id_column]))
         counts = dict(ratings.group_by(id_column).len().rows())
         assert dict(zip(table[id_column], table["n_ratings"], strict=True)) == counts
-    assert indexed.columns == [*RATINGS_SCHEMA, "userIdMapped", "movieIdMapped"]
+    assert indexed.columns == [*RATINGS_SCHEMA, "userIdMapped", "movieIdMapped", SOURCE_ROW]
     assert indexed["userIdMapped"].dtype == pl.UInt32 and indexed["movieIdMapped"].dtype == pl.UInt32
 
 
@@ -248,7 +249,7 @@ def test_indexed_ratings_agree_with_the_mapping_tables():
         assert user_index[row["userId"]] == row["userIdMapped"]
         assert movie_index[row["movieId"]] == row["movieIdMapped"]
     # Every rating is kept exactly once, sorted by user, time and movie.
-    assert sorted(indexed.select(*RATINGS_SCHEMA).rows()) == sorted(ratings.rows())
+    assert sorted(indexed.select(ratings.columns).rows()) == sorted(ratings.rows())
     assert indexed.select("userId", "timestamp", "movieId").rows() == sorted(
         indexed.select("userId", "timestamp", "movieId").rows()
     )
@@ -283,6 +284,21 @@ def test_preprocess_writes_three_tables_byte_identical_across_runs(tmp_path):
     assert summary["users"] == pl.read_parquet(tmp_path / "first" / "users.parquet").height
     assert summary["movies"] == pl.read_parquet(tmp_path / "first" / "movies.parquet").height
     assert prepared.group_by("userId").len()["len"].min() >= 3
+
+
+@pytest.mark.parametrize(("layout", "write"), [("tab", write_tab), ("csv", write_csv)])
+def test_prepared_ratings_keep_each_ratings_record_number_in_the_file(tmp_path, layout, write):
+    # split.strategy `given` cuts ML-100K's folds by u.data's line order, which the prepared table's sort loses.
+    rows = make_rows(200, n_users=20, n_movies=40, seed=3)
+    write(tmp_path / "ratings", rows)  # a CSV has a header line, which is not a record
+    Manifest("ml-100k", "ratings", layout, None, None).write(tmp_path)
+    out_dir = tmp_path / "prepared"
+    out_dir.mkdir()
+    preprocess(tmp_path, project_params("preprocess", min_ratings_per_user=2), out_dir)
+    prepared = pl.read_parquet(out_dir / "ratings.parquet")
+    assert 0 < prepared.height <= len(rows) and not prepared[SOURCE_ROW].is_sorted()
+    for row in prepared.select("userId", "movieId", SOURCE_ROW).iter_rows():
+        assert tuple(rows[row[2]][:2]) == row[:2]
 
 
 def test_preprocess_stops_on_invalid_data_before_writing(tmp_path):

@@ -83,7 +83,10 @@ def test_release_downloads_and_prepares_into_the_canonical_tables(name, tmp_path
         "timestamp": pl.Int64,
         "userIdMapped": pl.UInt32,
         "movieIdMapped": pl.UInt32,
+        "source_row": pl.UInt32,
     }
+    # Each rating's record number in the release's file, whatever its layout (split.strategy `given`).
+    assert ratings.sort("source_row").select("userId", "movieId", "rating", "timestamp").rows() == rows
 
     movies = pl.read_parquet(prepared / "movies.parquet")
     assert movies.columns == ["movieId", "movieIdMapped", "n_ratings", "title", "genres"]

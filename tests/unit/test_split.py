@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 from fakes import indexed_frame, make_rows, ratings_frame
 from harness import project_params
 
+from movielens_pipeline.params import ParamsError, SplitParams, check_split_fits_data
 from movielens_pipeline.preprocess import index_ratings
+from movielens_pipeline.schema import SOURCE_ROW
 from movielens_pipeline.split import PARTS, SplitError, split, split_ratings, split_stats
 
 
@@ -45,9 +48,10 @@ def test_parts_are_disjoint_and_cover_the_input():
     assert not train & val and not train & test and not val & test
     assert train | val | test == pairs(ratings)
     assert sum(part.height for part in parts.values()) == ratings.height
-    # Whole rows travel together, with the prepared table's columns.
-    assert sorted(pl.concat(list(parts.values())).rows()) == sorted(ratings.rows())
-    assert all(part.columns == ratings.columns for part in parts.values())
+    # Whole rows travel together, with the prepared table's columns but its source row.
+    assert ratings.columns[-1] == SOURCE_ROW
+    assert sorted(pl.concat(list(parts.values())).rows()) == sorted(ratings.drop(SOURCE_ROW).rows())
+    assert all(part.columns == ratings.columns[:-1] for part in parts.values())
 
 
 def test_parts_keep_the_prepared_row_order():
@@ -90,12 +94,13 @@ def test_an_empty_part_is_refused(n_rows, train, val, empty):
 
 
 def run_split(tmp_path, name: str) -> tuple[dict, dict[str, bytes]]:
-    source = tmp_path / "ratings.parquet"
+    source, dataset_json = tmp_path / "ratings.parquet", tmp_path / "dataset.json"
     if not source.exists():
         prepared().write_parquet(source)
+        dataset_json.write_text(json.dumps({"dataset": "synthetic"}), encoding="utf-8")
     out_dir = tmp_path / name
     out_dir.mkdir()
-    stats = split(source, project_params("split", seed=5), out_dir)
+    stats = split(source, dataset_json, project_params("split", seed=5), out_dir)
     return stats, {path.name: path.read_bytes() for path in sorted(out_dir.iterdir())}
 
 
@@ -172,3 +177,86 @@ def test_temporal_split_holds_out_each_users_latest_ratings():
 def test_temporal_split_refuses_an_empty_part_naming_the_strategy():
     with pytest.raises(SplitError, match=r"^4 ratings split \(temporal\) .* leave the val and test part empty"):
         split_ratings(prepared(4), project_params("split", strategy="temporal"))
+
+
+# --- given: ML-100K's own folds --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ml_100k_shaped() -> pl.DataFrame:
+    """100,000 prepared ratings as preprocess writes ML-100K's (sorted by user and time), their source rows in a
+    shuffled file order: 1,000 users with 100 ratings each."""
+    rng = np.random.default_rng(0)
+    n_users, per_user = 1000, 100
+    file_order = rng.permutation(n_users * per_user)
+    raw = pl.DataFrame(
+        {
+            "userId": np.repeat(np.arange(1, n_users + 1), per_user)[file_order],
+            "movieId": np.tile(np.arange(1, per_user + 1), n_users)[file_order],
+            "rating": rng.integers(1, 6, n_users * per_user).astype(np.float32),
+            "timestamp": rng.integers(0, 10**9, n_users * per_user),
+        }
+    ).with_row_index(SOURCE_ROW)
+    return index_ratings(raw)[0]
+
+
+def given(fold: str, **overrides) -> SplitParams:
+    return project_params("split", strategy="given", fold=fold, **overrides)
+
+
+def source_rows(ratings: pl.DataFrame, part: pl.DataFrame) -> np.ndarray:
+    """The source rows of a part's ratings (the parts leave the column out; a user rates a movie once)."""
+    return part.join(ratings, on=["userId", "movieId"], how="left")[SOURCE_ROW].sort().to_numpy()
+
+
+@pytest.mark.parametrize("fold_number", [1, 2, 3, 4, 5])
+def test_fold_u_i_tests_on_its_block_of_20000_lines(ml_100k_shaped, fold_number):
+    parts = split_ratings(ml_100k_shaped, given(f"u{fold_number}"), "ml-100k")
+    start = 20_000 * (fold_number - 1)
+    assert (source_rows(ml_100k_shaped, parts["test"]) == np.arange(start, start + 20_000)).all()
+    assert parts["val"].height == round(100_000 * project_params("split").val_fraction)
+    assert parts["train"].height + parts["val"].height == 80_000
+    base = np.concatenate([source_rows(ml_100k_shaped, parts[name]) for name in ("train", "val")])
+    assert ((base < start) | (base >= start + 20_000)).all() and np.unique(base).size == 80_000
+
+
+def test_the_five_u_folds_test_every_rating_once(ml_100k_shaped):
+    tested = np.concatenate(
+        [
+            source_rows(ml_100k_shaped, split_ratings(ml_100k_shaped, given(f"u{i}"), "ml-100k")["test"])
+            for i in range(1, 6)
+        ]
+    )
+    assert np.array_equal(np.sort(tested), np.arange(100_000))
+
+
+@pytest.mark.parametrize(("fold", "first", "last"), [("ua", 1, 10), ("ub", 11, 20)])
+def test_fold_ua_ub_hold_out_each_users_ratings_by_file_order(ml_100k_shaped, fold, first, last):
+    parts = split_ratings(ml_100k_shaped, given(fold), "ml-100k")
+    numbered = ml_100k_shaped.sort(SOURCE_ROW).with_columns(number=pl.int_range(1, pl.len() + 1).over("userId"))
+    expected = numbered.filter(pl.col("number").is_between(first, last))[SOURCE_ROW].sort().to_numpy()
+    assert np.array_equal(source_rows(ml_100k_shaped, parts["test"]), expected)
+    assert parts["test"].group_by("userId").len()["len"].unique().to_list() == [10]
+
+
+def test_given_val_is_a_seeded_draw_from_the_base_part(ml_100k_shaped):
+    first, again, other = (split_ratings(ml_100k_shaped, given("u2", seed=seed), "ml-100k") for seed in (4, 4, 5))
+    assert all(first[name].equals(again[name]) for name in PARTS)
+    assert first["test"].equals(other["test"]) and not first["val"].equals(other["val"])
+    # The draw follows the file's order, not the prepared table's: shuffling the prepared rows changes nothing.
+    shuffled = split_ratings(ml_100k_shaped.sample(fraction=1.0, shuffle=True, seed=1), given("u2", seed=4), "ml-100k")
+    assert np.array_equal(source_rows(ml_100k_shaped, shuffled["val"]), source_rows(ml_100k_shaped, first["val"]))
+
+
+def test_given_folds_are_refused_for_another_data_set(ml_100k_shaped):
+    with pytest.raises(SplitError, match=r"^split.strategy: got 'given' for the data set 'synthetic'; only ml-100k"):
+        split_ratings(ml_100k_shaped, given("u1"), "synthetic")
+    data = project_params("data", dataset="ml-1m")
+    with pytest.raises(ParamsError, match=r"^split.strategy: got 'given' with data.dataset 'ml-1m'; only ml-100k"):
+        check_split_fits_data(data, given("u1"))
+    check_split_fits_data(project_params("data"), given("u1"))  # the default data set has its folds
+
+
+def test_given_folds_need_every_rating_of_the_release(ml_100k_shaped):
+    with pytest.raises(SplitError, match=r"with 99,999 prepared ratings; ML-100K's folds are defined on all 100,000"):
+        split_ratings(ml_100k_shaped.head(99_999), given("u1"), "ml-100k")

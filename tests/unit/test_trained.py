@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from fakes import low_rank_rows, ratings_frame
-from harness import PROJECT, project_params
+from harness import PROJECT, model_params, project_params
 
 from movielens_pipeline import cli
 from movielens_pipeline.data import DataShape, rating_tensors
@@ -57,7 +57,7 @@ def project(tmp_path_factory):
     for path, table in ((USERS, users), (MOVIES, movies), (TRAIN, parts["train"]), *held_out.items()):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         table.write_parquet(root / path)
-    params = project_params("train", max_epochs=4, biased_mf={"batch_size": 128, "learning_rate": 0.02})
+    params = model_params("biased_mf", max_epochs=4, biased_mf={"batch_size": 128, "learning_rate": 0.02})
     (root / CHECKPOINT).parent.mkdir(parents=True)
     train(params, parts["train"], parts["val"], users, movies, root / CHECKPOINT, root / "live")
     ranker_params = project_params("rank", model="ials", ials={"embedding_dim": 8, "sweeps": 3})

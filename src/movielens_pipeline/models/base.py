@@ -21,12 +21,12 @@ from dataclasses import asdict
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import DataShape, TrainingData
 from ..params import ModelSettings
 from ..schema import RATING_MAX, RATING_MIN
+from .sums import mean_squared_error
 
 REGISTRY: dict[str, type[RatingModel]] = {}
 
@@ -93,7 +93,7 @@ class RatingModel(nn.Module):
 
     def loss(self, users: Tensor, movies: Tensor, ratings: Tensor, days: Tensor) -> Tensor:
         """What training minimises and validation reports: the squared error of the predicted ratings."""
-        return F.mse_loss(self(users, movies, days), ratings)
+        return mean_squared_error(self(users, movies, days), ratings)
 
     @classmethod
     def checkpoint_settings(cls, saved: dict) -> dict:

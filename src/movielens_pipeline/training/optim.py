@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..models.gradient.common import TABLES
+from ..models.sums import fixed_order_mean
 
 
 class RowAdam(torch.optim.Optimizer):
@@ -168,6 +169,6 @@ class LookupPenalty:
         for table, calls in self.lookups.items():
             # Each row's squared norm once, then one number per lookup: a bag looks up more rows than a table has.
             squared_norms = table.weight.square().sum(dim=1).index_select(0, torch.cat(calls))
-            penalty = penalty + self.decays[table] * squared_norms.mean()
+            penalty = penalty + self.decays[table] * fixed_order_mean(squared_norms)
         self.lookups.clear()
         return penalty

@@ -15,6 +15,7 @@ from torch import Tensor
 from ...data import DataShape
 from ...params import EmbeddingDim, ModelSettings, ParamsError
 from ..base import register
+from ..sums import fixed_order_mean, fixed_order_sum
 from .als import interactions
 from .bags import (
     Bags,
@@ -150,7 +151,7 @@ class BayesMF(SampledMF):
         sample = self.sample
         if sweep < START_SWEEPS:
             self.alternate_ridge(sample.global_bias, sample.user, sample.movie, self.settings.start_regularization)
-            return self.update_residual().square().mean()
+            return fixed_order_mean(self.update_residual().square())
         # The chain's start (ALS) always sweeps first, so the last sweep left the current sample's residuals.
         noise = noise_precision(self.residual)
         self.sample_global_bias(noise, self.residual)
@@ -180,7 +181,7 @@ class BayesMF(SampledMF):
             conditional_means[side] = means
         if sweep >= self.settings.burn_in:
             self.keep_sample(conditional_means["user"], conditional_means["movie"])
-        return self.update_residual().square().mean()
+        return fixed_order_mean(self.update_residual().square())
 
     def current_prediction(self) -> Tensor:
         """The current sample's prediction of every training rating, unclipped."""
@@ -197,7 +198,7 @@ class BayesMF(SampledMF):
         """w0 from its conditional under a flat prior, given the residuals of the current sample."""
         global_bias = self.sample.global_bias
         precision = noise * len(residual)
-        mean = noise * (residual + global_bias).sum() / precision
+        mean = noise * fixed_order_sum(residual + global_bias) / precision
         global_bias.copy_(mean + torch.randn((), device=mean.device) / precision.sqrt())
 
     def side_bags(self, side: str) -> Bags:

@@ -17,6 +17,7 @@ from torch import Tensor
 from ...data import DataShape, TrainingData
 from ...params import ModelSettings
 from ..base import RatingModel
+from ..sums import fixed_order_sum
 
 # Training ratings predicted at once for the training MSE: bounds the temporaries of a prediction that gathers
 # many values per rating (item_knn's `candidates`).
@@ -56,5 +57,5 @@ class SweepModel(RatingModel):
         for first in range(0, len(self.train_ratings), PREDICTION_CHUNK):
             chunk = slice(first, first + PREDICTION_CHUNK)
             bias, interaction = self.score(self.train_users[chunk], self.train_movies[chunk])
-            squared_errors += (self.train_ratings[chunk] - bias - interaction).double().square().sum()
+            squared_errors += fixed_order_sum((self.train_ratings[chunk] - bias - interaction).double().square())
         return (squared_errors / len(self.train_ratings)).float()

@@ -26,6 +26,7 @@ from torch import Tensor
 from ...data import DataShape, TrainingData, csr_index, csr_rows
 from ...params import ModelSettings
 from ..base import register
+from ..sums import fixed_order_sum
 from .common import SweepModel
 from .ridge import gram_of_rows
 
@@ -145,4 +146,4 @@ class EASE(SweepModel):
 def inner(first: Tensor, second: Tensor) -> Tensor:
     """sum(first * second) of two matrices, SCORE_FLOATS products at a time (no temporary their size)."""
     rows = max(1, SCORE_FLOATS // max(first.shape[1], 1))
-    return sum((a * b).sum() for a, b in zip(first.split(rows), second.split(rows), strict=True))
+    return sum(fixed_order_sum(a * b) for a, b in zip(first.split(rows), second.split(rows), strict=True))

@@ -21,6 +21,7 @@ from torch import Tensor
 from ...data import DataShape, TrainingData, csr_index
 from ...params import EmbeddingDim, ModelSettings
 from ..base import factor_std, register
+from ..sums import fixed_order_sum
 from .als import interactions
 from .common import SweepModel
 from .ridge import conjugate_gradients
@@ -124,7 +125,7 @@ class IALS(SweepModel):
         settings, users, movies = self.settings, self.user_factors, self.movie_factors
         predicted = interactions(users, movies, self.train_users, self.train_movies)
         confidence = 1 + settings.confidence * self.train_ratings
-        rated = (confidence * (1 - predicted).square()).sum()
+        rated = fixed_order_sum(confidence * (1 - predicted).square())
         every_pair = settings.unobserved_weight * ((users.T @ users) * (movies.T @ movies)).sum()
         return ((rated + every_pair) / max(len(predicted), 1)).float()
 

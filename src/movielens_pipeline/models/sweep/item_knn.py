@@ -21,6 +21,7 @@ from torch import Tensor
 from ...data import DataShape
 from ...params import ModelSettings
 from ..base import register
+from ..sums import fixed_order_mean
 from .common import SweepModel
 
 # The baseline's alternating sweeps (user biases given the movies', then the movies'): Surprise's default,
@@ -94,7 +95,7 @@ class ItemKNN(SweepModel):
         settings = self.settings
         user_counts = torch.bincount(users, minlength=self.shape.n_users).to(ratings.dtype)
         movie_counts = torch.bincount(movies, minlength=self.shape.n_movies).to(ratings.dtype)
-        self.global_bias.copy_(ratings.mean())
+        self.global_bias.copy_(fixed_order_mean(ratings))
         for _ in range(BASELINE_SWEEPS):
             deviations = ratings - self.global_bias - self.user_bias[users]
             totals = torch.zeros_like(self.movie_bias).index_add_(0, movies, deviations)

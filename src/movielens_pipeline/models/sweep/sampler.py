@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ...data import DataShape, TrainingData
 from ...params import ModelSettings
+from ..sums import fixed_order_sum
 from .als import SweptMF
 from .bags import BAG_INIT_STD
 
@@ -219,7 +220,7 @@ def gamma(shape: Tensor, rate: Tensor) -> Tensor:
 
 def noise_precision(residual: Tensor) -> Tensor:
     """The ratings' noise precision drawn from its Gamma posterior, given the current sample's `residual`."""
-    return gamma(torch.tensor((PRIOR_SHAPE + len(residual)) / 2), (PRIOR_RATE + residual.square().sum()) / 2)
+    return gamma(torch.tensor((PRIOR_SHAPE + len(residual)) / 2), (PRIOR_RATE + fixed_order_sum(residual.square())) / 2)
 
 
 def normal_gamma_prior(means: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
