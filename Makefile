@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PLOTS_TEMPLATE := build/plots-template.html
 REV ?= main
 
-.PHONY: venv pipeline test test-unit test-all test-readme lint-workflows report plots-template lock clean-venv
+.PHONY: venv pipeline params test test-unit test-all test-readme lint-workflows report plots-template lock clean-venv
 
 venv: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
@@ -34,6 +34,11 @@ plots-template:
 
 pipeline: venv
 	$(BIN)/dvc repro
+
+# params.yaml composed from conf/ as `dvc exp run -S` composes it, for a plain `dvc repro`:
+# `make params SET="profile=ml-1m train.seed=1"` (docs/data.md, "Profiles").
+params: venv
+	$(BIN)/python -m movielens_pipeline.profiles $(SET)
 
 # Two worker processes (pytest-xdist), one CPU each, tests grouped as tests/conftest.py says: the 2-core machines
 # CI runs on.

@@ -52,7 +52,13 @@ def runs(exp_show: list[dict], baselines: bool = True, ensemble: bool = False) -
     a run of dvc.yaml alone commits the ensemble's metrics as it found them)."""
     found = []
     for baseline in exp_show:
-        experiments = [exp for group in baseline.get("experiments") or [] for exp in group["revs"]]
+        # A queued, running or failed experiment shows its baseline's metrics: only finished ones count.
+        finished = [
+            group
+            for group in baseline.get("experiments") or []
+            if (group.get("executor") or {}).get("state") in (None, "success")
+        ]
+        experiments = [exp for group in finished for exp in group["revs"]]
         for run in [baseline, *experiments] if baselines else experiments:
             data = run.get("data") or {}
             all_metrics = data.get("metrics") or {}

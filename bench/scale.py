@@ -5,10 +5,13 @@
     .venv/bin/python bench/scale.py --ratings 2000000      # smaller, for a quick look
     .venv/bin/python bench/scale.py --models als bayes_mf --set train.bayes_mf.sweeps=32 train.bayes_mf.burn_in=8
     .venv/bin/python bench/scale.py --set data.synthetic_exposure=1.0   # users rate what they like: ranking means more
+    .venv/bin/python bench/scale.py --profile ml-25m-twin  # params.yaml as `dvc exp run -S profile=ml-25m-twin` has it
 
 Copies the project (its git-tracked files) into a scratch folder, makes it a git repository,
-changes only `data.*` in params.yaml, and runs `dvc repro -s <stage>` for each stage in turn,
-each a child process whose peak RSS (DVC's and the stage's, the larger) comes from wait4.
+changes only `data.*` in params.yaml (with `--profile`, composes params.yaml from conf/ with that
+profile as `dvc exp run -S profile=<name>` does, `--set` on top as further `-S`), and runs
+`dvc repro -s <stage>` for each stage in turn, each a child process whose peak RSS (DVC's and the
+stage's, the larger) comes from wait4.
 `--source archive` writes the generated ratings in ml-25m's exact layout (ratings.csv and
 movies.csv, zipped under ml-25m/), so the download's checks and extraction and the CSV
 parsing are timed too. Prints a markdown table and the run's metrics, the ranker's NDCG against
@@ -34,6 +37,8 @@ from pathlib import Path
 
 import polars as pl
 import yaml
+
+from movielens_pipeline.profiles import compose_params
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -101,6 +106,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one)")
     parser.add_argument("--models", nargs="+", help="train.model values, each trained and evaluated in turn")
     parser.add_argument(
+        "--profile", help="compose params.yaml from conf/ with this profile (its data set, not --ratings)"
+    )
+    parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="params, e.g. train.als.embedding_dim=32"
     )
     args = parser.parse_args()
@@ -118,8 +126,14 @@ def main() -> None:
                 f"wrote {archive} ({archive.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - started:.0f} s"
             )
             data_params = {"dataset": "ml-25m", "url": str(archive), "md5": md5}
-        repo = copy_project(root / "project", data_params)
-        set_params(repo, args.set)
+        if args.profile:
+            repo = copy_project(root / "project", {})
+            compose_params([f"profile={args.profile}", *args.set], repo / "params.yaml", repo / "conf")
+            identity = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+            subprocess.run(["git", *identity, "commit", "-q", "-am", f"profile {args.profile}"], cwd=repo, check=True)
+        else:
+            repo = copy_project(root / "project", data_params)
+            set_params(repo, args.set)
         data_timings = {stage: run_stage(repo, stage) for stage in STAGES[:4]}
         data_timings["rank"] = run_stage(repo, "rank")  # the ranker trains once, whatever the rating models
         for model in args.models or [None]:
@@ -156,7 +170,8 @@ def report(repo: Path, timings: dict[str, tuple[float, float]], args: argparse.N
         training |= json.loads(timings_file.read_text())
     logged = yaml.safe_load((repo / "dvclive" / "train" / "params.yaml").read_text())
     used = logged[logged["model"]]  # the model's settings, `auto` resolved
-    print(f"\n`{logged['model']}`, {args.source}, {args.ratings:,} ratings, {os.cpu_count()} CPUs\n")
+    ratings = json.loads((repo / "data" / "prepared" / "dataset.json").read_text())["ratings"]
+    print(f"\n`{logged['model']}`, {args.profile or args.source}, {ratings:,} ratings, {os.cpu_count()} CPUs\n")
     print("| stage | wall time | peak RSS |\n|---|---|---|")
     for stage, (seconds, gib) in timings.items():
         print(f"| {stage} | {seconds:.0f} s | {gib:.2f} GiB |")

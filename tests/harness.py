@@ -89,14 +89,20 @@ def copy_project(repo: Path, params: dict[str, dict]) -> Path:
     if (PROJECT / PLOTS_TEMPLATE).is_file():
         (repo / PLOTS_TEMPLATE).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / PLOTS_TEMPLATE, repo / PLOTS_TEMPLATE)
-    document = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(merged(document, params), sort_keys=False))
+    set_params(repo, params)
     git(repo, "init", "-q", "-b", "main")
     for key, value in GIT_IDENTITY.items():
         git(repo, "config", key, value)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "project under test")
     return repo
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    """`changes` merged into a copy's params.yaml and conf/config.yaml, as a user edits conf/ and runs `make params`:
+    `dvc exp run -S` composes params.yaml from conf/ (the default profile sets nothing), so both must hold them."""
+    for path in (repo / "params.yaml", repo / "conf" / "config.yaml"):
+        path.write_text(yaml.safe_dump(merged(yaml.safe_load(path.read_text()), changes), sort_keys=False))
 
 
 def with_ensemble_pipeline(repo: Path) -> None:

@@ -9,7 +9,7 @@ import shutil
 import polars as pl
 import pytest
 import yaml
-from harness import dvc, exp_runs, git, merged, python, with_ensemble_pipeline
+from harness import dvc, exp_runs, git, python, set_params, with_ensemble_pipeline
 
 from movielens_pipeline.models import load_model
 from movielens_pipeline.trained import ENSEMBLE_CHECKPOINT, load_trained
@@ -24,11 +24,6 @@ ENSEMBLE_PARAMS = {"train": {"bayes_mf": {"embedding_dim": 4, "sweeps": 12, "bur
 # the whole matrix trains for minutes, and that is ML-100K's bench (tests/unit/test_ensemble.py has svdpp).
 MEMBERS = ["bayes_mf", "biased_mf", "als"]
 PAIRS = pl.DataFrame({"userId": [1, 2, 3, 4], "movieId": [1, 2, 3, 4]})
-
-
-def set_params(repo, changes: dict) -> None:
-    document = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(merged(document, changes), sort_keys=False))
 
 
 def with_members(repo, members: list[str]) -> None:

@@ -92,6 +92,22 @@ def test_misspelled_param_fails_at_once_naming_the_key(project_repo):
     assert "train.biased_mf.embeding_dim: unknown key; valid keys are:" in output and "embedding_dim," in output
 
 
+def test_a_profile_sets_the_data_set_and_its_settings_in_one_selector(project_repo):
+    repo = project_repo
+    # Queued, not run (25 M ratings): DVC's Hydra composition has written the run's params.yaml already.
+    dvc(repo, "exp", "run", "--queue", "-S", "profile=ml-25m-twin", "-S", "train.max_epochs=3", "--name", "twin")
+    try:
+        (queued,) = [run for run in exp_runs(repo, experiments_only=True) if run.get("name") == "twin"]
+        params = params_of(queued)
+        assert params["data"]["dataset"] == "synthetic" and params["data"]["synthetic_ratings"] == 25_000_095
+        assert params["train"]["bayes_mf"]["embedding_dim"] == 8 and params["rank"]["ease"]["max_movies"] == 2000
+        assert params["train"]["max_epochs"] == 3  # -S on top of the profile
+        assert params["train"]["biased_mf"]["batch_size"] == 256  # the rest: conf/config.yaml (here the test's)
+        assert git(repo, "status", "--porcelain") == ""  # the workspace is left alone
+    finally:
+        dvc(repo, "queue", "remove", "--all")
+
+
 def test_queued_sweep_of_three_values_finishes(project_repo):
     repo = project_repo
     # Few epochs: this is about the queue, not the models.

@@ -39,7 +39,10 @@ MAKE_PREREQUISITES = {
 }
 # Lines of the experiments block that cannot run here as written, and what covers them instead.
 NOT_RUN_HERE = {
-    "data.dataset=ml-1m": "a download from GroupLens; tests/unit/test_releases.py checks each release's layout",
+    "profile=ml-1m": "a download from GroupLens; tests/unit/test_releases.py checks each release's layout, "
+    "tests/unit/test_profiles.py the profile's params",
+    "profile=ml-25m-twin": "25 M ratings; tests/e2e/test_experiments.py queues it and checks the params DVC composed",
+    "split.strategy=given": "needs ML-100K's 100,000 ratings; tests/e2e/test_given_folds.py runs a fold",
     "ensemble/dvc.yaml": "seven models trained; tests/e2e/test_ensemble_pipeline.py runs the ensemble's experiments",
 }
 
@@ -117,10 +120,12 @@ def test_the_commands_that_ask_the_trained_model_run(project_repo, tmp_path):
 
 @pytest.mark.slow  # twelve experiments, five minutes: `make test-readme` (the tests workflow's readme job)
 def test_the_commands_that_run_and_compare_experiments_run(project_repo):
-    # Two epochs a run: the block runs twelve experiments, and this is about the commands, not the models.
-    params = yaml.safe_load((project_repo / "params.yaml").read_text(encoding="utf-8"))
-    params["train"]["max_epochs"] = 2
-    (project_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    # Two epochs a run: the block runs twelve experiments, and this is about the commands, not the models. Set in
+    # conf/config.yaml, which each `dvc exp run -S` composes params.yaml from.
+    for path in (project_repo / "conf" / "config.yaml", project_repo / "params.yaml"):
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        params["train"]["max_epochs"] = 2
+        path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     git(project_repo, "commit", "-q", "-am", "two epochs a run")
     commands = commands_under("## Run an experiment and compare")
     not_run = [command for command in commands if any(marker in command for marker in NOT_RUN_HERE)]
@@ -145,4 +150,6 @@ def test_the_commands_that_run_and_compare_experiments_run(project_repo):
     # (Of every commit: the block ends by committing an applied experiment, a new baseline with none of its own.)
     assert len(dvc(project_repo, "exp", "list", "--all-commits", "--names-only").stdout.split()) >= 12
     assert (project_repo / "dvc_plots" / "index.html").is_file()
-    assert "synthetic" in (project_repo / "params.yaml").read_text()  # applied and committed, as the block ends
+    # Applied and committed, as the block ends: the commit holds the experiment's outputs, the tree is clean.
+    assert "dvc.lock" in git(project_repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert git(project_repo, "status", "--porcelain") == ""
