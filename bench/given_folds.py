@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiment_table import label, runs, with_tables
+from experiment_table import label, read_json, runs, with_tables, write_json
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-given-folds.json"
@@ -86,7 +86,7 @@ def page(recorded: list[dict]) -> str:
 
 
 def read_runs() -> list[dict]:
-    return json.loads(RUNS_FILE.read_text(encoding="utf-8"))
+    return read_json(RUNS_FILE)
 
 
 def main() -> None:
@@ -100,7 +100,7 @@ def main() -> None:
     else:
         recorded = fold_runs(json.load(sys.stdin))
         if args.record:
-            RUNS_FILE.write_text(json.dumps(recorded, indent=1) + "\n", encoding="utf-8")
+            write_json(RUNS_FILE, recorded)
     if args.record or args.update:
         RESULTS_PAGE.write_text(page(recorded), encoding="utf-8")
         print(f"updated {RESULTS_PAGE.relative_to(PROJECT)}")

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from experiment_table import runs, with_tables
+from experiment_table import read_json, runs, with_tables, write_json
 
 from movielens_pipeline.profiles import compose_params, flat, read_profiles
 
@@ -99,7 +99,7 @@ def page(profile: str, recorded: list[dict]) -> str:
 
 
 def read_runs(profile: str) -> list[dict]:
-    return json.loads(runs_file(profile).read_text(encoding="utf-8"))
+    return read_json(runs_file(profile))
 
 
 def main() -> None:
@@ -111,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     recorded = read_runs(args.profile) if args.update else sweep_runs(json.load(sys.stdin), args.profile)
     if args.record:
-        runs_file(args.profile).write_text(json.dumps(recorded, indent=1) + "\n", encoding="utf-8")
+        write_json(runs_file(args.profile), recorded)
     if args.record or args.update:
         RESULTS_PAGE.write_text(page(args.profile, recorded), encoding="utf-8")
         print(f"updated {RESULTS_PAGE.relative_to(PROJECT)}")

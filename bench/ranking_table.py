@@ -23,6 +23,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from experiment_table import read_json, with_tables, write_json
+
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-ranking-sweep.json"
 RESULTS_PAGE = PROJECT / "docs" / "results.md"
@@ -153,13 +155,6 @@ def sweep_tables(recorded: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def with_tables(text: str, table_text: str, start: str, end: str) -> str:
-    """`text` with the part between the marker comments replaced by `table_text`."""
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{table_text}\n{end}{tail}"
-
-
 def page(recorded: list[dict]) -> str:
     """docs/results.md as it should read, its ranking tables regenerated from `recorded`."""
     text = with_tables(RESULTS_PAGE.read_text(encoding="utf-8"), summary_table(recorded), START, END)
@@ -177,7 +172,7 @@ def merged(kept: list[dict], new: list[dict]) -> list[dict]:
 
 
 def read_runs() -> list[dict]:
-    return json.loads(RUNS_FILE.read_text(encoding="utf-8"))
+    return read_json(RUNS_FILE)
 
 
 def main() -> None:
@@ -194,7 +189,7 @@ def main() -> None:
             print(summary_table(read) + "\n\n" + sweep_tables(read))
             return
         recorded = merged(read_runs() if RUNS_FILE.exists() else [], read)
-        RUNS_FILE.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        write_json(RUNS_FILE, recorded)
     RESULTS_PAGE.write_text(page(recorded), encoding="utf-8")
     print(f"updated {RESULTS_PAGE.relative_to(PROJECT)}")
 

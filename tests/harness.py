@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -129,6 +131,20 @@ def require(module: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def bench_module(name: str, module_name: str | None = None) -> ModuleType:
+    """bench/<name>.py loaded as a module, bench/ on sys.path while it loads (its scripts import each other, as
+    when one runs)."""
+    bench = str(PROJECT / "bench")
+    spec = importlib.util.spec_from_file_location(module_name or name, PROJECT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, bench)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(bench)
+    return module
 
 
 def python(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
 Each profile is a file of conf/profile/ that DVC's Hydra composition lays over conf/config.yaml (ML-100K's
 settings): `dvc exp run -S profile=ml-25m-twin` composes params.yaml from them and runs (`.dvc/config` enables
 it), with any other `-S` on top. `compose_params` composes the same way, for a plain `dvc repro`
-(`make params PROFILE=ml-1m`); the committed params.yaml is conf/'s composition with no override, to the byte.
+(`make params SET="profile=ml-1m"`); the committed params.yaml is conf/'s composition with no override, to the byte.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ synthetic_oracle.py's estimator have their own tests (test_experiment_table.py, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -21,7 +20,7 @@ from types import ModuleType
 import pytest
 import torch
 import yaml
-from harness import PROJECT
+from harness import PROJECT, bench_module
 
 from movielens_pipeline.download import fetch_dataset
 from movielens_pipeline.params import parse_section
@@ -67,13 +66,7 @@ def bench(monkeypatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(BENCH))
     threads = torch.get_num_threads()
 
-    def load(name: str) -> ModuleType:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    yield load
+    yield lambda name: bench_module(name, f"bench_{name}")
     torch.set_num_threads(threads)
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import yaml
-from harness import PROJECT
+from harness import PROJECT, bench_module
 
-spec = importlib.util.spec_from_file_location("experiment_table", PROJECT / "bench" / "experiment_table.py")
-experiment_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(experiment_table)
+experiment_table = bench_module("experiment_table")
 
 
 def run(

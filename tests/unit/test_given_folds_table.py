@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
-from harness import PROJECT
+from harness import PROJECT, bench_module
 
-sys.path.insert(0, str(PROJECT / "bench"))  # given_folds imports experiment_table, as when the script runs
-spec = importlib.util.spec_from_file_location("given_folds", PROJECT / "bench" / "given_folds.py")
-given_folds = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(given_folds)
-sys.path.remove(str(PROJECT / "bench"))
+given_folds = bench_module("given_folds")
 
 
 def run(name: str, fold: str, rmse: float, rows: int = 20_000, ensemble: tuple | None = None, refit=True) -> dict:

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
-from harness import PROJECT
+from harness import PROJECT, bench_module
 
-sys.path.insert(0, str(PROJECT / "bench"))  # profile_sweep imports experiment_table, as when the script runs
-spec = importlib.util.spec_from_file_location("profile_sweep", PROJECT / "bench" / "profile_sweep.py")
-profile_sweep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(profile_sweep)
-sys.path.remove(str(PROJECT / "bench"))
+profile_sweep = bench_module("profile_sweep")
 
 TWIN = "ml-25m-twin"
 

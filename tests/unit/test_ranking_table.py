@@ -3,14 +3,10 @@ params generated from them."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import yaml
-from harness import PROJECT
+from harness import PROJECT, bench_module
 
-spec = importlib.util.spec_from_file_location("ranking_table", PROJECT / "bench" / "ranking_table.py")
-ranking_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ranking_table)
+ranking_table = bench_module("ranking_table")
 
 
 def run(name: str, ranker: str, val: float, test: float, strategy: str = "random", **settings) -> dict:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
-from harness import PROJECT
+from harness import bench_module
 
-spec = importlib.util.spec_from_file_location("synthetic_oracle", PROJECT / "bench" / "synthetic_oracle.py")
-synthetic_oracle = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(synthetic_oracle)
+synthetic_oracle = bench_module("synthetic_oracle")
 
 
 def test_posterior_means_recover_each_owners_weights_and_fall_back_to_the_prior():
