@@ -63,13 +63,14 @@ def runs(exp_show: list[dict], baselines: bool = True, ensemble: bool = False) -
             data = run.get("data") or {}
             all_metrics = data.get("metrics") or {}
             metrics = all_metrics.get("eval/metrics.json", {}).get("data", {})
-            training = all_metrics.get("dvclive/train/metrics.json", {}).get("data", {})
+            training = training_summary(all_metrics)
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
             if "test" in metrics and run.get("name") != "workspace" and data.get("rev") != "workspace":
                 kept = {section: params[section] for section in ("data", "split", "train")}
                 name = run.get("name") or data.get("rev")
                 found.append({"name": name, "params": kept, "metrics": metrics, "training": training})
                 blended = all_metrics.get("ensemble/eval/metrics.json", {}).get("data", {})
+                blended = blended.get("ensemble", blended)  # its own names since 2026-12-07
                 if ensemble and "test" in blended:
                     blend = all_metrics.get("ensemble/blend.json", {}).get("data", {})
                     ensemble_params = kept | {"train": ensemble_train(params)}
@@ -77,6 +78,15 @@ def runs(exp_show: list[dict], baselines: bool = True, ensemble: bool = False) -
                         {"name": f"{name}:ensemble", "params": ensemble_params, "metrics": blended, "training": blend}
                     )
     return sorted(found, key=lambda run: run["name"])
+
+
+def training_summary(all_metrics: dict) -> dict:
+    """A run's `best_val_mse`, as the recorded runs hold it: from dvclive/train/val.json's `val.rmse`, or from
+    dvclive's summary in experiments run before val.json was the declared metrics file (2026-12-07)."""
+    chosen_on = all_metrics.get("dvclive/train/val.json", {}).get("data", {})
+    if "val" in chosen_on:
+        return {"best_val_mse": chosen_on["val"]["rmse"] ** 2}
+    return all_metrics.get("dvclive/train/metrics.json", {}).get("data", {})
 
 
 def ensemble_train(params: dict) -> dict:

@@ -44,6 +44,8 @@ def runs(exp_show: list[dict]) -> list[dict]:
             data = run.get("data") or {}
             all_metrics = data.get("metrics") or {}
             metrics = all_metrics.get("eval/metrics.json", {}).get("data", {})
+            # The val figure: dvclive/rank/val.json, or dvclive's summary in runs before val.json (2026-12-07).
+            chosen_on = all_metrics.get("dvclive/rank/val.json", {}).get("data", {}).get("val", {})
             ranked = all_metrics.get("dvclive/rank/metrics.json", {}).get("data", {})
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
             if "ranker" in metrics and run.get("name") != "workspace" and data.get("rev") != "workspace":
@@ -52,7 +54,7 @@ def runs(exp_show: list[dict]) -> list[dict]:
                         "name": run.get("name") or data.get("rev"),
                         "params": {section: params[section] for section in ("data", "split", "rank")},
                         "metrics": {group: metrics[group] for group in ("ranker", "popularity")},
-                        "val_ndcg": ranked[f"best_val_ndcg@{K}"],
+                        "val_ndcg": chosen_on.get(f"ndcg@{K}", ranked.get(f"best_val_ndcg@{K}")),
                     }
                 )
     return sorted(found, key=lambda run: run["name"])

@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--movies", type=Path, required=True, help="preprocess's movies table (the index space)")
     parser.add_argument("--dataset", type=Path, required=True, help="preprocess's dataset.json (the noise floor)")
     parser.add_argument("--out", type=Path, required=True, help="metrics.json and plots/ go here")
+    parser.add_argument("--group", help="name every metric <group>/... (the ensemble's own names)")
     args = parser.parse_args()
     params = load_section("evaluate")
     params_unchanged = unchanged_params()  # checked again before the outputs are written
@@ -36,7 +37,13 @@ def main() -> None:
     data = RatingsDataModule(params.batch_size, train=train, predict=test, users=users, movies=movies)
     with atomic_dir(args.out) as staging:
         metrics = evaluate(
-            args.checkpoint, data, params, staging, noise_floor_rmse=dataset["noise_floor_rmse"], ranker=args.ranker
+            args.checkpoint,
+            data,
+            params,
+            staging,
+            noise_floor_rmse=dataset["noise_floor_rmse"],
+            ranker=args.ranker,
+            group=args.group,
         )
         params_unchanged()
     floor = f", noise floor {metrics['noise_floor/rmse']:.4f}" if "noise_floor/rmse" in metrics else ""

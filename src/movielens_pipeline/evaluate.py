@@ -177,11 +177,14 @@ def top_k_quality(
 
 
 def test_metrics(predicted: np.ndarray, test: pl.DataFrame, train: pl.DataFrame, model: RatingModel) -> dict:
-    """The metrics `dvc exp show` and `dvc metrics diff` compare, each named by group: test/..., baseline/..."""
+    """The metrics `dvc exp show` and `dvc metrics diff` compare, each named by group: test/..., baseline/...
+    RMSE and MAE only: the seed's MSE is RMSE squared, and one more column in every table."""
     actual = test["rating"].to_numpy()
     baseline = np.full_like(actual, train["rating"].mean())
-    metrics = {f"test/{name}": value for name, value in error_metrics(predicted, actual).items()}
-    metrics |= {f"baseline/{name}": value for name, value in error_metrics(baseline, actual).items()}
+    metrics = {}
+    for group, values in (("test", predicted), ("baseline", baseline)):
+        errors = error_metrics(values, actual)
+        metrics |= {f"{group}/rmse": errors["rmse"], f"{group}/mae": errors["mae"]}
     metrics["test/rows"] = len(actual)
     users, movies, _, _ = rating_tensors(test)
     known = model.user_seen.cpu()[users] & model.movie_seen.cpu()[movies]
@@ -197,6 +200,7 @@ def evaluate(
     out_dir: Path,
     noise_floor_rmse: float | None = None,
     ranker: Path | None = None,
+    group: str | None = None,
 ) -> dict:
     """Score `data`'s predict part (the test ratings) against the training-mean baseline of its train part,
     and rank movies for its users with the `ranker` checkpoint (None: the rating model's own ranking) against the
@@ -204,6 +208,8 @@ def evaluate(
 
     Writes the metrics and the plot data (eval/plots/custom/*.json) with dvclive into `out_dir`.
     `noise_floor_rmse`, known for generated data only, is logged as `noise_floor/rmse` beside `test/rmse`.
+    With `group`, every name is `<group>/...`, so another pipeline's file (the ensemble's) has names of its own
+    in `dvc exp show`, which would otherwise prefix both files' columns with their paths.
     """
     train, test = data.tables["train"], data.tables["predict"]
     device = device_of(params.accelerator)
@@ -228,7 +234,7 @@ def evaluate(
     }
     with Live(str(out_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         for name, value in metrics.items():
-            live.log_metric(name, value, plot=False)
+            live.log_metric(name if group is None else f"{group}/{name}", value, plot=False)
     write_plot_data(out_dir / "plots" / "custom", plots)
     return metrics
 

@@ -71,5 +71,5 @@ def test_two_nodes_started_separately_train_one_model(project_repo, tmp_path):
     load_model(repo / "models/model.ckpt")
     assert yaml.safe_load((repo / "dvclive/train/params.yaml").read_text())["sparse_tables"] is False
     summary = json.loads((repo / "dvclive/train/metrics.json").read_text())
-    mean_baseline = json.loads((repo / "eval/metrics.json").read_text())["baseline"]["mse"]
+    mean_baseline = json.loads((repo / "eval/metrics.json").read_text())["baseline"]["rmse"] ** 2
     assert summary["best_val_mse"] < 0.9 * mean_baseline  # it learned

@@ -60,7 +60,7 @@ def test_the_blend_weighs_every_listed_member_and_is_evaluated_and_served_like_o
     listed = MEMBERS
     summary = json.loads((repo / "ensemble" / "blend.json").read_text())
     assert list(summary["weights"]) == listed and set(summary["members_val_rmse"]) == set(listed)
-    metrics = json.loads((repo / "ensemble" / "eval" / "metrics.json").read_text())
+    metrics = json.loads((repo / "ensemble" / "eval" / "metrics.json").read_text())["ensemble"]  # names of its own
     assert metrics["test"]["rmse"] < metrics["baseline"]["rmse"]
     assert "ndcg@10" in metrics["ranker"]  # the blend ranks in its own pipeline
 
@@ -99,7 +99,7 @@ def test_a_members_own_setting_reruns_that_member_only_and_a_blend_setting_no_me
     (run,) = exp_runs(repo, experiments_only=True)
     assert run["data"]["params"]["params.yaml"]["data"]["ensemble"]["weight_penalty"] == 1.0
     metrics = run["data"]["metrics"]
-    assert "rmse" in metrics["ensemble/eval/metrics.json"]["data"]["test"]
+    assert "rmse" in metrics["ensemble/eval/metrics.json"]["data"]["ensemble"]["test"]  # names of its own
     assert list(metrics["ensemble/blend.json"]["data"]["weights"]) == ["bayes_mf", "biased_mf"]
 
 

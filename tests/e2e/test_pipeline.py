@@ -52,8 +52,11 @@ def test_forced_repro_gives_byte_identical_data_and_the_same_metrics(project_rep
 def test_metrics_show_lists_test_metrics(baseline_repo):
     repo = baseline_repo
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
-    metrics = next(iter(shown.values()))["data"]["eval/metrics.json"]["data"]
-    assert {"mse", "rmse", "mae"} <= set(metrics["test"]) and "rmse" in metrics["baseline"]
+    files = next(iter(shown.values()))["data"]
+    metrics = files["eval/metrics.json"]["data"]
+    assert {"rmse", "mae"} <= set(metrics["test"]) and "rmse" in metrics["baseline"]
+    assert set(files) == {"eval/metrics.json", "dvclive/train/val.json", "dvclive/rank/val.json"}
+    assert set(files["dvclive/train/val.json"]["data"]["val"]) == {"rmse"}
 
 
 def test_exp_run_global_mean_matches_the_baseline_side_by_side(project_repo):

@@ -20,10 +20,12 @@ def run(
         "train": {"model": model, "seed": seed, "threads": 1, "weight_decay": 0.05, "refit": False} | train,
     }
     metrics = {"test": {"rmse": rmse, "mae": rmse / 2}, "baseline": {"rmse": 1.1, "mae": 0.9}}
-    training = {"best_val_mse": val_rmse**2}
     files = {
         "params": {"params.yaml": {"data": params}},
-        "metrics": {"eval/metrics.json": {"data": metrics}, "dvclive/train/metrics.json": {"data": training}},
+        "metrics": {
+            "eval/metrics.json": {"data": metrics},
+            "dvclive/train/val.json": {"data": {"val": {"rmse": val_rmse}}},
+        },
     }
     return {"name": name, "data": {"rev": name, **files}}
 
@@ -44,7 +46,8 @@ def test_an_ensemble_run_is_read_as_a_run_of_its_own_only_when_asked():
     params = experiment["data"]["params"]["params.yaml"]["data"]
     params["ensemble"] = {"members": ["bayes_mf", "als"], "weight_penalty": 0.0, "refit": True}
     metrics = experiment["data"]["metrics"]
-    metrics["ensemble/eval/metrics.json"] = {"data": {"test": {"rmse": 0.87, "mae": 0.68}, "baseline": {"rmse": 1.1}}}
+    blended = {"test": {"rmse": 0.87, "mae": 0.68}, "baseline": {"rmse": 1.1}}
+    metrics["ensemble/eval/metrics.json"] = {"data": {"ensemble": blended}}
     metrics["ensemble/blend.json"] = {"data": {"weights": {"bayes_mf": 0.7, "als": 0.3}}}
     assert [found["name"] for found in experiment_table.runs(exp_show(experiment), baselines=False)] == ["exp-e"]
     main, ensemble = experiment_table.runs(exp_show(experiment), baselines=False, ensemble=True)

@@ -20,7 +20,7 @@ def run(name: str, fold: str, rmse: float, rows: int = 20_000, ensemble: tuple |
     metrics = {"eval/metrics.json": {"data": {"test": {"rmse": rmse, "rows": rows}, "baseline": {"rmse": 1.1}}}}
     if ensemble is not None:
         blended = {"test": {"rmse": ensemble[0], "rows": ensemble[1]}}
-        metrics["ensemble/eval/metrics.json"] = {"data": blended}
+        metrics["ensemble/eval/metrics.json"] = {"data": {"ensemble": blended}}
     return {"name": name, "data": {"rev": name, "params": {"params.yaml": {"data": params}}, "metrics": metrics}}
 
 

@@ -1,4 +1,4 @@
-"""docs/layout.md names every module of the library, so a reader finds each concern from it."""
+"""docs/layout.md names every module of the library, so a reader finds each concern; the README stays a page."""
 
 from __future__ import annotations
 
@@ -34,3 +34,9 @@ def test_every_module_of_the_library_is_in_the_layout_page():
         if not named and module != "__init__.py":
             missing.append(module)
     assert not missing, f"docs/layout.md does not name {', '.join(missing)}"
+
+
+def test_the_readme_stays_a_newcomers_page():
+    """Reference goes to docs/: the README, read to the end, stays within 200 lines."""
+    lines = (PROJECT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move reference to docs/"

@@ -16,7 +16,7 @@ def run(name: str, dataset: str, dim: int, val_mse: float, test: float) -> dict:
     params = {"data": data, "split": {"strategy": "random"}, "train": train}
     metrics = {
         "eval/metrics.json": {"data": {"test": {"rmse": test}, "noise_floor": {"rmse": 0.5}}},
-        "dvclive/train/metrics.json": {"data": {"best_val_mse": val_mse}},
+        "dvclive/train/val.json": {"data": {"val": {"rmse": val_mse**0.5}}},
     }
     return {"name": name, "data": {"rev": name, "params": {"params.yaml": {"data": params}}, "metrics": metrics}}
 

@@ -19,7 +19,7 @@ def run(name: str, ranker: str, val: float, test: float, strategy: str = "random
         "params": {"params.yaml": {"data": params}},
         "metrics": {
             "eval/metrics.json": {"data": metrics},
-            "dvclive/rank/metrics.json": {"data": {"best_val_ndcg@10": val}},
+            "dvclive/rank/val.json": {"data": {"val": {"ndcg@10": val}}},
         },
     }
     return {"name": name, "data": {"rev": name, **files}}

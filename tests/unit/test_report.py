@@ -19,7 +19,7 @@ def test_report_leads_the_metrics_with_the_test_metrics():
         [
             "| Path | Metric | HEAD | workspace | Change |",
             "|---|---|---|---|---|",
-            "| dvclive/train/metrics.json | best_val_mse | 0.84 | 0.85 | 0.01 |",
+            "| dvclive/train/val.json | val.rmse | 0.89 | 0.90 | 0.01 |",
             "| eval/metrics.json | baseline.rmse | 1.12 | 1.13 | 0.01 |",
             "| eval/metrics.json | test.rmse | 0.91 | 0.92 | 0.01 |",
             "| eval/metrics.json | popularity.ndcg@10 | 0.12 | 0.13 | 0.01 |",
@@ -27,6 +27,6 @@ def test_report_leads_the_metrics_with_the_test_metrics():
         ]
     )
     metrics = [line.split("|")[2].strip() for line in metrics_table(table).splitlines()[2:]]
-    assert metrics == ["test.mae", "test.rmse", "baseline.rmse", "popularity.ndcg@10", "best_val_mse"]
+    assert metrics == ["test.mae", "test.rmse", "baseline.rmse", "popularity.ndcg@10", "val.rmse"]
     assert metrics_table(table).splitlines()[:2] == table.splitlines()[:2]
     assert metrics_table("") == ""

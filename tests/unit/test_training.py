@@ -20,7 +20,7 @@ from movielens_pipeline.preprocess import index_ratings
 from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.trained import predicted_ratings, trained_model
-from movielens_pipeline.training import TIMINGS, TIMINGS_FILE, train
+from movielens_pipeline.training import TIMINGS, TIMINGS_FILE, VAL_FILE, train
 from movielens_pipeline.training.optim import table_optimizers, use_sparse_tables
 from movielens_pipeline.training.progress import BestEpoch
 
@@ -141,6 +141,9 @@ def test_biased_mf_training_beats_the_mean_and_keeps_the_best_checkpoint(prepare
     assert val_metrics["mse"] < 0.8 * mean_metrics["mse"]
     logged = json.loads((tmp_path / "live/metrics.json").read_text())
     assert logged["best_epoch"] == summary["best_epoch"] and logged["epochs"] == summary["epochs"]
+    # The one declared metrics file of the folder: the figure the checkpoint was chosen on, as an RMSE.
+    chosen_on = json.loads((tmp_path / "live" / VAL_FILE).read_text())
+    assert chosen_on == {"val": {"rmse": pytest.approx(val_metrics["rmse"], rel=1e-5)}}
     curve = (tmp_path / "live/plots/metrics/val/loss.tsv").read_text().splitlines()
     assert len(curve) == summary["epochs"] + 1  # a header and one row per epoch
 
@@ -391,7 +394,11 @@ def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, p
     cold = parts["test"].filter(~pl.col("userIdMapped").is_in(seen_users) | ~pl.col("movieIdMapped").is_in(seen_movies))
     assert written["test"]["cold_start_rows"] == cold.height
     baseline_error = parts["test"]["rating"].to_numpy() - parts["train"]["rating"].mean()
-    assert written["baseline"]["mse"] == pytest.approx(float(np.mean(baseline_error**2)), rel=1e-6)
+    assert written["baseline"]["rmse"] == pytest.approx(float(np.sqrt(np.mean(baseline_error**2))), rel=1e-6)
+    assert set(written["test"]) == {"rmse", "mae", "rows", "cold_start_rows"}  # MSE is RMSE squared: not a column
+    evaluate(checkpoint, data, params, tmp_path / "grouped", group="ensemble")
+    grouped = json.loads((tmp_path / "grouped/metrics.json").read_text())
+    assert list(grouped) == ["ensemble"] and grouped["ensemble"]["test"] == written["test"]
     histogram = json.loads((tmp_path / "eval/plots/custom/rating_histogram.json").read_text())
     assert len(histogram) == 20 and sum(row["share"] for row in histogram) == pytest.approx(2)
     assert "noise_floor" not in written  # a real data set has none

@@ -22,12 +22,12 @@ from ..data import RatingsDataModule, device_of
 from ..models import REGISTRY
 from ..params import EvaluateParams, TrainParams
 from .memory import check_memory
-from .outputs import TIMINGS, TIMINGS_FILE, Outputs, checkpoint_bytes
+from .outputs import TIMINGS, TIMINGS_FILE, VAL_FILE, Outputs, checkpoint_bytes
 from .processes import processes, refits_beside, refitting, threads_per_process
 from .progress import EpochLog
 from .validation import VAL_MSE, RankingValidation
 
-__all__ = ["TIMINGS", "TIMINGS_FILE", "train"]
+__all__ = ["TIMINGS", "TIMINGS_FILE", "VAL_FILE", "train"]
 
 
 def train(
@@ -97,7 +97,7 @@ def train(
         if refitted is None or first_fit_path is not None:
             # The first fit's own model: a refit's may hold tables sized by train + val (svdpp's rated movies).
             first_fit = checkpoint_bytes(first.model, first.best.state, first.best.epoch + 1)
-        outputs.write(refitted or first_fit, first_fit, summary)
+        outputs.write(refitted or first_fit, first_fit, summary, log.chosen_on(first))
     return summary
 
 

@@ -18,6 +18,10 @@ from ..models import RatingModel, saved_bytes
 # out of git: the git-tracked metrics.json holds only what the same params and data reproduce.
 TIMINGS = ("train_seconds", "ratings_per_second", "seconds_to_1pct_of_best_val")
 TIMINGS_FILE = "timings.json"
+# The val figure the model was chosen on, the one file of the dvclive folder dvc.yaml declares as metrics: dvclive's
+# own metrics.json has its step and last-epoch losses, columns that would crowd `dvc exp show` (and the train and
+# rank folders' would share names, which DVC then prefixes with the file's path).
+VAL_FILE = "val.json"
 
 
 def checkpoint_bytes(model: RatingModel, state: dict[str, torch.Tensor], epochs: int) -> bytes:
@@ -33,8 +37,9 @@ class Outputs:
     def __init__(self, checkpoint: Path, live: Live, first_fit: Path | None):
         self.checkpoint, self.live, self.first_fit = checkpoint, live, first_fit
 
-    def write(self, checkpoint: bytes, first_fit: bytes | None, summary: dict) -> None:
-        """The checkpoint, the first fit's (if asked for), the summary in dvclive's metrics and the timings beside."""
+    def write(self, checkpoint: bytes, first_fit: bytes | None, summary: dict, chosen_on: dict) -> None:
+        """The checkpoint, the first fit's (if asked for), the summary in dvclive's metrics, the val figure it was
+        `chosen_on` and the timings beside."""
         with writing(self.checkpoint, "the best checkpoint"):
             self.checkpoint.write_bytes(checkpoint)
         if self.first_fit is not None:
@@ -43,6 +48,7 @@ class Outputs:
         for name, value in summary.items():
             if name not in TIMINGS:
                 self.live.summary[name] = value
+        write_json(chosen_on, Path(self.live.dir) / VAL_FILE, "the val figure", indent=4)
         timings = {name: summary[name] for name in TIMINGS}
         write_json(timings, Path(self.live.dir) / TIMINGS_FILE, "the training timings", indent=4)
 

@@ -131,6 +131,14 @@ class EpochLog:
             "seconds_to_1pct_of_best_val": round(self.seconds_to_accuracy(first.best.val_loss), 3),
         }
 
+    def chosen_on(self, first: Fitted) -> dict:
+        """The val figure the first fit's best epoch was chosen on, as `dvc exp show` compares it: `val/rmse` (the
+        root of the val MSE, in the test RMSE's units) or a ranker's `val/ndcg@k`."""
+        value = first.best.val_loss
+        if self.metric.label == VAL_MSE.label:
+            return {"val": {"rmse": math.sqrt(value)}}
+        return {"val": {self.metric.label: value}}
+
     def seconds_to_accuracy(self, best_val_loss: float, tolerance: float = TIME_TO_ACCURACY_TOLERANCE) -> float:
         """Seconds of fitting until the val RMSE (a ranker's metric) first came within `tolerance` of its best."""
         if self.metric.maximize:
