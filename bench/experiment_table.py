@@ -255,6 +255,19 @@ def write_json(path: Path, recorded: list[dict]) -> None:
     path.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def add_record_options(parser: argparse.ArgumentParser, runs_file: str) -> None:
+    """The results scripts' two ways to write the docs: `--record` stdin's runs in `runs_file`, or `--update`."""
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--record", action="store_true", help=f"keep stdin's runs in {runs_file}, update docs")
+    action.add_argument("--update", action="store_true", help="update the docs from the kept runs")
+
+
+def write_page(text: str) -> None:
+    """docs/results.md as `text`, said on stdout."""
+    RESULTS_PAGE.write_text(text, encoding="utf-8")
+    print(f"updated {RESULTS_PAGE.relative_to(PROJECT)}")
+
+
 def kept_pages() -> dict[Path, str]:
     """The docs as the kept runs (pipeline runs, ensembles among them, and the sweep) say they should read."""
     return pages(read_json(RUNS_FILE), read_json(SWEEP_FILE))

@@ -21,11 +21,19 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiment_table import label, read_json, runs, with_tables, write_json
+from experiment_table import (
+    RESULTS_PAGE,
+    add_record_options,
+    label,
+    read_json,
+    runs,
+    with_tables,
+    write_json,
+    write_page,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-given-folds.json"
-RESULTS_PAGE = PROJECT / "docs" / "results.md"
 START, END = "<!-- given-folds:start -->", "<!-- given-folds:end -->"
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
 # Test RMSE published on u1.base/u1.test, as each paper reports it.
@@ -91,9 +99,7 @@ def read_runs() -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--record", action="store_true", help=f"keep stdin's runs in {RUNS_FILE.name}, update docs")
-    action.add_argument("--update", action="store_true", help="update the docs from the kept runs")
+    add_record_options(parser, RUNS_FILE.name)
     args = parser.parse_args()
     if args.update:
         recorded = read_runs()
@@ -102,8 +108,7 @@ def main() -> None:
         if args.record:
             write_json(RUNS_FILE, recorded)
     if args.record or args.update:
-        RESULTS_PAGE.write_text(page(recorded), encoding="utf-8")
-        print(f"updated {RESULTS_PAGE.relative_to(PROJECT)}")
+        write_page(page(recorded))
     else:
         print(table(recorded))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import multiprocessing
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,19 +44,23 @@ def copy_project(scratch: Path) -> None:
             shutil.copy2(source, scratch / name)
 
 
+def train_command() -> list[str]:
+    """The train stage's command as dvc.yaml gives it, run by this Python."""
+    words = shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"])
+    return [sys.executable, *words[1:]]
+
+
 def timed_train(scratch: Path, model: str, threads: int) -> tuple[float, str]:
     """Wall seconds of one train stage run and the checkpoint's md5."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"] |= {"model": model, "threads": threads}
     (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    command = [sys.executable, "stages/train.py", "--section", "train", "--train", "data/split/train.parquet"]
-    command += ["--val", "data/split/val.parquet", "--users", "data/prepared/users.parquet"]
-    command += ["--movies", "data/prepared/movies.parquet", "--checkpoint", "models/model.ckpt"]
-    command += ["--live", "dvclive/train"]
+    command = train_command()
+    checkpoint = scratch / command[command.index("--checkpoint") + 1]
     started = time.perf_counter()
     subprocess.run(command, cwd=scratch, check=True, capture_output=True)
     seconds = time.perf_counter() - started
-    return seconds, hashlib.md5((scratch / "models/model.ckpt").read_bytes()).hexdigest()
+    return seconds, hashlib.md5(checkpoint.read_bytes()).hexdigest()
 
 
 def main() -> None:

@@ -22,12 +22,11 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from experiment_table import read_json, runs, with_tables, write_json
+from experiment_table import RESULTS_PAGE, add_record_options, read_json, runs, with_tables, write_json, write_page
 
 from movielens_pipeline.profiles import compose_params, flat, read_profiles
 
 PROJECT = Path(__file__).resolve().parents[1]
-RESULTS_PAGE = PROJECT / "docs" / "results.md"
 
 
 def runs_file(profile: str) -> Path:
@@ -105,16 +104,13 @@ def read_runs(profile: str) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("profile", help="a profile of conf/profile/, e.g. ml-25m-twin")
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--record", action="store_true", help="keep stdin's runs, update the docs")
-    action.add_argument("--update", action="store_true", help="update the docs from the kept runs")
+    add_record_options(parser, runs_file("<profile>").name)
     args = parser.parse_args()
     recorded = read_runs(args.profile) if args.update else sweep_runs(json.load(sys.stdin), args.profile)
     if args.record:
         write_json(runs_file(args.profile), recorded)
     if args.record or args.update:
-        RESULTS_PAGE.write_text(page(args.profile, recorded), encoding="utf-8")
-        print(f"updated {RESULTS_PAGE.relative_to(PROJECT)}")
+        write_page(page(args.profile, recorded))
     else:
         print(table(recorded))
 

@@ -23,11 +23,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from experiment_table import read_json, with_tables, write_json
+from experiment_table import RESULTS_PAGE, add_record_options, read_json, with_tables, write_json, write_page
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS_FILE = PROJECT / "bench" / "results" / "ml-100k-ranking-sweep.json"
-RESULTS_PAGE = PROJECT / "docs" / "results.md"
 START, END = "<!-- ranking-table:start -->", "<!-- ranking-table:end -->"
 SWEEP_START, SWEEP_END = "<!-- ranking-sweep:start -->", "<!-- ranking-sweep:end -->"
 K = 10  # evaluate.ranking_k of every recorded run
@@ -179,9 +178,7 @@ def read_runs() -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--record", action="store_true", help=f"keep stdin's runs in {RUNS_FILE.name}, update docs")
-    action.add_argument("--update", action="store_true", help="update the docs from the kept runs")
+    add_record_options(parser, RUNS_FILE.name)
     args = parser.parse_args()
     if args.update:
         recorded = read_runs()
@@ -192,8 +189,7 @@ def main() -> None:
             return
         recorded = merged(read_runs() if RUNS_FILE.exists() else [], read)
         write_json(RUNS_FILE, recorded)
-    RESULTS_PAGE.write_text(page(recorded), encoding="utf-8")
-    print(f"updated {RESULTS_PAGE.relative_to(PROJECT)}")
+    write_page(page(recorded))
 
 
 if __name__ == "__main__":
