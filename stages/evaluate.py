@@ -50,7 +50,10 @@ def main() -> None:
     print(f"test rmse {metrics['test/rmse']:.4f} (training-mean baseline {metrics['baseline/rmse']:.4f}{floor})")
     k = params.ranking_k
     if metrics["ranking/users"]:
-        print(f"ranker ndcg@{k} {metrics[f'ranker/ndcg@{k}']:.4f} (popularity {metrics[f'popularity/ndcg@{k}']:.4f})")
+        print(
+            f"ranker ndcg@{k} {metrics[f'ranker/ndcg@{k}']:.4f} (popularity {metrics[f'popularity/ndcg@{k}']:.4f},"
+            f" the rating model's own {metrics[f'test/ndcg@{k}']:.4f})"
+        )
 
 
 if __name__ == "__main__":

@@ -105,9 +105,10 @@ def rmse_by_user_activity(
 def ranking(
     trained: TrainedModel, test: pl.DataFrame, train: pl.DataFrame, params: EvaluateParams
 ) -> tuple[dict, list]:
-    """Top-k quality of the ranker (`TrainedModel.ranker`) and of the popularity baseline, and both NDCGs by user
-    activity, over the users `liked_movies` picks: each user's top k among the movies they did not rate in
-    training, against the movies they liked in test.
+    """Top-k quality of the ranker (`TrainedModel.ranker`) and of the popularity baseline, the rating model's own
+    NDCG@k (`test/ndcg@k`: what a change of rating model does to its ranking), and the ranker's and popularity's
+    NDCGs by user activity, over the users `liked_movies` picks: each user's top k among the movies they did not
+    rate in training, against the movies they liked in test.
 
     The rows by activity are long form, one per bucket and series (`model`, then `popularity`: the plot draws
     the baseline once, however many revisions it compares); an empty bucket has ndcg null.
@@ -117,8 +118,8 @@ def ranking(
     user_indices = torch.from_numpy(users[USER_INDEX].to_numpy().astype(np.int64))
     metrics: dict[str, float] = {"ranking/users": users.height}
     ndcg_of = {}
-    for group, by_popularity in (("ranker", False), ("popularity", True)):
-        scores, top = trained.top_movies(user_indices, k, by_popularity=by_popularity)
+    for group in ("ranker", "popularity"):
+        scores, top = trained.top_movies(user_indices, k, by=group)
         precision, recall, ndcg_of[group] = top_k_quality(top, scores.isfinite(), liked, trained.n_movies, k)
         if users.height:
             metrics |= {
@@ -128,6 +129,14 @@ def ranking(
                 # Share of the catalogue that appears in at least one top-k list.
                 f"{group}/coverage@{k}": top[scores.isfinite()].unique().numel() / trained.n_movies,
             }
+    if users.height:
+        if trained.ranker is trained.model:
+            metrics[f"test/ndcg@{k}"] = metrics[f"ranker/ndcg@{k}"]
+        else:
+            scores, top = trained.top_movies(user_indices, k, by="model")
+            metrics[f"test/ndcg@{k}"] = float(
+                top_k_quality(top, scores.isfinite(), liked, trained.n_movies, k)[2].mean()
+            )
     activity = users.join(train.group_by(USER_INDEX).agg(pl.len().alias("activity")), on=USER_INDEX, how="left")
     activity = activity.sort("row")["activity"].fill_null(0).to_numpy()
     rows = []

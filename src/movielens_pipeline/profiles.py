@@ -9,11 +9,13 @@ it), with any other `-S` on top. `compose_params` composes the same way, for a p
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
 
 from .datasets import RELEASE_NAMES
+from .errors import PipelineError
 from .params import PARAMS_FILE
 
 CONF_DIR = Path("conf")
@@ -29,7 +31,8 @@ def compose_params(overrides: list[str], output: Path = PARAMS_FILE, conf_dir: P
     byte for byte as `dvc exp run` writes it."""
     from dvc.utils.hydra import compose_and_dump  # imports Hydra: only here
 
-    compose_and_dump(output, str(Path(conf_dir).resolve()), None, CONFIG_NAME, "", overrides)
+    conf = str(Path(conf_dir).resolve())
+    compose_and_dump(output, conf, None, CONFIG_NAME, conf, overrides)  # its Hydra plugins too, as .dvc/config
 
 
 def read_profiles(conf_dir: Path = CONF_DIR) -> dict[str, tuple[str, dict]]:
@@ -86,7 +89,10 @@ def main() -> None:
         write_docs()
         print(f"updated {DOCS_PAGE}")
         return
-    compose_params(args.overrides)
+    try:
+        compose_params(args.overrides)
+    except PipelineError as error:  # a stage running in this workspace (workspace_guard)
+        sys.exit(f"error: {error}")
     print(f"wrote {PARAMS_FILE} from {CONF_DIR}/ with {' '.join(args.overrides) or 'no override'}")
 
 

@@ -240,13 +240,15 @@ class TrainedModel:
         )
 
     def top_movies(
-        self, user_indices: Tensor, n: int, by_popularity: bool = False, skipped: TrainingRatings | None = None
+        self, user_indices: Tensor, n: int, by: str = "ranker", skipped: TrainingRatings | None = None
     ) -> tuple[Tensor, Tensor]:
         """For each user index: the `n` best (score, movie index) over the movies it did not rate in training
-        (in `skipped`, if given), best first; score -inf where fewer than `n` are left. Scored by the ranker
-        (`ranking_scores`); with `by_popularity`, by the movie's number of training ratings (the popularity
-        baseline). In chunks of users.
+        (in `skipped`, if given), best first; score -inf where fewer than `n` are left. Scored `by` the "ranker"
+        or the rating "model" (`ranking_scores`), or by "popularity", the movie's number of training ratings
+        (the baseline). In chunks of users.
         """
+        if by not in ("ranker", "model", "popularity"):
+            raise ValueError(f"top_movies: by is 'ranker', 'model' or 'popularity', got {by!r}")
         n = min(n, self.n_movies)
         rated_start, rated_movies = self.rated_index(user_indices, skipped or self.train)
         every_movie = torch.arange(self.n_movies)
@@ -255,11 +257,12 @@ class TrainedModel:
         with torch.inference_mode():
             for start in range(0, len(user_indices), users_per_chunk):
                 users = user_indices[start : start + users_per_chunk]
-                if by_popularity:
+                if by == "popularity":
                     scores = self.popularity().repeat(len(users), 1)
                 else:
+                    scorer = self.ranker if by == "ranker" else self.model
                     pairs = users.repeat_interleave(self.n_movies), every_movie.repeat(len(users))
-                    scores = torch.from_numpy(ranking_scores(self.ranker, *pairs)).view(len(users), self.n_movies)
+                    scores = torch.from_numpy(ranking_scores(scorer, *pairs)).view(len(users), self.n_movies)
                 rows, movies = rated_pairs(rated_start, rated_movies, users)
                 scores[rows, movies] = -torch.inf
                 top = torch.topk(scores, n, dim=1)

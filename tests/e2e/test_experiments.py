@@ -61,15 +61,15 @@ def test_exp_run_shows_both_runs_and_the_report_matches_the_diffs(project_repo, 
 
 def test_exp_show_of_two_models_fits_a_terminal(project_repo):
     """Two runs that differ only in train.model: in a 120-column terminal, `dvc exp show --only-changed` shows the
-    test RMSE and MAE, the val RMSE and the model, named without file prefixes; only the checkpoint's hash, the
-    last column, may fold to an ellipsis."""
+    test RMSE, MAE and NDCG@10 (the rating model's own ranking), the val RMSE and the model, named without file
+    prefixes; only the checkpoint's hash, the last column, may fold to an ellipsis."""
     repo = project_repo
     dvc(repo, "exp", "run", "-n", "saved-inks", "-S", "train.model=als")
     shown = dvc(repo, "exp", "show", "--only-changed", "--no-pager", env=tool_env(repo) | {"COLUMNS": "120"}).stdout
     lines = shown.rstrip().splitlines()
     assert max(len(line.rstrip()) for line in lines) <= 120, shown
     header = lines[1].split()
-    assert header[:6] == ["Experiment", "Created", "test.rmse", "test.mae", "val.rmse", "train.model"], shown
+    assert header[:7] == ["Experiment", "Created", "test.rmse", "test.mae", "test.ndcg@10", "val.rmse", "train.model"]
     assert "saved-inks" in shown and "als" in shown and "biased_mf" in shown
 
 

@@ -229,11 +229,10 @@ def test_the_cli_refuses_a_damaged_checkpoint_and_ids_that_are_not_whole(project
 # --- Two `dvc exp run` at once in one workspace ---
 
 
-def test_a_second_exp_run_in_one_workspace_leaves_no_experiment_trained_on_mixed_params(project_repo, tmp_path):
+def test_a_second_exp_run_in_one_workspace_is_refused_and_the_first_one_ends_as_if_alone(project_repo, tmp_path):
     # The first run's train stage is held where it checks params.yaml, just before it writes its outputs
     # (tests/hold_at_params_check.py); the second `dvc exp run` starts then, as from a user's second terminal.
     repo = project_repo
-    baseline_model = (repo / "models/model.ckpt").read_bytes()
     held, release = tmp_path / "held", tmp_path / "release"
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
     hold = f"python tests/hold_at_params_check.py {held} {release} "
@@ -254,20 +253,32 @@ def test_a_second_exp_run_in_one_workspace_leaves_no_experiment_trained_on_mixed
             assert first.poll() is None, first.communicate()[0]
             assert time.monotonic() < deadline, "the first run never reached its params check"
             time.sleep(0.05)
-        second = subprocess.run(
-            [*command, "second", "-S", "train.seed=2"], cwd=repo, env=tool_env(repo), capture_output=True, text=True
-        )
+        params_of_the_first = (repo / "params.yaml").read_bytes()
+        second = {
+            how: subprocess.run(
+                [*command, f"second-{how}", *flags, "-S", "train.seed=2"],
+                cwd=repo,
+                env=tool_env(repo),
+                capture_output=True,
+                text=True,
+            )
+            for how, flags in (("workspace", []), ("queued", ["--queue"]))
+        }
+        assert (repo / "params.yaml").read_bytes() == params_of_the_first
         release.write_text("go\n")
         first_output = first.communicate(timeout=300)[0]
     finally:
         release.write_text("go\n")
         first.kill()
-    # The second rewrote params.yaml, then DVC refused it the outputs the first holds.
-    assert second.returncode != 0 and "is busy, it is being blocked by" in second.stderr, second.stderr
-    # The first saw params.yaml change under it and wrote nothing rather than a model trained on mixed values.
-    assert first.returncode != 0
-    assert "error: params.yaml changed while the stage ran" in first_output and "--queue" in first_output
-    model = repo / "models/model.ckpt"
-    assert not model.exists() or model.read_bytes() == baseline_model  # DVC may put the baseline's back
-    assert not list(repo.glob("models/.*partial-*")) and not list(repo.glob("dvclive/.*partial-*"))
-    assert exp_runs(repo, experiments_only=True) == []
+    # Each second run, in the workspace or queued (both rewrite params.yaml to stash it), is refused in one line
+    # that names the running one, before DVC writes params.yaml.
+    for refused in second.values():
+        assert refused.returncode == 255 and "Traceback" not in refused.stderr, refused.stderr  # DVC's own error
+        [line] = refused.stderr.strip().splitlines()
+        assert line.startswith("ERROR: `dvc exp run --name first -S train.seed=1` (pid "), line
+        assert "writing dvclive/train, models/model.ckpt) is running in this workspace" in line, line
+    # The first ends as if alone: recorded, with its own params.
+    assert first.returncode == 0, first_output
+    assert [run["name"] for run in exp_runs(repo, experiments_only=True)] == ["first"]
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["seed"] == 1
+    assert dvc(repo, "queue", "status").stdout.count("Queued") == 0

@@ -6,8 +6,10 @@ name (with what covers each)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -52,6 +54,45 @@ def commands_under(heading: str) -> list[str]:
     section = README.read_text(encoding="utf-8").split(f"\n{heading}\n", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def swept_values(value: str) -> list:
+    """The values one `-S key=value` stands for, as DVC expands them: `a,b`, `range(n)`, `choice(a,b)`."""
+    if value.startswith("range("):
+        return list(range(*(int(bound) for bound in value[len("range(") : -1].split(","))))
+    if value.startswith("choice("):
+        value = value[len("choice(") : -1]
+    return [yaml.safe_load(one) for one in value.split(",")]
+
+
+def settings_of(command: str) -> dict[str, list]:
+    """Each key a `dvc exp run` line sets with -S, and the values it sweeps (one for a plain setting)."""
+    words = shlex.split(command)
+    return dict(
+        (key, swept_values(value))
+        for key, value in (words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-S")
+    )
+
+
+def name_of(command: str) -> str | None:
+    words = shlex.split(command)
+    return next((words[i + 1] for i, word in enumerate(words) if word in ("-n", "--name")), None)
+
+
+def experiments(repo) -> dict[str, str]:
+    """Each experiment's ref (refs/exps/.../<name>) and commit."""
+    listed = git(repo, "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)").split("\n")
+    return dict(line.split() for line in listed if line and not line.startswith("refs/exps/stash"))
+
+
+def params_of(repo, revision: str) -> dict:
+    return yaml.safe_load(git(repo, "show", f"{revision}:params.yaml"))
+
+
+def value_at(params: dict, key: str):
+    for part in key.split("."):
+        params = params[part]
+    return params
 
 
 def run_line(command: str, repo) -> subprocess.CompletedProcess:
@@ -130,6 +171,10 @@ def test_the_commands_that_run_and_compare_experiments_run(project_repo):
     commands = commands_under("## Run an experiment and compare")
     not_run = [command for command in commands if any(marker in command for marker in NOT_RUN_HERE)]
     assert len(not_run) == len(NOT_RUN_HERE), f"each exception names one README line: {not_run}"
+    # What each line claims, checked on what it made: an experiment run with every setting its line names (and
+    # under its name), a queue whose runs are the line's sweep, each run once.
+    queued: list[dict] = []
+    seen = experiments(project_repo)  # all but the queued lines' runs
     for command in commands:
         if command in not_run:
             continue
@@ -142,10 +187,46 @@ def test_the_commands_that_run_and_compare_experiments_run(project_repo):
             start_queue(project_repo, jobs=int(command.split("-j")[1]))
             status = wait_for_the_queue(project_repo)
             assert "Failed" not in status, status
+            ran = [commit for ref, commit in experiments(project_repo).items() if ref not in seen]
+            # Each run's values of every key a queued line sets; a key its line leaves alone keeps the committed one.
+            keys = sorted({key for settings in queued for key in settings})
+            committed = params_of(project_repo, "HEAD")
+            expected = sorted(
+                tuple(dict(zip(settings, values, strict=True)).get(key, value_at(committed, key)) for key in keys)
+                for settings in queued
+                for values in itertools.product(*settings.values())
+            )
+            got = sorted(tuple(value_at(params_of(project_repo, commit), key) for key in keys) for commit in ran)
+            assert got == expected, f"README: the queued lines ran {got} for {keys}, not {expected}"
+            seen = experiments(project_repo)
             continue
         result = run_line(command, project_repo)
         if command.startswith("dvc exp diff"):
             assert result.stdout.strip(), f"README: `{command}` printed nothing"
+        if command.startswith("dvc exp run") and "--queue" in command:
+            queued.append(settings_of(command))
+        elif command.startswith("dvc exp run"):
+            new_runs = {ref: commit for ref, commit in experiments(project_repo).items() if ref not in seen}
+            seen = experiments(project_repo)
+            assert len(new_runs) == 1, f"README: `{command}` made {sorted(new_runs)}"
+            [(ref, commit)] = new_runs.items()
+            params = params_of(project_repo, commit)
+            if name_of(command):
+                assert ref.endswith(f"/{name_of(command)}"), f"README: `{command}` is named {ref}"
+            for key, values in settings_of(command).items():
+                assert [value_at(params, key)] == values, f"README: `{command}` ran with {key}={value_at(params, key)}"
+        if command.startswith("dvc exp show"):  # the same table as CSV: a row per run, with what they differ in
+            table = dvc(project_repo, *shlex.split(command)[1:], "--csv").stdout.splitlines()
+            assert {"test.rmse", "test.ndcg@10", "train.model"} <= set(table[0].split(",")), table[0]
+            assert len(table) - 1 >= len(experiments(project_repo)), table
+        if command.startswith("dvc plots diff"):  # the legend names each run (the -n names: models, not words)
+            page = (project_repo / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+            for run in ("autorec", "mf-wd", "ials-ranker"):
+                assert run in page, f"README: `{command}` draws no {run}"
+        if command.startswith("dvc exp apply"):
+            applied = experiments(project_repo)
+            commit = next(commit for ref, commit in applied.items() if ref.endswith(f"/{name}"))
+            assert yaml.safe_load((project_repo / "params.yaml").read_text()) == params_of(project_repo, commit)
     # The queued lines ran: three embedding sizes, then two models x three seeds.
     # (Of every commit: the block ends by committing an applied experiment, a new baseline with none of its own.)
     assert len(dvc(project_repo, "exp", "list", "--all-commits", "--names-only").stdout.split()) >= 12

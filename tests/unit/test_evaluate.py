@@ -67,10 +67,11 @@ class FixedTopK:
     """A TrainedModel's top_movies for ranking(): each user's top k given, for the model and for popularity."""
 
     def __init__(self, n_movies: int, model_top: list[list[int]], popularity_top: list[list[int]]):
-        self.n_movies, self.lists = n_movies, {False: model_top, True: popularity_top}
+        self.n_movies, self.lists = n_movies, {"ranker": model_top, "model": model_top, "popularity": popularity_top}
+        self.model = self.ranker = object()  # the rating model ranks
 
-    def top_movies(self, user_indices, n, by_popularity=False):
-        top = torch.tensor([self.lists[by_popularity][user] for user in user_indices.tolist()])
+    def top_movies(self, user_indices, n, by="ranker"):
+        top = torch.tensor([self.lists[by][user] for user in user_indices.tolist()])
         return torch.ones(top.shape, dtype=torch.float64), top
 
 

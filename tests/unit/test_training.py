@@ -395,7 +395,7 @@ def test_evaluate_writes_test_and_baseline_metrics_and_the_histogram(prepared, p
     assert written["test"]["cold_start_rows"] == cold.height
     baseline_error = parts["test"]["rating"].to_numpy() - parts["train"]["rating"].mean()
     assert written["baseline"]["rmse"] == pytest.approx(float(np.sqrt(np.mean(baseline_error**2))), rel=1e-6)
-    assert set(written["test"]) == {"rmse", "mae", "rows", "cold_start_rows"}  # MSE is RMSE squared: not a column
+    assert set(written["test"]) == {"rmse", "mae", "ndcg@10", "rows", "cold_start_rows"}  # MSE is RMSE squared: none
     evaluate(checkpoint, data, params, tmp_path / "grouped", group="ensemble")
     grouped = json.loads((tmp_path / "grouped/metrics.json").read_text())
     assert list(grouped) == ["ensemble"] and grouped["ensemble"]["test"] == written["test"]
@@ -423,7 +423,9 @@ def test_ranking_matches_a_brute_force_top_k_for_the_model_and_popularity(prepar
     params = project_params("evaluate", ranking_k=5, ranking_relevant_rating=4.0, ranking_max_users=None)
     model = load_model(checkpoint)
     train_part, test_part = parts["train"], parts["test"]
-    metrics, by_activity = ranking(trained_model(model, users, movies, train_part), test_part, train_part, params)
+    # The ranker a copy of the rating model: the model's own ranking (test/ndcg@5) is computed apart from it.
+    trained = trained_model(model, users, movies, train_part, read_ranker=lambda: load_model(checkpoint))
+    metrics, by_activity = ranking(trained, test_part, train_part, params)
 
     liked = test_part.filter(pl.col("rating") >= 4)
     ranked_users = sorted(set(liked["userIdMapped"]))
@@ -443,6 +445,7 @@ def test_ranking_matches_a_brute_force_top_k_for_the_model_and_popularity(prepar
             expected[group].append(sum(gains) / ideal)
     assert metrics["ranking/users"] == len(ranked_users)
     assert metrics["ranker/ndcg@5"] == pytest.approx(np.mean(expected["test"]), rel=1e-6)
+    assert metrics["test/ndcg@5"] == pytest.approx(np.mean(expected["test"]), rel=1e-6)
     assert metrics["popularity/ndcg@5"] == pytest.approx(np.mean(expected["popularity"]), rel=1e-6)
     assert 0 < metrics["ranker/coverage@5"] <= 1 and 0 <= metrics["ranker/precision@5"] <= 1
     assert sum(row["users"] for row in by_activity if row["series"] == "model") == len(ranked_users)
