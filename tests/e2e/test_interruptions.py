@@ -7,6 +7,7 @@ object in the DVC cache must hash to its name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from fakes import low_rank_rows, tab_bytes
@@ -185,3 +187,46 @@ def test_a_signalled_stage_exits_as_a_shell_reports_it_and_writes_nothing(tmp_pa
     assert stderr.decode().strip().splitlines()[-1] == f"error: stopped by {sig.name}; no output was written"
     assert not (repo / "models/model.ckpt").exists() and not (repo / "dvclive/train").exists()
     assert not list((repo / "models").glob(".*partial*")) and not list((repo / "dvclive").glob(".*partial*"))
+
+
+def test_a_signalled_ddp_stage_stops_its_other_ranks_too(tmp_path):
+    # Two DDP processes: Lightning starts rank 1 as a child of the stage. SIGTERM to the stage alone (as a
+    # scheduler or `kill` sends it, not to the group): rank 1 must not outlive it, waiting for rank 0.
+    params = {
+        "data": SYNTHETIC,
+        "train": {"model": "biased_mf", "max_epochs": 300, "min_epochs": 300, "devices": 2, "strategy": "ddp"},
+    }
+    repo = copy_project(tmp_path / "project", params)
+    dvc(repo, "repro", "split")
+    stage = subprocess.Popen(
+        stage_command(repo, "train"), cwd=repo, env=tool_env(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    first_epoch = staging(repo / "dvclive", ".train.partial-*/plots/metrics/val/loss.tsv")
+    deadline = time.monotonic() + 180
+    while not first_epoch():
+        assert stage.poll() is None and time.monotonic() < deadline, "training ended or never started"
+        time.sleep(0.01)
+    ranks = psutil.Process(stage.pid).children(recursive=True)
+    assert ranks, "DDP started no other process"
+    stage.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = stage.communicate(timeout=60)
+    finally:  # a stage that hangs fails the test, and is not left running
+        stage.kill()  # nothing once it has ended
+        for rank in ranks:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rank.kill()
+    assert stage.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.decode().strip().splitlines()[-1] == "error: stopped by SIGTERM; no output was written"
+    _, not_ended = psutil.wait_procs(ranks, timeout=1)  # stopped by the stage before it exits
+    still_running = [rank for rank in not_ended if is_running(rank)]  # an ended orphan may wait to be reaped
+    assert still_running == [], [rank.cmdline() for rank in still_running]
+    assert not (repo / "models/model.ckpt").exists() and not list((repo / "dvclive").glob(".*partial*"))
+
+
+def is_running(process: psutil.Process) -> bool:
+    """Not ended: a zombie has (an orphan's is reaped by PID 1, which in a container may never do it)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -56,6 +56,9 @@ def commands_under(heading: str) -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
+EXPERIMENT_REF = re.compile(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/")  # refs/exps/<baseline commit>/<name>
+
+
 def swept_values(value: str) -> list:
     """The values one `-S key=value` stands for, as DVC expands them: `a,b`, `range(n)`, `choice(a,b)`."""
     if value.startswith("range("):
@@ -82,7 +85,7 @@ def name_of(command: str) -> str | None:
 def experiments(repo) -> dict[str, str]:
     """Each experiment's ref (refs/exps/.../<name>) and commit."""
     listed = git(repo, "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)").split("\n")
-    return dict(line.split() for line in listed if line and not line.startswith("refs/exps/stash"))
+    return dict(line.split() for line in listed if EXPERIMENT_REF.match(line))  # not DVC's stashes and exec refs
 
 
 def params_of(repo, revision: str) -> dict:

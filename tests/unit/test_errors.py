@@ -48,3 +48,28 @@ def test_a_signal_stops_the_stage_at_once_with_the_shells_status_and_nothing_wri
     assert process.returncode == 128 + sig
     assert stderr == f"error: stopped by {sig.name}; no output was written\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["started"]  # the staging is gone, no output
+
+
+DEFERRED_STAGE = """
+import os, signal, sys
+from pathlib import Path
+from movielens_pipeline.errors import deferred_stops, run_stage, stop_point
+
+def main():
+    with deferred_stops():
+        os.kill(os.getpid(), signal.SIGTERM)  # lands mid-batch: noted, not raised
+        Path(sys.argv[1], "after the signal").write_text("")
+        os.kill(os.getpid(), signal.SIGINT)  # a second signal while stopping: ignored
+        Path(sys.argv[1], "after the second").write_text("")
+        stop_point()  # the batch's end
+        Path(sys.argv[1], "after the stop point").write_text("")
+
+run_stage(main)
+"""
+
+
+def test_within_deferred_stops_a_signal_stops_the_stage_at_the_next_stop_point_and_a_second_is_ignored(tmp_path):
+    run = subprocess.run([sys.executable, "-c", DEFERRED_STAGE, str(tmp_path)], capture_output=True, text=True)
+    assert run.returncode == 128 + signal.SIGTERM, run.stderr
+    assert run.stderr == "error: stopped by SIGTERM; no output was written\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["after the second", "after the signal"]

@@ -19,6 +19,7 @@ import polars as pl
 import torch
 
 from ..data import RatingsDataModule, device_of
+from ..errors import deferred_stops
 from ..models import REGISTRY
 from ..params import EvaluateParams, TrainParams
 from .memory import check_memory
@@ -83,8 +84,9 @@ def train(
             )
             log.live = outputs.live
         started = time.perf_counter()
-        with refitting(path.refit, refit_args, planned, beside) as refit:  # each path's fit sets its own kernels
-            first = path.fit(settings, data)
+        # A signal stops training after a batch or an epoch (errors.deferred_stops says why).
+        with deferred_stops(), refitting(path.refit, refit_args, planned, beside) as refit:
+            first = path.fit(settings, data)  # each path's fit sets its own kernels
             refitted = refit(first.best.epoch + 1) if params.refit else None
         train_seconds = time.perf_counter() - started
         if outputs is None:

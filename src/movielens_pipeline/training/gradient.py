@@ -9,6 +9,8 @@ hooks to what both paths share (`progress.py`): the best epoch and early stoppin
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -17,6 +19,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from ..data import Part, RatingsDataModule, device_of
+from ..errors import stop, stop_point
 from ..models import REGISTRY, RatingModel, build_model
 from ..params import TrainParams
 from .determinism import unfilled_memory
@@ -189,6 +192,21 @@ def fit(
     return model
 
 
+class StopPoints(Callback):
+    """A SIGTERM or SIGINT during training stops it after the batch it came in (`errors.stop_point`), through the
+    stage's own handler (`errors.stop`), put back over the one Lightning installs when fitting starts."""
+
+    def on_train_start(self, *args) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stop)
+
+    def on_train_batch_end(self, *args) -> None:
+        stop_point()
+
+    def on_validation_batch_end(self, *args) -> None:
+        stop_point()
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's start-up notes (hardware found, product tips) out of `dvc repro` output.
 
@@ -208,7 +226,7 @@ def new_trainer(
         bounds = {"max_epochs": epochs, "min_epochs": epochs}
     if not validate:
         bounds["limit_val_batches"] = 0
-    return lightning.Trainer(callbacks=list(callbacks), **bounds, **trainer_options(params))
+    return lightning.Trainer(callbacks=[*callbacks, StopPoints()], **bounds, **trainer_options(params))
 
 
 def trainer_options(params: TrainParams) -> dict:

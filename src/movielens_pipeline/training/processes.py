@@ -19,7 +19,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ..errors import stop_point
 from ..params import TrainParams
+
+STOP_POINT_SECONDS = 0.5  # how often the wait for a refit beside looks for a signal
 
 
 def refits_beside(params: TrainParams, planned_epochs: int | None, device: torch.device) -> bool:
@@ -58,6 +61,10 @@ def refitting(
         def result(epochs: int) -> bytes:
             if epochs != planned_epochs:
                 raise RuntimeError(f"refit beside the first fit ran {planned_epochs} epochs, not {epochs}")
-            return pending.get()
+            while True:  # a signal stops the wait (errors.stop_point)
+                try:
+                    return pending.get(timeout=STOP_POINT_SECONDS)
+                except multiprocessing.TimeoutError:
+                    stop_point()
 
         yield result

@@ -16,6 +16,7 @@ import torch
 from dvclive import Live
 from torch import Tensor, nn
 
+from ..errors import stop_point
 from .validation import VAL_MSE, ValMetric
 
 TIME_TO_ACCURACY_TOLERANCE = 0.01
@@ -104,7 +105,9 @@ class EpochLog:
         self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
 
     def epoch_ended(self, epoch: int, train_loss: float, val_loss: float) -> None:
-        """Epoch `epoch` is over, validation included: log its train loss and val metric."""
+        """Epoch `epoch` is over, validation included: log its train loss and val metric, then stop if a signal
+        came (`errors.stop_point`: an epoch of a sweep model is one sweep, and its only stop point)."""
+        stop_point()
         self.elapsed.append(time.perf_counter() - self.fit_start)
         self.val_losses.append(val_loss)
         if self.live is None:
