@@ -7,14 +7,18 @@ start refit at once in a second process beside the first fit, each on half the C
 batched small solves gain little from a second thread (`bayes_mf`'s: 123 ms on one, 105 ms on two),
 so two fits side by side finish sooner than one after the other (the ensemble's `bayes_mf` member:
 135 s -> 89 s on 2 cores). A one-pass fit (`item_knn`'s: large matrix products, which do use every
-thread) is over before the second process has imported torch. This is the one place that decides it.
+thread) is over before the second process has imported torch. This is the one place that decides it. The
+second process dies with the stage, even a stage killed by SIGKILL (`die_with`, on Linux).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator
 
 import torch
@@ -23,6 +27,7 @@ from ..errors import stop_point
 from ..params import TrainParams
 
 STOP_POINT_SECONDS = 0.5  # how often the wait for a refit beside looks for a signal
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def refits_beside(params: TrainParams, planned_epochs: int | None, device: torch.device) -> bool:
@@ -54,7 +59,7 @@ def refitting(
         yield lambda epochs: refit(*args, epochs)
         return
     # Spawned, not forked: this process already runs torch's thread pools.
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    with multiprocessing.get_context("spawn").Pool(1, initializer=die_with, initargs=(os.getpid(),)) as pool:
         # The pool pickles its arguments while the first fit runs: they must be objects nothing changes meanwhile.
         pending = pool.apply_async(refit, (*args, planned_epochs))
 
@@ -68,3 +73,13 @@ def refitting(
                     stop_point()
 
         yield result
+
+
+def die_with(stage_pid: int) -> None:
+    """A refit process's first step: have Linux SIGKILL it when the stage that started it dies, even by a SIGKILL
+    the stage cannot handle (it would otherwise finish its refit for nobody). Elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != stage_pid:  # the stage died before the request was made
+        os.kill(os.getpid(), signal.SIGKILL)
