@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import psutil
 import pytest
 import yaml
 
@@ -204,3 +205,11 @@ def stage_outputs(repo: Path, name: str) -> list[str]:
     """The `outs` of stage `name` in dvc.yaml."""
     stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]
     return [out if isinstance(out, str) else next(iter(out)) for out in stage["outs"]]
+
+
+def is_running(process: psutil.Process) -> bool:
+    """Not ended: a zombie has (an orphan's is reaped by PID 1, which in a container may never do it)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

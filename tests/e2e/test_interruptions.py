@@ -23,7 +23,7 @@ import pytest
 import yaml
 from fakes import low_rank_rows, tab_bytes
 from faulty_http import FaultyServer
-from harness import BIN, copy_project, dvc, stage_command, tool_env
+from harness import BIN, copy_project, dvc, is_running, stage_command, tool_env
 
 # Ctrl-C first, then, on the same half-done state, a kill nothing can catch.
 SIGNALS = [signal.SIGINT, signal.SIGKILL]
@@ -166,21 +166,27 @@ def test_killed_during_training(tmp_path):
     assert json.loads((repo / "eval/metrics.json").read_text())["test"]["rmse"] > 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signalled_stage_exits_as_a_shell_reports_it_and_writes_nothing(tmp_path, sig):
-    # The train stage alone, signalled as `kill`, `timeout` or a CI cancel do (SIGTERM) or Ctrl-C (SIGINT): it stops
-    # at once, not after its epoch with status 0 as Lightning's own handler would have it.
-    params = {"data": SYNTHETIC, "train": {"model": "biased_mf", "max_epochs": 300, "min_epochs": 300}}
-    repo = copy_project(tmp_path / "project", params)
+def training_stage(tmp_path: Path, train: dict, start_seconds: float = 120) -> tuple[Path, subprocess.Popen]:
+    """A project on the small synthetic set with `train` settings, and its train stage run alone (its outputs in
+    pipes), returned once its first epoch is logged: training well under way."""
+    repo = copy_project(tmp_path / "project", {"data": SYNTHETIC, "train": train})
     dvc(repo, "repro", "split")
     process = subprocess.Popen(
         stage_command(repo, "train"), cwd=repo, env=tool_env(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     first_epoch = staging(repo / "dvclive", ".train.partial-*/plots/metrics/val/loss.tsv")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + start_seconds
     while not first_epoch():
         assert process.poll() is None and time.monotonic() < deadline, "training ended or never started"
         time.sleep(0.01)
+    return repo, process
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_stage_exits_as_a_shell_reports_it_and_writes_nothing(tmp_path, sig):
+    # The train stage alone, signalled as `kill`, `timeout` or a CI cancel do (SIGTERM) or Ctrl-C (SIGINT): it stops
+    # at once, not after its epoch with status 0 as Lightning's own handler would have it.
+    repo, process = training_stage(tmp_path, {"model": "biased_mf", "max_epochs": 300, "min_epochs": 300})
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + sig, stderr
@@ -192,20 +198,8 @@ def test_a_signalled_stage_exits_as_a_shell_reports_it_and_writes_nothing(tmp_pa
 def test_a_signalled_ddp_stage_stops_its_other_ranks_too(tmp_path):
     # Two DDP processes: Lightning starts rank 1 as a child of the stage. SIGTERM to the stage alone (as a
     # scheduler or `kill` sends it, not to the group): rank 1 must not outlive it, waiting for rank 0.
-    params = {
-        "data": SYNTHETIC,
-        "train": {"model": "biased_mf", "max_epochs": 300, "min_epochs": 300, "devices": 2, "strategy": "ddp"},
-    }
-    repo = copy_project(tmp_path / "project", params)
-    dvc(repo, "repro", "split")
-    stage = subprocess.Popen(
-        stage_command(repo, "train"), cwd=repo, env=tool_env(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    first_epoch = staging(repo / "dvclive", ".train.partial-*/plots/metrics/val/loss.tsv")
-    deadline = time.monotonic() + 180
-    while not first_epoch():
-        assert stage.poll() is None and time.monotonic() < deadline, "training ended or never started"
-        time.sleep(0.01)
+    train = {"model": "biased_mf", "max_epochs": 300, "min_epochs": 300, "devices": 2, "strategy": "ddp"}
+    repo, stage = training_stage(tmp_path, train, start_seconds=180)
     ranks = psutil.Process(stage.pid).children(recursive=True)
     assert ranks, "DDP started no other process"
     stage.send_signal(signal.SIGTERM)
@@ -222,11 +216,3 @@ def test_a_signalled_ddp_stage_stops_its_other_ranks_too(tmp_path):
     still_running = [rank for rank in not_ended if is_running(rank)]  # an ended orphan may wait to be reaped
     assert still_running == [], [rank.cmdline() for rank in still_running]
     assert not (repo / "models/model.ckpt").exists() and not list((repo / "dvclive").glob(".*partial*"))
-
-
-def is_running(process: psutil.Process) -> bool:
-    """Not ended: a zombie has (an orphan's is reaped by PID 1, which in a container may never do it)."""
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -6,7 +6,6 @@ name (with what covers each)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shlex
@@ -26,6 +25,8 @@ from harness import (
     tool_env,
     wait_for_the_queue,
 )
+
+from movielens_pipeline.sweep import combinations
 
 README = PROJECT / "README.md"
 VENV = PROJECT / ".venv"
@@ -59,22 +60,15 @@ def commands_under(heading: str) -> list[str]:
 EXPERIMENT_REF = re.compile(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/")  # refs/exps/<baseline commit>/<name>
 
 
-def swept_values(value: str) -> list:
-    """The values one `-S key=value` stands for, as DVC expands them: `a,b`, `range(n)`, `choice(a,b)`."""
-    if value.startswith("range("):
-        return list(range(*(int(bound) for bound in value[len("range(") : -1].split(","))))
-    if value.startswith("choice("):
-        value = value[len("choice(") : -1]
-    return [yaml.safe_load(one) for one in value.split(",")]
-
-
-def settings_of(command: str) -> dict[str, list]:
-    """Each key a `dvc exp run` line sets with -S, and the values it sweeps (one for a plain setting)."""
+def runs_of(command: str) -> list[dict]:
+    """The runs a `dvc exp run` line stands for (one, or its sweep's: DVC's own expansion, as
+    movielens_pipeline.sweep uses it), each as the value it sets per key."""
     words = shlex.split(command)
-    return dict(
-        (key, swept_values(value))
-        for key, value in (words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-S")
-    )
+    overrides = [words[i + 1] for i, word in enumerate(words) if word == "-S"]
+    return [
+        {key: yaml.safe_load(value) for key, value in (override.split("=", 1) for override in combination)}
+        for combination in combinations(overrides)
+    ]
 
 
 def name_of(command: str) -> str | None:
@@ -176,7 +170,8 @@ def test_the_commands_that_run_and_compare_experiments_run(project_repo):
     assert len(not_run) == len(NOT_RUN_HERE), f"each exception names one README line: {not_run}"
     # What each line claims, checked on what it made: an experiment run with every setting its line names (and
     # under its name), a queue whose runs are the line's sweep, each run once.
-    queued: list[dict] = []
+    queued: list[dict] = []  # each queued run's settings, until the queue runs
+    named: list[str] = []  # the -n names of the runs made outside the queue
     seen = experiments(project_repo)  # all but the queued lines' runs
     for command in commands:
         if command in not_run:
@@ -190,41 +185,41 @@ def test_the_commands_that_run_and_compare_experiments_run(project_repo):
             start_queue(project_repo, jobs=int(command.split("-j")[1]))
             status = wait_for_the_queue(project_repo)
             assert "Failed" not in status, status
-            ran = [commit for ref, commit in experiments(project_repo).items() if ref not in seen]
+            made = experiments(project_repo)
+            ran = [commit for ref, commit in made.items() if ref not in seen]
             # Each run's values of every key a queued line sets; a key its line leaves alone keeps the committed one.
-            keys = sorted({key for settings in queued for key in settings})
+            keys = sorted({key for run in queued for key in run})
             committed = params_of(project_repo, "HEAD")
-            expected = sorted(
-                tuple(dict(zip(settings, values, strict=True)).get(key, value_at(committed, key)) for key in keys)
-                for settings in queued
-                for values in itertools.product(*settings.values())
-            )
+            expected = sorted(tuple(run.get(key, value_at(committed, key)) for key in keys) for run in queued)
             got = sorted(tuple(value_at(params_of(project_repo, commit), key) for key in keys) for commit in ran)
             assert got == expected, f"README: the queued lines ran {got} for {keys}, not {expected}"
-            seen = experiments(project_repo)
+            seen = made
             continue
         result = run_line(command, project_repo)
         if command.startswith("dvc exp diff"):
             assert result.stdout.strip(), f"README: `{command}` printed nothing"
         if command.startswith("dvc exp run") and "--queue" in command:
-            queued.append(settings_of(command))
+            queued += runs_of(command)
         elif command.startswith("dvc exp run"):
-            new_runs = {ref: commit for ref, commit in experiments(project_repo).items() if ref not in seen}
-            seen = experiments(project_repo)
+            made = experiments(project_repo)
+            new_runs = {ref: commit for ref, commit in made.items() if ref not in seen}
+            seen = made
             assert len(new_runs) == 1, f"README: `{command}` made {sorted(new_runs)}"
             [(ref, commit)] = new_runs.items()
             params = params_of(project_repo, commit)
             if name_of(command):
-                assert ref.endswith(f"/{name_of(command)}"), f"README: `{command}` is named {ref}"
-            for key, values in settings_of(command).items():
-                assert [value_at(params, key)] == values, f"README: `{command}` ran with {key}={value_at(params, key)}"
+                named.append(name_of(command))
+                assert ref.endswith(f"/{named[-1]}"), f"README: `{command}` is named {ref}"
+            [run] = runs_of(command)
+            for key, value in run.items():
+                assert value_at(params, key) == value, f"README: `{command}` ran with {key}={value_at(params, key)}"
         if command.startswith("dvc exp show"):  # the same table as CSV: a row per run, with what they differ in
             table = dvc(project_repo, *shlex.split(command)[1:], "--csv").stdout.splitlines()
             assert {"test.rmse", "test.ndcg@10", "train.model"} <= set(table[0].split(",")), table[0]
             assert len(table) - 1 >= len(experiments(project_repo)), table
         if command.startswith("dvc plots diff"):  # the legend names each run (the -n names: models, not words)
             page = (project_repo / "dvc_plots" / "index.html").read_text(encoding="utf-8")
-            for run in ("autorec", "mf-wd", "ials-ranker"):
+            for run in named:
                 assert run in page, f"README: `{command}` draws no {run}"
         if command.startswith("dvc exp apply"):
             applied = experiments(project_repo)

@@ -10,6 +10,7 @@ import time
 
 import psutil
 import pytest
+from harness import is_running
 
 # A stage that starts a refit beside its first fit (time.sleep for 120 "epochs": a refit that runs a while),
 # prints the refit process's pid, and waits.
@@ -41,10 +42,3 @@ def test_a_refit_beside_dies_with_a_stage_killed_by_sigkill(tmp_path):
             time.sleep(0.05)
     finally:
         stage.kill()
-
-
-def is_running(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE  # an orphan's zombie may never be reaped in a container
-    except psutil.NoSuchProcess:
-        return False

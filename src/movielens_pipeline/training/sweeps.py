@@ -14,6 +14,7 @@ from itertools import islice
 import torch
 
 from ..data import RatingsDataModule, device_of
+from ..errors import stop_point
 from ..models import REGISTRY, RatingModel, build_model
 from ..params import ParamsError, TrainParams
 from .determinism import deterministic, seed_everything, unfilled_memory
@@ -89,7 +90,7 @@ class SweepPath:
         with deterministic(device), unfilled_memory(), torch.no_grad():
             model = new_model(params, settings, data, device)
             for _ in islice(model.sweeps(), epochs):  # no validation: val is in the training data
-                pass
+                stop_point()  # a refit's only stop point, as epoch_ended is the first fit's
         return checkpoint_bytes(model, model.state_dict(), epochs)
 
 
