@@ -3,6 +3,7 @@
     dvc exp show --json | .venv/bin/python bench/experiment_table.py                 # print the tables
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record       # keep the runs, update the docs
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --record-sweep # the same for a sweep
+    dvc exp show --json | .venv/bin/python bench/experiment_table.py --add-sweep --match 'p8020-bayes_mf-sessions-'
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --add          # add runs to the kept ones
     dvc exp show --json | .venv/bin/python bench/experiment_table.py --add --ensemble --match 'ens-'  # ensembles too
     .venv/bin/python bench/experiment_table.py --update                             # update the docs from the kept runs
@@ -13,7 +14,8 @@ deviation beside it. A sweep's runs are grouped by model, one row per setting of
 params that vary, ordered by validation RMSE: the first row is the model's chosen setting
 (the test part plays no part in it). `--record` and `--record-sweep` write the runs they
 read to RUNS_FILE and SWEEP_FILE (params and metrics only; a sweep replaces the kept runs of
-the models it swept, and keeps the others'), so the tables in docs/results.md
+the models it swept, and keeps the others'; `--add-sweep` keeps them too, a further step of a
+model's sweep), so the tables in docs/results.md
 and README.md, between their marker comments, are generated from what the pipeline
 measured and a test can check they still are.
 """
@@ -288,6 +290,11 @@ def main() -> None:
     action.add_argument(
         "--add", action="store_true", help=f"add stdin's runs to {RUNS_FILE.name} (a name kept replaces its run)"
     )
+    action.add_argument(
+        "--add-sweep",
+        action="store_true",
+        help=f"add stdin's runs to {SWEEP_FILE.name} beside its model's kept ones (a further step of their sweep)",
+    )
     action.add_argument("--update", action="store_true", help="update the docs from the kept runs")
     parser.add_argument(
         "--ensemble", action="store_true", help="the runs ran ensemble/dvc.yaml too: read its metrics as well"
@@ -295,16 +302,19 @@ def main() -> None:
     parser.add_argument("--match", metavar="REGEX", help="only the runs whose name matches (re.match)")
     args = parser.parse_args()
     if not args.update:
-        read = runs(json.load(sys.stdin), baselines=not args.record_sweep, ensemble=args.ensemble)
+        sweep = args.record_sweep or args.add_sweep
+        read = runs(json.load(sys.stdin), baselines=not sweep, ensemble=args.ensemble)
         read = [run for run in read if args.match is None or re.match(args.match, run["name"])]
-        if not (args.record or args.record_sweep or args.add):
+        if not (args.record or sweep or args.add):
             print(tables(read))
             return
         if args.add:
             read = merged(read_json(RUNS_FILE), read, key=lambda run: run["name"])
         if args.record_sweep:
             read = merged(read_json(SWEEP_FILE), read, key=lambda run: run["params"]["train"]["model"])
-        write_json(SWEEP_FILE if args.record_sweep else RUNS_FILE, read)
+        if args.add_sweep:
+            read = merged(read_json(SWEEP_FILE), read, key=lambda run: run["name"])
+        write_json(SWEEP_FILE if sweep else RUNS_FILE, read)
     update_docs()
 
 

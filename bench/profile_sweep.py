@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 from experiment_table import RESULTS_PAGE, add_record_options, read_json, runs, with_tables, write_json, write_page
 
+from movielens_pipeline.models import REGISTRY
 from movielens_pipeline.profiles import compose_params, flat, read_profiles
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -71,9 +72,11 @@ def sweep_runs(exp_show: list[dict], profile: str) -> list[dict]:
     return sorted(found, key=lambda run: (run["val_rmse"], run["name"]))
 
 
-def chosen(recorded: list[dict]) -> dict:
-    """The settings of the best val RMSE."""
-    return min(recorded, key=lambda run: run["val_rmse"])["settings"]
+def chosen(recorded: list[dict], model: str | None = None) -> dict:
+    """The settings of the best val RMSE; given the `model`, a setting added since the run reads as what it meant
+    then (as in an old checkpoint)."""
+    settings = min(recorded, key=lambda run: run["val_rmse"])["settings"]
+    return REGISTRY[model].checkpoint_settings(settings) if model else settings
 
 
 def table(recorded: list[dict]) -> str:

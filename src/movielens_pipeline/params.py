@@ -536,9 +536,11 @@ def _describe(option: Any, metadata: list) -> str:
         return "true or false"
     if get_origin(option) is list:
         shortest = next((item.min_length for item in metadata if getattr(item, "min_length", None)), 0)
-        items = _describe(get_args(option)[0], []).split(" ", 1)[1]  # 'a string' -> 'string'
+        longest = next((item.max_length for item in metadata if getattr(item, "max_length", None)), None)
+        noun, *rest = _describe(get_args(option)[0], []).split(" ", 2)[1:]  # 'an integer from 1 to 9' -> 'integer'
         size = {0: "", 1: "non-empty "}.get(shortest, f"{shortest} or more ")
-        return f"a {size}list of {items}s"
+        most = f", at most {longest}" if longest else ""
+        return f"a {size}list of {' '.join([noun + 's', *rest])}{most}"
     if option is str:
         pattern = next((item.pattern for item in metadata if getattr(item, "pattern", None)), None)
         return PATTERN_WORDS.get(pattern, "a string")

@@ -31,7 +31,9 @@ from movielens_pipeline.models.sweep.bags import (
 )
 from movielens_pipeline.models.sweep.bayes_mf import BayesMF
 from movielens_pipeline.models.sweep.ridge import pad_by_owner, ridge_rows
+from movielens_pipeline.models.sweep.sessions import find_sessions, make_sessions
 from movielens_pipeline.params import ParamsError
+from movielens_pipeline.schema import RATING_MAX, RATING_MIN
 from movielens_pipeline.trained import predicted_ratings
 from movielens_pipeline.training import train
 from movielens_pipeline.training.processes import refits_beside
@@ -275,11 +277,12 @@ def run_sweeps(sweeps: Iterator[torch.Tensor], count: int) -> None:
             pass
 
 
-def sampler(users, movies, ratings, n_users: int, n_movies: int, **settings):
-    """A bayes_mf model that has seen these training ratings, with the committed settings and `settings`."""
+def sampler(users, movies, ratings, n_users: int, n_movies: int, days=None, **settings):
+    """A bayes_mf model that has seen these training ratings (all on day 0 unless `days` are given), with the
+    committed settings and `settings`."""
     ratings = torch.as_tensor(ratings, dtype=torch.float32)
-    data = TrainingData(torch.as_tensor(users), torch.as_tensor(movies), ratings, torch.zeros(len(ratings)),
-                        torch.zeros(n_movies, 0))  # fmt: skip
+    days = torch.zeros(len(ratings)) if days is None else torch.as_tensor(days, dtype=torch.float32)
+    data = TrainingData(torch.as_tensor(users), torch.as_tensor(movies), ratings, days, torch.zeros(n_movies, 0))
     shape = DataShape(n_users, n_movies, 0, len(ratings), float(ratings.mean()))
     return build_model("bayes_mf", project_params("train", model="bayes_mf", bayes_mf=settings).settings, data, shape)
 
@@ -418,7 +421,7 @@ def test_without_implicit_the_sampler_is_the_one_before_bags():
     users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
     torch.manual_seed(0)
     settings = {"embedding_dim": 2, "burn_in": 5, "start_regularization": 0.15, "implicit": False, "chains": 1}
-    model = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings)
+    model = sampler(users, movies, ratings + 3, n_users=6, n_movies=7, **settings, session_minutes=[])
     run_sweeps(model.sweeps(), 8)
     assert int(model.samples) == 3
     torch.testing.assert_close(model.user_bias, torch.tensor(OLD_USER_BIAS), rtol=1e-5, atol=1e-6)
@@ -555,3 +558,102 @@ def test_a_ridge_chunk_holds_at_most_gram_floats_design_gram_and_cholesky_values
         held = rows.numel() * dim + 2 * len(chunk_owners) * dim * dim
         assert held <= ridge.GRAM_FLOATS or len(chunk_owners) == 1
     assert sum(len(chunk_owners) for chunk_owners, _, _ in padded.chunks) == 3000
+
+
+def test_sessions_are_each_users_windows_and_are_found_again():
+    # Days since 1970, float32 as the pipeline holds them: user 0 rates twice 2 minutes apart, then a day later;
+    # user 1 once, in the same window as user 0's first two.
+    day = 20_000.0
+    users, days = torch.tensor([0, 0, 0, 1]), torch.tensor([day, day + 2 / 1440, day + 1, day], dtype=torch.float32)
+    sessions = make_sessions(users, days, minutes=[15])
+    assert len(sessions.keys) == 3 and bool((sessions.keys[1:] > sessions.keys[:-1]).all())
+    of_rating = sessions.of_rating[0].tolist()
+    assert of_rating[0] == of_rating[1] and len({of_rating[0], of_rating[2], of_rating[3]}) == 3
+    # Found again for a rating in a training window; not for another user's, nor for a window training never saw.
+    asked_users = torch.tensor([0, 0, 1, 2, 1])
+    asked_days = torch.tensor([day + 5 / 1440, day + 1, day + 1, day, day - 1], dtype=torch.float32)
+    index, found = find_sessions(sessions.keys, asked_users, asked_days, minutes=[15])
+    assert found.tolist() == [[True, True, False, False, False]]
+    assert index[0, :2].tolist() == [of_rating[0], of_rating[2]]
+    # No training sessions at all: nothing is found.
+    assert not find_sessions(sessions.keys[:0], asked_users, asked_days, minutes=[15])[1].any()
+    # Two scales, 15 minutes and 2 days: each a block of the keys, the 2 days' holding user 0's three ratings.
+    sessions = make_sessions(users, days, minutes=[15, 2 * 1440])
+    assert sessions.starts.tolist() == [0, 3, 3 + 2] and sessions.of_rating.shape == (2, 4)
+    assert sessions.of_rating[1].tolist() == [3, 3, 3, 4]
+    index, found = find_sessions(sessions.keys, asked_users, asked_days, minutes=[15, 2 * 1440])
+    assert found.tolist() == [[True, True, False, False, False], [True, True, True, False, False]]
+
+
+def test_bayes_mf_learns_each_sessions_bias_and_predicts_with_it_where_it_knows_the_session():
+    # 60 users x 40 movies at rank 2; each user rates in two sessions a week apart, one in a good mood (+0.6), the
+    # other in a bad one (-0.6). Held-out ratings fall in those sessions.
+    generator = np.random.default_rng(0)
+    user_factors, movie_factors = generator.normal(size=(60, 2)), generator.normal(size=(40, 2))
+    users, movies = np.repeat(np.arange(60), 40), np.tile(np.arange(40), 60)
+    session = generator.integers(0, 2, len(users))
+    mood = np.where(session == 1, 0.6, -0.6)
+    ratings = 3 + (user_factors[users] * movie_factors[movies]).sum(1) * 0.5 + mood
+    ratings += generator.normal(scale=0.3, size=len(users))
+    days = 20_000.0 + 7 * session + generator.uniform(0, 0.02, len(users))  # each session within half an hour
+    held = generator.random(len(users)) < 0.2
+    train, test = ~held, held
+    rmse = {}
+    for minutes in ([], [60], [30, 90]):  # the moods at one scale, then shared between two
+        torch.manual_seed(0)
+        model = sampler(users[train], movies[train], ratings[train], n_users=60, n_movies=40, days=days[train],
+                        embedding_dim=2, sweeps=40, burn_in=10, chains=1, session_minutes=minutes)  # fmt: skip
+        run_sweeps(model.sweeps(), 40)
+        test_days = torch.tensor(days[test], dtype=torch.float32)
+        with torch.no_grad():
+            predicted = model(torch.from_numpy(users[test]), torch.from_numpy(movies[test]), test_days).numpy()
+            timeless = model(torch.from_numpy(users[test]), torch.from_numpy(movies[test])).numpy()
+        rmse[sum(minutes)] = float(np.sqrt(np.mean((predicted - ratings[test]) ** 2)))
+        if minutes:
+            # Each session's biases add up to its mood, give or take the noise; a rating without a time gets none.
+            learned = sum(model.session_bias[sessions] for sessions in model.session_of_rating).numpy()
+            assert np.corrcoef(learned, mood[train])[0, 1] > 0.95
+            assert np.abs(timeless - predicted).max() > 0.3
+            np.testing.assert_allclose(timeless, sessionless_prediction(model, users[test], movies[test]), rtol=1e-6)
+    assert rmse[60] < 0.6 * rmse[0] and rmse[120] < 0.6 * rmse[0]
+
+
+def sessionless_prediction(model, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
+    """The model's prediction from its biases and factors alone, clipped as a rating: no session's bias."""
+    users, movies = torch.from_numpy(users), torch.from_numpy(movies)
+    score = model.global_bias + model.user_bias[users] + model.movie_bias[movies]
+    score = score + (model.user_factors[users] * model.movie_factors[movies]).sum(1)
+    return score.clamp(RATING_MIN, RATING_MAX).numpy()
+
+
+def test_a_bayes_mf_checkpoint_with_sessions_predicts_as_its_fit_and_one_from_before_sessions_loads(prepared, tmp_path):
+    settings = {"embedding_dim": 4, "sweeps": 12, "burn_in": 4, "chains": 2, "session_minutes": [60, 1440]}
+    summary, checkpoint = fit(prepared, tmp_path / "sessions", "bayes_mf", settings, patience=1)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert len(saved["state_dict"]["session_keys"]) == len(saved["state_dict"]["session_bias"]) > 0
+    # Read back, sized by the checkpoint: the val RMSE the fit reported, its sessions' biases included.
+    assert summary["best_val_mse"] == pytest.approx(rmse_of(checkpoint, prepared[0]["val"]) ** 2, rel=1e-5)
+    # A checkpoint from before sessions: no setting, no tables; it loads without sessions.
+    _, plain = fit(prepared, tmp_path / "plain", "bayes_mf", settings | {"session_minutes": []}, patience=1)
+    old = torch.load(plain, weights_only=True)
+    del old["hyper_parameters"]["settings"]["session_minutes"]
+    for name in ("session_keys", "session_bias"):
+        del old["state_dict"][name]
+    torch.save(old, tmp_path / "old.ckpt")
+    assert load_model(tmp_path / "old.ckpt").settings.session_minutes == []
+    assert rmse_of(tmp_path / "old.ckpt", prepared[0]["test"]) == rmse_of(plain, prepared[0]["test"])
+
+
+@pytest.mark.parametrize(
+    "minutes, expected",
+    [
+        ([3], "train.bayes_mf.session_minutes: got 3; expected a list of integers from 5 to 527040, at most 7"),
+        ([5, 60, 5], "train.bayes_mf.session_minutes: got [5, 60, 5]; expected each time scale once"),
+        (list(range(5, 13)), "expected a list of integers from 5 to 527040, at most 7"),
+        (60, "train.bayes_mf.session_minutes: got 60 (int); expected a list of integers"),
+    ],
+)
+def test_session_scales_that_cannot_be_drawn_are_refused_in_one_line_naming_the_param(minutes, expected):
+    with pytest.raises(ParamsError) as refused:
+        project_params("train", model="bayes_mf", bayes_mf={"session_minutes": minutes})
+    assert expected in str(refused.value) and "\n" not in str(refused.value)

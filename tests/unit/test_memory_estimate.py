@@ -71,8 +71,14 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
     # users' bags, one per user for the movies'): 1; per chain, the posterior means, their copy for the best
     # epoch, and the chain's float64 means: 4. Besides, averaging the chains' larger side: two float64 arrays.
     temporaries = max(2 * 8 * chains * users * dim, 2 * 8 * GRAM_FLOATS)  # averaging, or a ridge solve's chunk
-    assert REGISTRY["bayes_mf"].working_bytes(shape, settings) == temporaries
-    assert (4 + 4 * chains) * factors < estimate - temporaries < (4.2 + 4 * chains) * factors  # and the biases
+    # The sessions' tables, at most a session per rating and scale (the committed three): per rating and scale
+    # three int64 indices; per session a key, two float32 biases, a float64 sum and a float64 mean per chain; and
+    # a sweep's float64 targets.
+    sessions = 10_000 * (3 * (3 * 8 + 8 + 2 * 4 + 8 * (1 + chains)) + 2 * 8)
+    assert REGISTRY["bayes_mf"].working_bytes(shape, settings) == temporaries + sessions
+    assert REGISTRY["bayes_mf"].working_bytes(shape, settings.model_copy(update={"session_minutes": []})) == temporaries
+    beside = estimate - temporaries - sessions
+    assert (4 + 4 * chains) * factors < beside < (4.2 + 4 * chains) * factors  # and the biases
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -179,7 +185,7 @@ def test_usable_memory_reads_memavailable_and_falls_back_to_physical_memory(tmp_
 
 def test_bayes_mf_counts_the_chains_averaging_temporaries_and_a_run_the_kernel_would_kill_is_refused():
     # The case that once started, grew to 23 GB on a 23.5 GiB machine and was killed: now refused before any work.
-    settings = settings_of("bayes_mf", embedding_dim=4096, chains=100)
+    settings = settings_of("bayes_mf", embedding_dim=4096, chains=100, session_minutes=[])
     temporaries = REGISTRY["bayes_mf"].working_bytes(ML_100K, settings)
     assert temporaries == 2 * 8 * 100 * 1682 * 4096  # two chains x movies x dim float64 arrays
     message = refusal("bayes_mf", ML_100K, memory_bytes=int(23.5 * GIB), embedding_dim=4096, chains=100)

@@ -49,4 +49,5 @@ def test_the_committed_table_is_the_one_the_kept_runs_give():
 @pytest.mark.parametrize("profile", [TWIN])
 def test_the_profiles_settings_are_its_recorded_sweeps_choice(profile):
     composed = profile_sweep.profile_params(profile)["train"]
-    assert composed[composed["model"]] == profile_sweep.chosen(profile_sweep.read_runs(profile))
+    model = composed["model"]
+    assert composed[model] == profile_sweep.chosen(profile_sweep.read_runs(profile), model)

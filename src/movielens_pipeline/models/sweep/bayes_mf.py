@@ -1,18 +1,19 @@
-"""Bayesian MF by Gibbs sampling (BPMF with Rendle's hyper-priors), its chains started from ALS's fit, and with
-implicit feedback from each side's bags (bags.py). Each sweep samples every user's bias and factors, then every
-movie's, batched over many rows at once (`ridge.ridge_rows`); the model is the mean of the samples kept, which the
-chains' state holds and averages (sampler.py).
+"""Bayesian MF by Gibbs sampling (BPMF with Rendle's hyper-priors), its chains started from ALS's fit, with
+implicit feedback from each side's bags (bags.py) and a bias per user session (sessions.py). Each sweep samples
+every user's bias and factors, then every movie's, batched over many rows at once (`ridge.ridge_rows`), then every
+session's bias; the model is the mean of the samples kept, which the chains' state holds and averages (sampler.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
-from ...data import DataShape
+from ...data import DataShape, TrainingData, csr_index
 from ...params import EmbeddingDim, ModelSettings, ParamsError
 from ..base import register
 from ..sums import fixed_order_mean, fixed_order_sum
@@ -28,6 +29,7 @@ from .bags import (
 )
 from .ridge import ridge_rows
 from .sampler import SampledMF, noise_precision, normal_gamma_prior
+from .sessions import MAX_SCALES, MIN_SCALE_MINUTES, MINUTES_PER_DAY
 
 # Up to this many members (the other side's users or movies), a side's bag vectors are drawn exactly through the
 # eigendecomposition of the dense members x members Gram matrix, once per fit: n^3 work and n^2 float64 memory,
@@ -68,6 +70,12 @@ class BayesMFSettings(ModelSettings):
         description="independent chains, one after another, each of `sweeps` sweeps from its own random start; "
         "the model predicts with the mean of the chains' predictions",
     )
+    session_minutes: list[Annotated[int, Field(ge=MIN_SCALE_MINUTES, le=366 * MINUTES_PER_DAY)]] = Field(
+        max_length=MAX_SCALES,
+        description="time scales of the session biases, in minutes: at each, a user's ratings in one window of that "
+        "many minutes share a bias of their own, drawn as every bias is (the rating's time is an input: a rating "
+        "without one gets none, nor does one in a window where training had no rating of its user); []: none",
+    )
 
     @model_validator(mode="after")
     def _keeps_samples(self) -> BayesMFSettings:
@@ -80,6 +88,13 @@ class BayesMFSettings(ModelSettings):
                 f"{self.burn_in} and each chain starts with {START_SWEEPS} sweeps of ALS): no sample would be kept"
             )
         return self
+
+    @field_validator("session_minutes")
+    @classmethod
+    def _distinct_scales(cls, minutes: list[int]) -> list[int]:
+        if len(set(minutes)) < len(minutes):
+            raise ParamsError(f"train.bayes_mf.session_minutes: got {minutes}; expected each time scale once")
+        return minutes
 
 
 @register
@@ -121,10 +136,13 @@ class BayesMF(SampledMF):
         # model's device, from the ratings grouped by owner.
         self.bags: dict[str, Bags] = {}
         self.bag_bases: dict[str, Eigenbasis] = {}
+        # With sessions, each training rating's session in each side's order of the ratings (`sides`).
+        self.sessions_by_side: dict[str, Tensor] = {}
 
     @classmethod
     def checkpoint_settings(cls, saved: dict) -> dict:
-        return {"implicit": False, "chains": 1} | saved  # a checkpoint from before the bags, or the chains, had one
+        # A checkpoint from before the bags, the chains or the sessions had one chain and neither.
+        return {"implicit": False, "chains": 1, "session_minutes": []} | saved
 
     @classmethod
     def planned_sweeps(cls, settings: BayesMFSettings) -> int:
@@ -136,7 +154,21 @@ class BayesMF(SampledMF):
         # side: two chains x rows x embedding_dim float64 temporaries for the larger side. Not at once with a
         # sweep's ridge solves (`SweptMF.working_bytes`): the larger of the two.
         averaging = 2 * 8 * settings.chains * max(shape.n_users, shape.n_movies) * settings.embedding_dim
-        return max(averaging, super().working_bytes(shape, settings))
+        # The sessions' tables, sized by the training ratings (at most one session each), so not in the model as
+        # built: per rating and scale three indices (its session, in rating, user and movie order), and per session a
+        # key, two float32 biases, a float64 sum and a float64 mean per chain; a sweep's float64 targets beside.
+        per_scale = 3 * 8 + 8 + 2 * 4 + 8 * (1 + settings.chains)
+        sessions = shape.n_train_ratings * (len(settings.session_minutes) * per_scale + 2 * 8)
+        return max(averaging, super().working_bytes(shape, settings)) + (sessions if settings.session_minutes else 0)
+
+    def remember_sessions(self, data: TrainingData) -> None:
+        super().remember_sessions(data)
+        for side, owners, n_owners in (
+            ("user", data.users, self.shape.n_users),
+            ("movie", data.movies, self.shape.n_movies),
+        ):
+            _, order = csr_index(owners, n_owners)  # the order `SweptMF.remember` grouped that side's ratings in
+            self.sessions_by_side[side] = self.session_of_rating[:, order]
 
     def sweeps(self) -> Iterator[Tensor]:
         for chain in range(self.settings.chains):
@@ -165,6 +197,8 @@ class BayesMF(SampledMF):
             beyond_bags = rows if offsets is None else rows - offsets
             prior_mean, prior_precision = normal_gamma_prior(mine.prior_mean, beyond_bags)
             targets = ratings - sample.global_bias - theirs.bias[others]
+            if self.sessions_by_side:
+                targets = targets - self.session_terms(self.sessions_by_side[side])
             # The conditional's precision is noise x D'D + diag(prior precision): over noise, a ridge penalty.
             means, drawn = ridge_rows(
                 padded,
@@ -179,15 +213,50 @@ class BayesMF(SampledMF):
             if offsets is not None:
                 self.draw_bag_vectors(side, drawn - prior_mean, prior_precision)
             conditional_means[side] = means
+        session_means = self.sample_session_biases(noise) if self.sessions_by_side else sample.session_bias
         if sweep >= self.settings.burn_in:
-            self.keep_sample(conditional_means["user"], conditional_means["movie"])
+            self.keep_sample(conditional_means["user"], conditional_means["movie"], session_means)
         return fixed_order_mean(self.update_residual().square())
 
-    def current_prediction(self) -> Tensor:
-        """The current sample's prediction of every training rating, unclipped."""
+    def current_prediction(self, sessions: bool = True) -> Tensor:
+        """The current sample's prediction of every training rating, unclipped; without its session's bias if not
+        `sessions`."""
         sample, users, movies = self.sample, self.train_users, self.train_movies
         bias = sample.global_bias + sample.user.bias[users] + sample.movie.bias[movies]
+        if sessions and self.sessions_by_side:
+            bias = bias + self.session_terms(self.session_of_rating)
         return bias + interactions(sample.user.factors, sample.movie.factors, users, movies)
+
+    def session_terms(self, sessions: Tensor) -> Tensor:
+        """Per rating, the sum of its sessions' current biases (`sessions`: scales x ratings), scale after scale."""
+        biases = self.sample.session_bias
+        total = biases[sessions[0]]
+        for scale_sessions in sessions[1:]:
+            total = total + biases[scale_sessions]
+        return total
+
+    def sample_session_biases(self, noise: Tensor) -> Tensor:
+        """Every session's bias from its conditional given the rest of the current sample, one scale after another,
+        each scale's under a new prior (Normal-Gamma, as every row's); returns their conditional means (kept, as
+        the rows' are)."""
+        sample, of_rating = self.sample, self.session_of_rating
+        biases, means = sample.session_bias, torch.empty_like(sample.session_bias)
+        beside = (self.train_ratings - self.current_prediction(sessions=False)).double()
+        for scale, sessions in enumerate(of_rating):
+            first, last = int(self.session_starts[scale]), int(self.session_starts[scale + 1])
+            others = [other for index, other in enumerate(of_rating) if index != scale]
+            targets = beside - self.session_terms(torch.stack(others)).double() if others else beside
+            mine, count = sessions - first, last - first
+            # index_add_ on the CPU adds in the ratings' order: the same sums on any machine.
+            sums = torch.zeros(count, dtype=torch.float64, device=self.device).index_add_(0, mine, targets)
+            counts = torch.bincount(mine, minlength=count)
+            prior_mean, prior_precision = normal_gamma_prior(
+                sample.session_prior_mean[scale : scale + 1], biases[first:last].unsqueeze(1)
+            )
+            precision = noise * counts + prior_precision
+            means[first:last] = (noise * sums + prior_precision * prior_mean) / precision
+            biases[first:last] = means[first:last] + torch.randn(count, device=self.device) / precision.sqrt()
+        return means
 
     def update_residual(self) -> Tensor:
         """The current sample's residual per training rating, kept for the next sweep (which starts from it)."""

@@ -1,6 +1,7 @@
-"""The Gibbs sampler's state (bayes_mf.py): the running chain's current sample, each side's priors and bags, and
-the kept samples' sums and per-chain means, read and written through typed views (`Sample`, `Tables`); their
-start, keeping and averaging; and the sampler's draws of its precisions and prior means (Normal-Gamma).
+"""The Gibbs sampler's state (bayes_mf.py): the running chain's current sample, each side's priors and bags, the
+sessions' biases, and the kept samples' sums and per-chain means, read and written through typed views (`Sample`,
+`Tables`); their start, keeping and averaging; and the sampler's draws of its precisions and prior means
+(Normal-Gamma).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ...params import ModelSettings
 from ..sums import fixed_order_sum
 from .als import SweptMF
 from .bags import BAG_INIT_STD
+from .sessions import find_sessions, make_sessions
 
 # Hyper-priors, as libFM's defaults: Gamma(1, 1) on precisions, N(0, 1 / precision) on means.
 PRIOR_SHAPE, PRIOR_RATE, PRIOR_MEAN_WEIGHT = 1.0, 1.0, 1.0
@@ -33,11 +35,14 @@ class SideSample(NamedTuple):
 
 
 class Sample(NamedTuple):
-    """The running chain's current sample: the global bias and each side's. Written in place, never replaced."""
+    """The running chain's current sample: the global bias, each side's, and the sessions' biases (empty without
+    `session_minutes`) with their prior mean. Written in place, never replaced."""
 
     global_bias: Tensor
     user: SideSample
     movie: SideSample
+    session_bias: Tensor
+    session_prior_mean: Tensor
 
     def side(self, name: str) -> SideSample:
         """The side that `SweptMF.sides` calls `name`."""
@@ -52,11 +57,16 @@ class Tables(NamedTuple):
     movie_bias: Tensor
     user_factors: Tensor
     movie_factors: Tensor
+    session_bias: Tensor
 
 
 class SampledMF(SweptMF):
     """Biased MF whose parameters are the mean of Gibbs chains' kept samples (`BayesMF` draws them): holds the
-    running chain's state, starts each chain, and averages the samples kept into the model's parameters."""
+    running chain's state, starts each chain, and averages the samples kept into the model's parameters.
+
+    With `session_minutes`, a rating's prediction adds the bias of its session at each of those time scales
+    (sessions.py): its user's window of that many minutes, where training had ratings of that user then; a
+    rating without a time (serving) gets none, nor does one in a window training never saw."""
 
     def __init__(self, shape: DataShape, settings: ModelSettings):
         # The parameters are the posterior means: what predicts and what the checkpoint keeps. The chains'
@@ -64,6 +74,11 @@ class SampledMF(SweptMF):
         dim, chains = settings.embedding_dim, settings.chains
         super().__init__(shape, settings, start_std=0.0, factor_width=chains * dim)
         self.register_buffer("samples", torch.tensor(0))  # kept so far, all chains
+        # The training sessions' keys and biases: as many as the training ratings make (`remember`), none until then;
+        # a checkpoint's resize them as it loads (`_sessions_as_saved`).
+        self.register_buffer("session_keys", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("session_bias", torch.zeros(0))
+        self._register_load_state_dict_pre_hook(self._sessions_as_saved)
         self.chain = 0  # the chain running
         # The sampler's state: not in the checkpoint, yet buffers, so that it follows the model's device and the
         # memory estimate (`training_bytes`) counts it. Read and written through `sample`, `kept_sums` and
@@ -91,13 +106,20 @@ class SampledMF(SweptMF):
                 self.movie_bag_vectors,
                 self.movie_bag_prior_mean,
             ),
+            self.current_session_bias,
+            self.session_prior_mean,
         )
 
     @property
     def kept_sums(self) -> Tables:
         """The sums of the running chain's kept samples."""
         return Tables(
-            self.sum_global_bias, self.sum_user_bias, self.sum_movie_bias, self.sum_user_factors, self.sum_movie_factors
+            self.sum_global_bias,
+            self.sum_user_bias,
+            self.sum_movie_bias,
+            self.sum_user_factors,
+            self.sum_movie_factors,
+            self.sum_session_bias,
         )
 
     @property
@@ -109,11 +131,41 @@ class SampledMF(SweptMF):
             self.chain_mean_movie_bias,
             self.chain_mean_user_factors,
             self.chain_mean_movie_factors,
+            self.chain_mean_session_bias,
         )
 
     def remember(self, data: TrainingData) -> None:
         super().remember(data)
         self.start_bags()
+        if self.settings.session_minutes:
+            self.remember_sessions(data)
+
+    def remember_sessions(self, data: TrainingData) -> None:
+        """The training ratings' sessions, and each session's tables sized by their number."""
+        sessions = make_sessions(data.users, data.days, self.settings.session_minutes)
+        count, chains = len(sessions.keys), self.settings.chains
+        self.session_keys, self.session_starts, self.session_of_rating = sessions
+
+        self.session_bias = torch.zeros(count, device=self.device)
+        self.current_session_bias = torch.zeros(count, device=self.device)
+        self.sum_session_bias = torch.zeros(count, dtype=torch.float64, device=self.device)
+        self.chain_mean_session_bias = torch.zeros(chains, count, dtype=torch.float64, device=self.device)
+
+    def score(self, users: Tensor, movies: Tensor, days: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        bias, interaction = super().score(users, movies, days)
+        if days is None or not self.settings.session_minutes:
+            return bias, interaction
+        sessions, found = find_sessions(self.session_keys, users, days, self.settings.session_minutes)
+        for session, known in zip(sessions, found, strict=True):  # one scale after another: the same bits anywhere
+            bias = bias + torch.where(known, self.session_bias[session], torch.zeros_like(bias))
+        return bias, interaction
+
+    def _sessions_as_saved(self, state_dict: dict, prefix: str, *args) -> None:
+        # The session tables are sized by the training ratings, which a loading model has not seen: take the
+        # saved sizes. A checkpoint from before sessions has none.
+        for name, empty in (("session_keys", torch.zeros(0, dtype=torch.int64)), ("session_bias", torch.zeros(0))):
+            saved = state_dict.setdefault(prefix + name, empty)
+            setattr(self, name, torch.zeros_like(saved, device=self.device))
 
     def start_chain(self, chain: int) -> None:
         """Start chain number `chain` afresh: the first sample and the bags' vectors drawn again, as the first
@@ -129,6 +181,8 @@ class SampledMF(SweptMF):
         factors drawn (the users', then the movies')."""
         sample = self.sample
         sample.global_bias.fill_(self.shape.train_mean)
+        sample.session_bias.zero_()
+        sample.session_prior_mean.zero_()
         for side in (sample.user, sample.movie):
             side.bias.zero_()
             side.factors.copy_(torch.randn(side.factors.shape, device=self.device) * FACTOR_INIT_STD)
@@ -142,14 +196,14 @@ class SampledMF(SweptMF):
             side.bag_vectors.copy_(torch.randn(side.bag_vectors.shape, device=self.device) * BAG_INIT_STD)
             side.bag_prior_mean.zero_()
 
-    def keep_sample(self, user_means: Tensor, movie_means: Tensor) -> None:
+    def keep_sample(self, user_means: Tensor, movie_means: Tensor, session_means: Tensor) -> None:
         """Add the sweep's rows to the kept ones; the model's parameters become their mean. Each user's (movie's)
         row adds its conditional mean (`user_means`: bias, then factors), not its draw: the same expectation,
-        less noise (Rao-Blackwellisation), so the average settles in fewer sweeps."""
+        less noise (Rao-Blackwellisation), so the average settles in fewer sweeps; each session's bias likewise."""
         self.samples += 1
         self.chain_samples[self.chain] += 1
         biases, factors = (user_means[:, 0], movie_means[:, 0]), (user_means[:, 1:], movie_means[:, 1:])
-        kept = Tables(self.sample.global_bias, *biases, *factors)
+        kept = Tables(self.sample.global_bias, *biases, *factors, session_means)
         for total, chain_means, value in zip(self.kept_sums, self.chain_means, kept, strict=True):
             chain_means[self.chain].copy_(total.add_(value) / self.chain_samples[self.chain])
         self.average_chains()
@@ -164,6 +218,7 @@ class SampledMF(SweptMF):
             (self.global_bias, means.global_bias),
             (self.user_bias, means.user_bias),
             (self.movie_bias, means.movie_bias),
+            (self.session_bias, means.session_bias),
         ):
             bias.copy_(torch.tensordot(weights, chain_biases[:chains], dims=1))
         for factors, chain_factors in (
@@ -178,7 +233,12 @@ class SampledMF(SweptMF):
 def sampler_buffers(shape: DataShape, settings: ModelSettings) -> dict[str, Tensor]:
     """The sampler's buffers by name, sized and at 0 (the global bias at the training mean): `start_sample` and
     `start_bags` draw the factors and the bag vectors."""
-    dim, chains, implicit = settings.embedding_dim, settings.chains, settings.implicit
+    dim, chains, implicit, sessions = (
+        settings.embedding_dim,
+        settings.chains,
+        settings.implicit,
+        settings.session_minutes,
+    )
     n_users, n_movies, float64 = shape.n_users, shape.n_movies, torch.float64
     return {
         # The running chain's current sample, and each side's prior mean per coordinate.
@@ -196,17 +256,25 @@ def sampler_buffers(shape: DataShape, settings: ModelSettings) -> dict[str, Tens
         "movie_bag_vectors": torch.zeros(n_users if implicit else 0, 1 + dim),
         "user_bag_prior_mean": torch.zeros(1 + dim if implicit else 0),
         "movie_bag_prior_mean": torch.zeros(1 + dim if implicit else 0),
+        # With `session_minutes`, each session's bias, each scale's prior mean and block of sessions, and each
+        # training rating's session at each scale: sized by the training ratings' sessions (`remember_sessions`).
+        "current_session_bias": torch.zeros(0),
+        "session_prior_mean": torch.zeros(len(sessions)),
+        "session_starts": torch.zeros(0, dtype=torch.int64),
+        "session_of_rating": torch.zeros(0, dtype=torch.int64),
         # The running chain's sums of its kept samples, each chain's means, and how many each kept (its weight).
         "sum_global_bias": torch.zeros((), dtype=float64),
         "sum_user_bias": torch.zeros(n_users, dtype=float64),
         "sum_movie_bias": torch.zeros(n_movies, dtype=float64),
         "sum_user_factors": torch.zeros(n_users, dim, dtype=float64),
         "sum_movie_factors": torch.zeros(n_movies, dim, dtype=float64),
+        "sum_session_bias": torch.zeros(0, dtype=float64),
         "chain_mean_global_bias": torch.zeros(chains, dtype=float64),
         "chain_mean_user_bias": torch.zeros(chains, n_users, dtype=float64),
         "chain_mean_movie_bias": torch.zeros(chains, n_movies, dtype=float64),
         "chain_mean_user_factors": torch.zeros(chains, n_users, dim, dtype=float64),
         "chain_mean_movie_factors": torch.zeros(chains, n_movies, dim, dtype=float64),
+        "chain_mean_session_bias": torch.zeros(chains, 0, dtype=float64),
         "chain_samples": torch.zeros(chains, dtype=float64),
         # The current sample's residual per training rating: each sweep leaves it for the next.
         "residual": torch.zeros(0),
