@@ -1,7 +1,7 @@
 """`movielens predict` and `movielens recommend`: the trained model from the shell, in MovieLens ids.
 
     movielens predict 1:50 1:172                    # predicted ratings of (user, movie) pairs
-    movielens predict --pairs pairs.csv --out predicted.parquet
+    movielens predict --pairs pairs.csv --out predicted.parquet   # with a timestamp column: as of that time
     movielens recommend 42 -n 10                    # user 42's top 10 by the ranker, never a movie they rated
     movielens recommend --users users.csv --rev my-experiment
     movielens recommend 42 --artifact rating-model@v1.0.0   # a registered model version (dvc.yaml's artifacts)
@@ -63,7 +63,12 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(required=True, metavar="COMMAND")
     predict = commands.add_parser("predict", parents=[model_options], help="predicted ratings of (user, movie) pairs")
     predict.add_argument("pairs", nargs="*", metavar="USER:MOVIE", help="pairs of MovieLens ids, e.g. 1:50")
-    predict.add_argument("--pairs", dest="pairs_file", type=Path, help="a CSV or Parquet file with userId, movieId")
+    predict.add_argument(
+        "--pairs",
+        dest="pairs_file",
+        type=Path,
+        help="a CSV or Parquet file with userId, movieId, and optionally timestamp (Unix seconds of each rating)",
+    )
     predict.set_defaults(run=run_predict)
     recommend = commands.add_parser("recommend", parents=[model_options], help="the top N movies for users")
     recommend.add_argument("users", nargs="*", metavar="USER", help="MovieLens user ids")
@@ -77,7 +82,12 @@ def run_predict(args: argparse.Namespace) -> None:
     check_output(args.out)
     if not args.pairs and args.pairs_file is None:
         raise PipelineError("predict: give USER:MOVIE pairs, or a file of them with --pairs")
-    pairs = pl.concat([pairs_from_arguments(args.pairs), *read_table(args.pairs_file, ("userId", "movieId"))])
+    from_file = read_table(args.pairs_file, ("userId", "movieId"), optional=("timestamp",))
+    if args.pairs and from_file and "timestamp" in from_file[0].columns:
+        raise PipelineError(
+            f"predict: {args.pairs_file} has times and USER:MOVIE pairs have none; give the pairs in it"
+        )
+    pairs = pl.concat(([pairs_from_arguments(args.pairs)] if args.pairs else []) + from_file)
     from .trained import load_trained  # torch and Lightning load only once the arguments are good
 
     trained = load_trained(args.repo, args.rev, args.artifact, args.ensemble)
@@ -119,8 +129,9 @@ def is_id(text: str) -> bool:
     return text.isascii() and text.isdigit() and int(text) <= MAX_ID
 
 
-def read_table(path: Path | None, columns: tuple[str, ...]) -> list[pl.DataFrame]:
-    """The id columns of a CSV (with a header) or Parquet file, as Int64; none without a path."""
+def read_table(path: Path | None, columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> list[pl.DataFrame]:
+    """The whole-number columns of a CSV (with a header) or Parquet file, as Int64: `columns`, and those of
+    `optional` it has; none without a path."""
     if path is None:
         return []
     if path.suffix not in TABLE_SUFFIXES:
@@ -134,24 +145,30 @@ def read_table(path: Path | None, columns: tuple[str, ...]) -> list[pl.DataFrame
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise PipelineError(f"{path}: expected columns {', '.join(columns)}; missing {', '.join(missing)}")
+    columns += tuple(column for column in optional if column in table.columns)
     for column in columns:
         values = table[column]
         if values.null_count():
             row = int(values.is_null().arg_max()) + 1
-            raise PipelineError(f"{path}: row {row}: {column} is empty; expected a whole-number id")
+            raise PipelineError(f"{path}: row {row}: {column} is empty; expected {expected(column)}")
     try:
         ids = table.select(pl.col(column).cast(pl.Int64) for column in columns)
     except pl.exceptions.InvalidOperationError:
-        raise PipelineError(f"{path}: the columns {', '.join(columns)} must hold whole-number ids") from None
+        raise PipelineError(f"{path}: the columns {', '.join(columns)} must hold whole numbers") from None
     for column in columns:
-        # A cast truncates 1.9 to 1: refuse ids that are not whole (Parquet floats; CSV text fails the cast).
+        # A cast truncates 1.9 to 1: refuse numbers that are not whole (Parquet floats; CSV text fails the cast).
         changed = table[column].cast(pl.Float64, strict=False) != ids[column].cast(pl.Float64)
         if changed.any():
             row = int(changed.arg_max()) + 1
             raise PipelineError(
-                f"{path}: row {row}: {column} is {table[column][row - 1]!r}; expected a whole-number id"
+                f"{path}: row {row}: {column} is {table[column][row - 1]!r}; expected {expected(column)}"
             )
     return [ids]
+
+
+def expected(column: str) -> str:
+    """What a column of an input table must hold, for messages."""
+    return "whole Unix seconds" if column == "timestamp" else "a whole-number id"
 
 
 def check_output(out: Path | None) -> None:

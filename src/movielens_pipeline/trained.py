@@ -21,7 +21,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from .data import csr_index, csr_rows
+from .data import csr_index, csr_rows, days_of
 from .errors import PipelineError
 from .inputs import read_index, read_ratings, scan_ratings
 from .models import RatingModel, load_model
@@ -184,17 +184,25 @@ class TrainedModel:
         return float("nan") if mean is None else float(mean)
 
     def predict(self, pairs: pl.DataFrame, cold_start: bool = False) -> pl.DataFrame:
-        """`pairs` (userId, movieId) with a `predicted_rating` column, in the same order.
+        """`pairs` (userId, movieId, optionally timestamp) with a `predicted_rating` column, in the same order.
 
+        A pair with a timestamp (Unix seconds) is predicted as of that time, as the evaluate stage predicts a test
+        rating (`bayes_mf`'s session biases, `timesvd`'s drift); without, as the model predicts a timeless pair.
         An unknown user or movie raises UnknownIdError; with `cold_start` its pair gets the
         training-mean rating (the baseline's prediction) instead.
         """
-        pairs = pairs.select(pl.col("userId").cast(pl.Int64), pl.col("movieId").cast(pl.Int64))
+        timed = "timestamp" in pairs.columns
+        pairs = pairs.select(
+            pl.col("userId").cast(pl.Int64),
+            pl.col("movieId").cast(pl.Int64),
+            *([pl.col("timestamp").cast(pl.Int64)] if timed else []),
+        )
         users = self.user_index.indices(pairs["userId"].to_numpy(), cold_start)
         movies = self.movie_index.indices(pairs["movieId"].to_numpy(), cold_start)
         known = (users >= 0) & (movies >= 0)
+        days = days_of(pairs["timestamp"].to_numpy()) if timed else None
         predicted = predicted_ratings(
-            self.model, torch.from_numpy(users.clip(min=0)), torch.from_numpy(movies.clip(min=0))
+            self.model, torch.from_numpy(users.clip(min=0)), torch.from_numpy(movies.clip(min=0)), days
         )
         if not known.all():
             predicted[~known] = self.train_mean

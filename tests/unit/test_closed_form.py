@@ -281,7 +281,7 @@ def sampler(users, movies, ratings, n_users: int, n_movies: int, days=None, **se
     """A bayes_mf model that has seen these training ratings (all on day 0 unless `days` are given), with the
     committed settings and `settings`."""
     ratings = torch.as_tensor(ratings, dtype=torch.float32)
-    days = torch.zeros(len(ratings)) if days is None else torch.as_tensor(days, dtype=torch.float32)
+    days = torch.as_tensor(np.zeros(len(ratings)) if days is None else days, dtype=torch.float64)
     data = TrainingData(torch.as_tensor(users), torch.as_tensor(movies), ratings, days, torch.zeros(n_movies, 0))
     shape = DataShape(n_users, n_movies, 0, len(ratings), float(ratings.mean()))
     return build_model("bayes_mf", project_params("train", model="bayes_mf", bayes_mf=settings).settings, data, shape)
@@ -561,17 +561,17 @@ def test_a_ridge_chunk_holds_at_most_gram_floats_design_gram_and_cholesky_values
 
 
 def test_sessions_are_each_users_windows_and_are_found_again():
-    # Days since 1970, float32 as the pipeline holds them: user 0 rates twice 2 minutes apart, then a day later;
+    # Days since 1970, float64 as the pipeline holds them: user 0 rates twice 2 minutes apart, then a day later;
     # user 1 once, in the same window as user 0's first two.
     day = 20_000.0
-    users, days = torch.tensor([0, 0, 0, 1]), torch.tensor([day, day + 2 / 1440, day + 1, day], dtype=torch.float32)
+    users, days = torch.tensor([0, 0, 0, 1]), torch.tensor([day, day + 2 / 1440, day + 1, day], dtype=torch.float64)
     sessions = make_sessions(users, days, minutes=[15])
     assert len(sessions.keys) == 3 and bool((sessions.keys[1:] > sessions.keys[:-1]).all())
     of_rating = sessions.of_rating[0].tolist()
     assert of_rating[0] == of_rating[1] and len({of_rating[0], of_rating[2], of_rating[3]}) == 3
     # Found again for a rating in a training window; not for another user's, nor for a window training never saw.
     asked_users = torch.tensor([0, 0, 1, 2, 1])
-    asked_days = torch.tensor([day + 5 / 1440, day + 1, day + 1, day, day - 1], dtype=torch.float32)
+    asked_days = torch.tensor([day + 5 / 1440, day + 1, day + 1, day, day - 1], dtype=torch.float64)
     index, found = find_sessions(sessions.keys, asked_users, asked_days, minutes=[15])
     assert found.tolist() == [[True, True, False, False, False]]
     assert index[0, :2].tolist() == [of_rating[0], of_rating[2]]
@@ -583,6 +583,19 @@ def test_sessions_are_each_users_windows_and_are_found_again():
     assert sessions.of_rating[1].tolist() == [3, 3, 3, 4]
     index, found = find_sessions(sessions.keys, asked_users, asked_days, minutes=[15, 2 * 1440])
     assert found.tolist() == [[True, True, False, False, False], [True, True, True, False, False]]
+
+
+def test_one_minute_sessions_follow_the_clock_at_todays_dates():
+    # Ratings' times as the pipeline reads them (`rating_tensors`): 2026's seconds are 20,000 days after 1970, where
+    # float32 days step by 169 seconds. Seconds 0 and 59 of a minute share its window, second 60 starts the next.
+    minute = 1_796_083_200  # 2026-12-01 00:00 UTC
+    ratings = pl.DataFrame(
+        {"userIdMapped": [0, 0, 0, 0], "movieIdMapped": [0, 1, 2, 3], "rating": [4.0] * 4},
+        schema_overrides={"rating": pl.Float32},
+    ).with_columns(timestamp=pl.Series([minute, minute + 59, minute + 60, minute + 119]))
+    users, _, _, days = rating_tensors(ratings)
+    assert days.dtype == torch.float64
+    assert make_sessions(users, days, minutes=[1]).of_rating.tolist() == [[0, 0, 1, 1]]
 
 
 def test_bayes_mf_learns_each_sessions_bias_and_predicts_with_it_where_it_knows_the_session():
@@ -604,7 +617,7 @@ def test_bayes_mf_learns_each_sessions_bias_and_predicts_with_it_where_it_knows_
         model = sampler(users[train], movies[train], ratings[train], n_users=60, n_movies=40, days=days[train],
                         embedding_dim=2, sweeps=40, burn_in=10, chains=1, session_minutes=minutes)  # fmt: skip
         run_sweeps(model.sweeps(), 40)
-        test_days = torch.tensor(days[test], dtype=torch.float32)
+        test_days = torch.from_numpy(days[test])
         with torch.no_grad():
             predicted = model(torch.from_numpy(users[test]), torch.from_numpy(movies[test]), test_days).numpy()
             timeless = model(torch.from_numpy(users[test]), torch.from_numpy(movies[test])).numpy()
@@ -647,9 +660,9 @@ def test_a_bayes_mf_checkpoint_with_sessions_predicts_as_its_fit_and_one_from_be
 @pytest.mark.parametrize(
     "minutes, expected",
     [
-        ([3], "train.bayes_mf.session_minutes: got 3; expected a list of integers from 5 to 527040, at most 7"),
+        ([0], "train.bayes_mf.session_minutes: got 0; expected a list of integers from 1 to 527040, at most 7"),
         ([5, 60, 5], "train.bayes_mf.session_minutes: got [5, 60, 5]; expected each time scale once"),
-        (list(range(5, 13)), "expected a list of integers from 5 to 527040, at most 7"),
+        (list(range(5, 13)), "expected a list of integers from 1 to 527040, at most 7"),
         (60, "train.bayes_mf.session_minutes: got 60 (int); expected a list of integers"),
     ],
 )

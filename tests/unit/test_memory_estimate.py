@@ -17,6 +17,7 @@ from movielens_pipeline.models import REGISTRY
 from movielens_pipeline.models.sweep.ridge import GRAM_FLOATS
 from movielens_pipeline.params import GradientSettings, ParamsError
 from movielens_pipeline.preprocess import index_ratings
+from movielens_pipeline.profiles import read_profiles
 from movielens_pipeline.split import split_ratings
 from movielens_pipeline.training import gradient, memory
 from movielens_pipeline.training.memory import physical_memory
@@ -71,10 +72,11 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
     # users' bags, one per user for the movies'): 1; per chain, the posterior means, their copy for the best
     # epoch, and the chain's float64 means: 4. Besides, averaging the chains' larger side: two float64 arrays.
     temporaries = max(2 * 8 * chains * users * dim, 2 * 8 * GRAM_FLOATS)  # averaging, or a ridge solve's chunk
-    # The sessions' tables, at most a session per rating and scale (the committed three): per rating and scale
+    # The sessions' tables, at most a session per rating and scale (the committed scales): per rating and scale
     # three int64 indices; per session a key, two float32 biases, a float64 sum and a float64 mean per chain; and
     # a sweep's float64 targets.
-    sessions = 10_000 * (3 * (3 * 8 + 8 + 2 * 4 + 8 * (1 + chains)) + 2 * 8)
+    scales = len(settings.session_minutes)
+    sessions = 10_000 * (scales * (3 * 8 + 8 + 2 * 4 + 8 * (1 + chains)) + 2 * 8)
     assert REGISTRY["bayes_mf"].working_bytes(shape, settings) == temporaries + sessions
     assert REGISTRY["bayes_mf"].working_bytes(shape, settings.model_copy(update={"session_minutes": []})) == temporaries
     beside = estimate - temporaries - sessions
@@ -82,8 +84,10 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_the_committed_settings_fit_in_4_gib_at_ml_25m_size(name):
-    assert REGISTRY[name].training_bytes(ML_25M, settings_of(name)) < 4 * GIB
+def test_the_committed_settings_fit_in_4_gib_at_ml_25m_size_as_its_profile_sets_them(name):
+    # At ML-25M's size a user selects its profile (`-S profile=ml-25m`), which sets what that size needs.
+    profile = read_profiles()["ml-25m"][1]["train"].get(name, {})
+    assert REGISTRY[name].training_bytes(ML_25M, settings_of(name, **profile)) < 4 * GIB
 
 
 def check_memory(params, settings, shape: DataShape, memory_bytes: int | None = None) -> None:

@@ -3,6 +3,7 @@ the pipeline's (the revision option is tested end to end, in e2e/test_trained_re
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -125,6 +126,31 @@ def test_predict_maps_ids_to_the_models_indices_and_keeps_the_order(project):
     users, movies, _, days = rating_tensors(split_train.reverse().head(50))
     by_index = predicted_ratings(load_model(project / CHECKPOINT), users, movies, days)
     np.testing.assert_array_equal(predicted["predicted_rating"].to_numpy(), by_index)
+
+
+@pytest.fixture(scope="module")
+def timed_project(project, tmp_path_factory):
+    """The project with a model that reads the rating's time (`timesvd`, its biases moving with the day)."""
+    root = tmp_path_factory.mktemp("timed") / "project"
+    shutil.copytree(project, root)
+    parts = {part: pl.read_parquet(root / path) for part, path in (("train", TRAIN), ("val", HELD_OUT[0]))}
+    params = model_params("timesvd", max_epochs=4, timesvd={"batch_size": 128, "learning_rate": 0.02, "time_bins": 5})
+    users, movies = pl.read_parquet(root / USERS), pl.read_parquet(root / MOVIES)
+    train(params, parts["train"], parts["val"], users, movies, root / CHECKPOINT, root / "timed-live")
+    return root
+
+
+def test_pairs_with_times_are_predicted_as_of_them_as_the_evaluate_stage_predicts(timed_project):
+    trained = load_trained(timed_project)
+    test = pl.read_parquet(timed_project / HELD_OUT[1]).head(50)
+    predicted = trained.predict(test.select("userId", "movieId", "timestamp"))
+    assert predicted.columns == ["userId", "movieId", "timestamp", "predicted_rating"]
+    users, movies, _, days = rating_tensors(test)
+    by_index = predicted_ratings(load_model(timed_project / CHECKPOINT), users, movies, days)
+    np.testing.assert_array_equal(predicted["predicted_rating"].to_numpy(), by_index)
+    # Without times, as of each user's last training day: another prediction.
+    timeless = trained.predict(test.select("userId", "movieId"))["predicted_rating"].to_numpy()
+    assert np.abs(timeless - by_index).max() > 1e-4
 
 
 def test_unknown_ids_are_refused_by_name_or_get_the_training_mean_with_cold_start(project):
@@ -325,6 +351,13 @@ def test_cli_predicts_pairs_from_arguments_and_files(project, capsys, tmp_path):
     )
     assert code == 0 and pl.read_parquet(tmp_path / "p.parquet")["movieId"].to_list() == [30]
     assert out == "" and err == f"wrote 1 row to {tmp_path / 'p.parquet'}\n"  # where it went, not on stdout
+    # A file with times: each pair as of its time; USER:MOVIE pairs beside it, which have none, are refused.
+    (tmp_path / "timed.csv").write_text("userId,movieId,timestamp\n3,30,978300760\n")
+    code, out, _ = run_cli(capsys, "predict", "--repo", str(project), "--pairs", str(tmp_path / "timed.csv"))
+    assert code == 0 and out.splitlines()[0] == "userId,movieId,timestamp,predicted_rating"
+    assert out.splitlines()[1].startswith("3,30,978300760,")
+    code, _, err = run_cli(capsys, "predict", "--repo", str(project), "1:10", "--pairs", str(tmp_path / "timed.csv"))
+    assert code == 1 and "has times and USER:MOVIE pairs have none" in err
     (tmp_path / "empty.csv").write_text("userId,movieId\n")
     code, out, _ = run_cli(capsys, "predict", "--repo", str(project), "--pairs", str(tmp_path / "empty.csv"))
     assert code == 0 and out.strip() == "userId,movieId,predicted_rating"
@@ -372,6 +405,15 @@ def test_cli_refuses_a_pairs_file_without_the_id_columns(project, capsys, tmp_pa
     (tmp_path / "pairs.csv").write_text("user,movie\n1,10\n")
     code, _, err = run_cli(capsys, "predict", "--repo", str(project), "--pairs", str(tmp_path / "pairs.csv"))
     assert code == 1 and "expected columns userId, movieId; missing userId, movieId" in err
+
+
+def test_cli_refuses_a_time_that_is_not_whole_seconds_by_row(project, capsys, tmp_path):
+    (tmp_path / "pairs.csv").write_text("userId,movieId,timestamp\n1,10,978300760\n2,20,\n")
+    code, _, err = run_cli(capsys, "predict", "--repo", str(project), "--pairs", str(tmp_path / "pairs.csv"))
+    assert code == 1 and "pairs.csv: row 2: timestamp is empty; expected whole Unix seconds" in err
+    pl.DataFrame({"userId": [1], "movieId": [10], "timestamp": [9.783e8 + 0.5]}).write_parquet(tmp_path / "p.parquet")
+    code, _, err = run_cli(capsys, "predict", "--repo", str(project), "--pairs", str(tmp_path / "p.parquet"))
+    assert code == 1 and "p.parquet: row 1: timestamp is 978300000.5; expected whole Unix seconds" in err
 
 
 def test_cli_without_a_trained_model_says_what_to_run(capsys, tmp_path):

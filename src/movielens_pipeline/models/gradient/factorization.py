@@ -118,18 +118,18 @@ class TimeSVD(BiasedMF):
     def remember(self, data: TrainingData) -> None:
         super().remember(data)
         n_users = self.shape.n_users
-        days = data.days.double()  # sums of millions of days lose whole days in float32
+        float32_days = data.days.float()  # the model's clock: days in float32, as its buffers and parameters
+        days = float32_days.double()  # sums of millions of days lose whole days in float32
         self.day_range[:] = torch.stack([days.min(), days.max()])
         counts = torch.bincount(data.users, minlength=n_users).clamp(min=1)
         self.user_mean_day[:] = torch.zeros(n_users, dtype=torch.float64).index_add_(0, data.users, days) / counts
         self.user_last_day[:] = torch.zeros(n_users).scatter_reduce_(
-            0, data.users, data.days, "amax", include_self=False
+            0, data.users, float32_days, "amax", include_self=False
         )
 
     def time_bias(self, users: Tensor, movies: Tensor, days: Tensor | None) -> Tensor:
         """Per rating: the movie's bias in the rating's time bin + the user's drift by then."""
-        if days is None:
-            days = self.user_last_day[users]
+        days = self.user_last_day[users] if days is None else days.float()
         bins = self.settings.time_bins
         first, last = self.day_range
         bin_of_day = ((days - first) * (bins / (last - first).clamp(min=1))).long().clamp(0, bins - 1)

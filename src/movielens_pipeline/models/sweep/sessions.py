@@ -11,15 +11,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ...data import SECONDS_PER_DAY
+
 MINUTES_PER_DAY = 1440
 # A key is (scale x USER_SPAN + user) x WINDOW_SPAN + window: windows of a minute or more number fewer than 2^32 until
 # the year 8,000, users fewer than 2^28, and at most MAX_SCALES scales keep the key below 2^63.
 WINDOW_SPAN = 2**32
 USER_SPAN = 2**28
 MAX_SCALES = 7
-# A rating's time reaches a model as float32 days since 1970 (`data.rating_tensors`), exact to 1.4 minutes at today's
-# dates: windows of a few minutes or less would be cut by that rounding rather than by the clock.
-MIN_SCALE_MINUTES = 5
+MIN_SCALE_MINUTES = 1  # a window is a whole number of minutes of the ratings' clock (whole seconds)
 
 
 class Sessions(NamedTuple):
@@ -33,11 +33,13 @@ class Sessions(NamedTuple):
 
 def session_keys(users: Tensor, days: Tensor, minutes: list[int]) -> Tensor:
     """The key of each rating's session at each scale (scales x ratings): its user, and the window of each length
-    in `minutes` that its day (float days since 1970, as `data.rating_tensors` gives them) falls in."""
+    in `minutes` that its day (float64 days since 1970, as `data.rating_tensors` gives them) falls in."""
+    # A rating's time is a whole second (its timestamp), which float64 days hold to a microsecond: rounded back to
+    # seconds, windows are cut by integer division, exactly where the clock cuts them (float32 days step by minutes).
+    seconds = torch.round(days.double() * SECONDS_PER_DAY).long()
     keys = []
     for scale, length in enumerate(minutes):
-        # In float64: day x windows-per-day in float32 would merge windows minutes apart at today's dates.
-        windows = torch.floor(days.double() * (MINUTES_PER_DAY / length)).long()
+        windows = torch.div(seconds, 60 * length, rounding_mode="floor")
         keys.append((scale * USER_SPAN + users.long()) * WINDOW_SPAN + windows)
     return torch.stack(keys) if keys else torch.zeros(0, len(users), dtype=torch.int64, device=users.device)
 
