@@ -73,10 +73,10 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
     # epoch, and the chain's float64 means: 4. Besides, averaging the chains' larger side: two float64 arrays.
     temporaries = max(2 * 8 * chains * users * dim, 2 * 8 * GRAM_FLOATS)  # averaging, or a ridge solve's chunk
     # The sessions' tables, at most a session per rating and scale (the committed scales): per rating and scale
-    # three int64 indices; per session a key, two float32 biases, a float64 sum and a float64 mean per chain; and
-    # a sweep's float64 targets.
+    # three int64 indices; per session a key, its int64 count, two float32 biases, a float64 sum and a float64 mean
+    # per chain; and a sweep's float64 targets.
     scales = len(settings.session_minutes)
-    sessions = 10_000 * (scales * (3 * 8 + 8 + 2 * 4 + 8 * (1 + chains)) + 2 * 8)
+    sessions = 10_000 * (scales * (3 * 8 + 2 * 8 + 2 * 4 + 8 * (1 + chains)) + 2 * 8)
     assert REGISTRY["bayes_mf"].working_bytes(shape, settings) == temporaries + sessions
     assert REGISTRY["bayes_mf"].working_bytes(shape, settings.model_copy(update={"session_minutes": []})) == temporaries
     beside = estimate - temporaries - sessions

@@ -156,8 +156,8 @@ class BayesMF(SampledMF):
         averaging = 2 * 8 * settings.chains * max(shape.n_users, shape.n_movies) * settings.embedding_dim
         # The sessions' tables, sized by the training ratings (at most one session each), so not in the model as
         # built: per rating and scale three indices (its session, in rating, user and movie order), and per session a
-        # key, two float32 biases, a float64 sum and a float64 mean per chain; a sweep's float64 targets beside.
-        per_scale = 3 * 8 + 8 + 2 * 4 + 8 * (1 + settings.chains)
+        # key, its count, two float32 biases, a float64 sum and a float64 mean per chain; a sweep's float64 targets.
+        per_scale = 3 * 8 + 2 * 8 + 2 * 4 + 8 * (1 + settings.chains)
         sessions = shape.n_train_ratings * (len(settings.session_minutes) * per_scale + 2 * 8)
         return max(averaging, super().working_bytes(shape, settings)) + (sessions if settings.session_minutes else 0)
 
@@ -252,7 +252,7 @@ class BayesMF(SampledMF):
             mine, count = sessions - first, last - first
             # index_add_ on the CPU adds in the ratings' order: the same sums on any machine.
             sums = torch.zeros(count, dtype=torch.float64, device=self.device).index_add_(0, mine, targets)
-            counts = torch.bincount(mine, minlength=count)
+            counts = self.session_counts[first:last]
             prior_mean, prior_precision = normal_gamma_prior(
                 sample.session_prior_mean[scale : scale + 1], biases[first:last].unsqueeze(1)
             )

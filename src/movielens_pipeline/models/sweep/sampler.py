@@ -145,6 +145,8 @@ class SampledMF(SweptMF):
         sessions = make_sessions(data.users, data.days, self.settings.session_minutes)
         count, chains = len(sessions.keys), self.settings.chains
         self.session_keys, self.session_starts, self.session_of_rating = sessions
+        # Each session's number of training ratings: fixed for the fit, so counted once (a scale's block each).
+        self.session_counts = torch.bincount(self.session_of_rating.flatten(), minlength=count)
 
         self.session_bias = torch.zeros(count, device=self.device)
         self.current_session_bias = torch.zeros(count, device=self.device)
@@ -262,6 +264,7 @@ def sampler_buffers(shape: DataShape, settings: ModelSettings) -> dict[str, Tens
         "session_prior_mean": torch.zeros(len(sessions)),
         "session_starts": torch.zeros(0, dtype=torch.int64),
         "session_of_rating": torch.zeros(0, dtype=torch.int64),
+        "session_counts": torch.zeros(0, dtype=torch.int64),
         # The running chain's sums of its kept samples, each chain's means, and how many each kept (its weight).
         "sum_global_bias": torch.zeros((), dtype=float64),
         "sum_user_bias": torch.zeros(n_users, dtype=float64),
