@@ -41,6 +41,7 @@ class TrainingData:
     ratings: Tensor  # float32 rating of each training rating
     days: Tensor  # float64 day (timestamp / 86,400) of each training rating
     movie_genres: Tensor  # float32 (n_movies, n_genres) multi-hot; n_genres may be 0
+    movie_years: Tensor | None = None  # int64 (n_movies,) release year, 0 where unknown; None: not read
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class DataShape:
     train_mean: float
 
 
+# Every release's titles end in the movie's year, "Toy Story (1995)" (recbole's copy once preprocessed).
+TITLE_YEAR = r"\((\d{4})\)\s*$"
 Part = tuple[Tensor, Tensor, Tensor, Tensor]  # user index, movie index, rating, day: one row per rating
 Batches = Literal["ratings", "movies"]
 SECONDS_PER_DAY = 86_400
@@ -166,6 +169,14 @@ def genre_matrix(movies: pl.DataFrame) -> Tensor:
         for name in movie_genres or []:
             matrix[row, names.index(name)] = 1.0
     return matrix
+
+
+def release_years(movies: pl.DataFrame) -> Tensor:
+    """Each movie's release year, from its title's "(YYYY)" ending: int64 in movie index order, 0 where it has none."""
+    if "title" not in movies.columns:
+        return torch.zeros(movies.height, dtype=torch.int64)
+    years = movies.sort(MOVIE_INDEX)["title"].str.extract(TITLE_YEAR, 1).cast(pl.Int64).fill_null(0)
+    return torch.from_numpy(years.to_numpy().copy())
 
 
 def csr_index(keys: Tensor, n_keys: int) -> tuple[Tensor, Tensor]:
@@ -291,7 +302,7 @@ class RatingsDataModule:
         The training tensors themselves, not a copy, unless setup has already put them on an accelerator.
         """
         users, movies, ratings, days = (column.cpu() for column in self.part("train"))
-        return TrainingData(users, movies, ratings, days, genre_matrix(self.movies))
+        return TrainingData(users, movies, ratings, days, genre_matrix(self.movies), release_years(self.movies))
 
     def train_dataloader(self) -> RatingBatches:
         # One generator for the whole fit: each epoch draws the next permutation from it (the same on every process).

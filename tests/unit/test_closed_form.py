@@ -277,13 +277,17 @@ def run_sweeps(sweeps: Iterator[torch.Tensor], count: int) -> None:
             pass
 
 
-def sampler(users, movies, ratings, n_users: int, n_movies: int, days=None, **settings):
-    """A bayes_mf model that has seen these training ratings (all on day 0 unless `days` are given), with the
-    committed settings and `settings`."""
+def sampler(
+    users, movies, ratings, n_users: int, n_movies: int, days=None, movie_genres=None, movie_years=None, **settings
+):
+    """A bayes_mf model that has seen these training ratings (all on day 0 unless `days` are given; no genres nor
+    release years unless `movie_genres`, multi-hot, or `movie_years`), with the committed settings and `settings`."""
     ratings = torch.as_tensor(ratings, dtype=torch.float32)
     days = torch.as_tensor(np.zeros(len(ratings)) if days is None else days, dtype=torch.float64)
-    data = TrainingData(torch.as_tensor(users), torch.as_tensor(movies), ratings, days, torch.zeros(n_movies, 0))
-    shape = DataShape(n_users, n_movies, 0, len(ratings), float(ratings.mean()))
+    genres = torch.zeros(n_movies, 0) if movie_genres is None else torch.as_tensor(movie_genres, dtype=torch.float32)
+    years = None if movie_years is None else torch.as_tensor(movie_years)
+    data = TrainingData(torch.as_tensor(users), torch.as_tensor(movies), ratings, days, genres, years)
+    shape = DataShape(n_users, n_movies, genres.shape[1], len(ratings), float(ratings.mean()))
     return build_model("bayes_mf", project_params("train", model="bayes_mf", bayes_mf=settings).settings, data, shape)
 
 
@@ -310,6 +314,82 @@ def test_the_bags_hold_the_training_ratings_each_weighted_by_one_over_the_root_o
     np.testing.assert_allclose(bag_gram(user_bags).numpy(), expected.T @ expected, rtol=1e-6)
     movie_matrix = bag_matrix(movies, users, 5, 4)
     np.testing.assert_allclose(bag_sums(movie_bags, rows).numpy(), movie_matrix @ rows.numpy(), rtol=1e-6)
+
+
+def test_with_genres_a_movies_bag_adds_its_genres_each_weighted_by_one_over_the_root_of_their_number():
+    # Movie 0 has two genres, movie 1 one, movie 2 none; movie 3 has a genre but no training rating.
+    users, movies = np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0])
+    movie_genres = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 0, 0]])
+    genre_part = movie_genres / np.sqrt(movie_genres.sum(1, keepdims=True).clip(min=1))
+    for implicit in (True, False):
+        model = sampler(
+            users, movies, [4.0, 3, 5, 2, 1], 3, 4, movie_genres=movie_genres, implicit=implicit, genres=True
+        )
+        users_part = bag_matrix(movies, users, 4, 3) if implicit else np.zeros((4, 0))
+        expected = np.hstack([users_part, genre_part])  # the users first, then the genres
+        assert model.sample.movie.bag_vectors.shape == (expected.shape[1], model.settings.embedding_dim + 1)
+        movie_bags, vectors = model.side_bags("movie"), torch.randn(expected.shape[1], 3, dtype=torch.float64)
+        np.testing.assert_allclose(bag_sums(movie_bags, vectors).numpy(), expected @ vectors.numpy(), rtol=1e-6)
+        rows = torch.randn(4, 3, dtype=torch.float64)
+        np.testing.assert_allclose(member_sums(movie_bags, rows).numpy(), expected.T @ rows.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(bag_gram(movie_bags).numpy(), expected.T @ expected, rtol=1e-6)
+        assert len(model.sample.user.bag_vectors) == (4 if implicit else 0)  # users' bags hold no genres
+
+
+def test_a_movies_attributes_are_its_genres_then_its_release_years_group():
+    genres = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    years = torch.tensor([1995, 1999, 1970, 0])  # the last title has no year: no group
+    data = TrainingData(
+        torch.zeros(1, dtype=torch.int64),
+        torch.zeros(1, dtype=torch.int64),
+        torch.ones(1),
+        torch.zeros(1, dtype=torch.float64),
+        genres,
+        years,
+    )
+    # Groups of 10 years from a multiple of 10: 1970-1979 and 1990-1999, the groups that have a movie, in order.
+    expected_years = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    torch.testing.assert_close(bayes_mf.movie_attributes(data, True, 10), torch.cat([genres, expected_years], 1))
+    torch.testing.assert_close(bayes_mf.movie_attributes(data, False, 10), expected_years)
+    five = bayes_mf.movie_attributes(data, False, 5)  # 1970-1974, 1995-1999: 1995 and 1999 share theirs
+    torch.testing.assert_close(five, torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
+    torch.testing.assert_close(bayes_mf.movie_attributes(data, True, 0), genres)
+    assert bayes_mf.movie_attributes(data, False, 0) is None
+
+
+def test_release_year_groups_join_the_movies_bags_after_the_genres():
+    users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
+    movie_genres = np.random.default_rng(3).integers(0, 2, (7, 4))
+    years = [1950, 1955, 1990, 1991, 1999, 0, 2001]  # 1950s, 1990s, 2000s; one movie without a year
+    torch.manual_seed(0)
+    model = sampler(users, movies, ratings + 3, 6, 7, movie_genres=movie_genres, movie_years=years, embedding_dim=2)
+    # The committed settings: the 6 users (implicit), the 4 genres, then the three groups of years.
+    assert len(model.sample.movie.bag_vectors) == 6 + 4 + 3
+    run_sweeps(model.sweeps(), 12)
+    movie_bags = model.bags["movie"]
+    assert int(movie_bags.member_starts[-1]) == len(users) + movie_genres.sum() + 6
+    attributes = np.hstack(
+        [movie_genres, [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]]]
+    )
+    expected = np.hstack([bag_matrix(movies, users, 7, 6), attributes / np.sqrt(attributes.sum(1, keepdims=True))])
+    vectors = torch.randn(13, 3, dtype=torch.float64)
+    # (The weights are the model's float32.)
+    np.testing.assert_allclose(bag_sums(movie_bags, vectors).numpy(), expected @ vectors.numpy(), rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(model.movie_factors).all()
+
+
+def test_genres_change_the_fit_and_without_any_the_model_is_the_one_without_genres():
+    users, movies, ratings = owners_ratings([3, 5, 8, 2, 6, 4], n_others=7)
+    movie_genres = np.random.default_rng(3).integers(0, 2, (7, 4))
+    fitted = {}
+    for name, genres, table in (("genres", True, movie_genres), ("none", True, None), ("off", False, movie_genres)):
+        torch.manual_seed(0)
+        model = sampler(users, movies, ratings + 3, 6, 7, movie_genres=table, embedding_dim=2, burn_in=5, genres=genres)
+        run_sweeps(model.sweeps(), 12)
+        fitted[name] = model.state_dict()
+    for key, value in fitted["off"].items():
+        torch.testing.assert_close(fitted["none"][key], value, rtol=0, atol=0)
+    assert not torch.equal(fitted["genres"]["movie_factors"], fitted["off"]["movie_factors"])
 
 
 def test_the_bags_are_those_of_the_ratings_the_model_is_trained_on():
@@ -482,10 +562,11 @@ def test_bags_with_more_members_than_the_exact_draw_takes_are_drawn_by_conjugate
 def test_a_checkpoint_from_before_the_bags_loads_as_a_model_without_them(tmp_path):
     model = sampler([0, 1, 1], [0, 0, 1], [4.0, 3.0, 5.0], n_users=2, n_movies=2, implicit=False)
     checkpoint = model.checkpoint()
-    del checkpoint["hyper_parameters"]["settings"]["implicit"]  # what the train stage saved before bags
+    for new_setting in ("implicit", "genres"):  # what the train stage saved before bags
+        del checkpoint["hyper_parameters"]["settings"][new_setting]
     torch.save(checkpoint, tmp_path / "old.ckpt")
     loaded = load_model(tmp_path / "old.ckpt")
-    assert loaded.settings.implicit is False
+    assert loaded.settings.implicit is False and loaded.settings.genres is False
     torch.testing.assert_close(loaded.state_dict(), model.state_dict())
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from fakes import make_rows, ratings_frame
 
-from movielens_pipeline.data import RatingBatches, RatingsDataModule, genre_matrix, rating_tensors
+from movielens_pipeline.data import RatingBatches, RatingsDataModule, genre_matrix, rating_tensors, release_years
 from movielens_pipeline.preprocess import index_ratings
 
 
@@ -94,6 +94,14 @@ def test_genre_matrix_is_multi_hot_in_movie_index_order():
     expected = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])  # columns: Comedy, Drama
     assert torch.equal(genre_matrix(movies), expected)
     assert genre_matrix(pl.DataFrame({"movieIdMapped": [0, 1]})).shape == (2, 0)
+
+
+def test_release_years_come_from_the_titles_ending_in_movie_index_order():
+    titles = ["Heat (1995)", "Nineteen Eighty-Four (1984) ", "Sleepers", None, "1492: Conquest of Paradise (1992)"]
+    movies = pl.DataFrame({"movieIdMapped": [1, 0, 2, 3, 4], "title": titles})
+    # A year in the middle of a title ("1492") is not its release year; no year, or no title: 0.
+    assert release_years(movies).tolist() == [1984, 1995, 0, 0, 1992]
+    assert release_years(pl.DataFrame({"movieIdMapped": [0, 1]})).tolist() == [0, 0]
 
 
 def test_tensors_and_the_permutation_live_on_the_device_given(indexed):

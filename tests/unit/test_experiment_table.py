@@ -139,6 +139,8 @@ def test_a_runs_settings_are_its_models_own_or_the_flat_list_of_older_runs():
         "model": "bayes_mf",
         "sweeps": 300,
         "implicit": True,
+        "genres": False,
+        "release_year_span": 0,
         "chains": 1,
         "session_minutes": [],
     }

@@ -69,8 +69,9 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
     shape = DataShape(users, movies, 19, 10_000, 3.5)
     estimate = REGISTRY["bayes_mf"].training_bytes(shape, settings)
     # The current sample and its float64 sums (twice as wide): 3; the bags' vectors (one per movie for the
-    # users' bags, one per user for the movies'): 1; per chain, the posterior means, their copy for the best
-    # epoch, and the chain's float64 means: 4. Besides, averaging the chains' larger side: two float64 arrays.
+    # users' bags, one per user for the movies', besides one per genre with `genres`): 1; per chain, the
+    # posterior means, their copy for the best epoch, and the chain's float64 means: 4. Besides, averaging the
+    # chains' larger side: two float64 arrays.
     temporaries = max(2 * 8 * chains * users * dim, 2 * 8 * GRAM_FLOATS)  # averaging, or a ridge solve's chunk
     # The sessions' tables, at most a session per rating and scale (the committed scales): per rating and scale
     # three int64 indices; per session a key, its int64 count, two float32 biases, a float64 sum and a float64 mean
@@ -79,7 +80,8 @@ def test_bayes_mf_holds_about_four_plus_four_times_its_chains_factors(chains):
     sessions = 10_000 * (scales * (3 * 8 + 2 * 8 + 2 * 4 + 8 * (1 + chains)) + 2 * 8)
     assert REGISTRY["bayes_mf"].working_bytes(shape, settings) == temporaries + sessions
     assert REGISTRY["bayes_mf"].working_bytes(shape, settings.model_copy(update={"session_minutes": []})) == temporaries
-    beside = estimate - temporaries - sessions
+    genre_vectors = 4 * 19 * (1 + dim)
+    beside = estimate - temporaries - sessions - genre_vectors
     assert (4 + 4 * chains) * factors < beside < (4.2 + 4 * chains) * factors  # and the biases
 
 

@@ -1,5 +1,6 @@
-"""Implicit feedback for the Bayesian sampler (bayes_mf.py): each side's bags of the other side's rows, and
-the draws of the bag vectors from their conditional, exactly through an eigenbasis or by conjugate gradients.
+"""Implicit feedback for the Bayesian sampler (bayes_mf.py): each side's bags of the other side's rows (the movies' with
+their attributes), and the draws of the bag vectors from their conditional, exactly through an eigenbasis or by
+conjugate gradients.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...data import csr_index
 from .ridge import conjugate_gradients, gram_of_rows
 
 # Implicit feedback (`bayes_mf`'s `implicit`). Each bag weighs its members 1 / |bag|^BAG_NORM_EXPONENT: 1 makes
@@ -54,6 +56,30 @@ def make_bags(owner_starts: Tensor, members: Tensor, member_starts: Tensor, owne
     weight_in_bag = counts.double().clamp(min=1).pow(-BAG_NORM_EXPONENT).to(dtype)  # each owner's members' weight
     member_weights = torch.repeat_interleave(weight_in_bag, counts)
     return Bags(owner_starts, members, member_weights, member_starts, owners, weight_in_bag.index_select(0, owners))
+
+
+def with_attributes(bags: Bags | None, attributes: Tensor, first_member: int) -> Bags:
+    """The movies' bags (`bags`, None for none) with each movie's attributes (multi-hot, movies x attributes: genres,
+    release-year group) added as members `first_member` + a, each weighted 1 / |its attributes|^BAG_NORM_EXPONENT."""
+    n_movies, n_attributes = attributes.shape
+    movie_of, attribute_of = attributes.nonzero(as_tuple=True)
+    if bags is not None and not len(movie_of):  # none: the bags as they are, summed in the same order
+        return bags
+    per_movie = (attributes > 0).sum(1).double().clamp(min=1).pow(-BAG_NORM_EXPONENT)
+    owners, members, weights = movie_of, attribute_of + first_member, per_movie[movie_of]
+    if bags is not None:  # each movie's users first, as they were, then its attributes
+        owners = torch.cat(
+            [torch.repeat_interleave(torch.arange(n_movies, device=movie_of.device), bags.owner_starts.diff()), owners]
+        )
+        members = torch.cat([bags.members, members])
+        weights = torch.cat([bags.member_weights.double(), weights])
+    dtype = attributes.dtype if bags is None else bags.member_weights.dtype
+    owner_starts, by_owner = csr_index(owners, n_movies)
+    member_starts, by_member = csr_index(members, first_member + n_attributes)
+    weights = weights.to(dtype)
+    return Bags(
+        owner_starts, members[by_owner], weights[by_owner], member_starts, owners[by_member], weights[by_member]
+    )
 
 
 def bag_sums(bags: Bags, vectors: Tensor) -> Tensor:

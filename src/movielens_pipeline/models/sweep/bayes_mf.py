@@ -26,6 +26,7 @@ from .bags import (
     bag_vectors_by_conjugate_gradients,
     bag_vectors_conditional,
     make_bags,
+    with_attributes,
 )
 from .ridge import ridge_rows
 from .sampler import SampledMF, noise_precision, normal_gamma_prior
@@ -63,6 +64,18 @@ class BayesMFSettings(ModelSettings):
     implicit: bool = Field(
         description="implicit feedback (flipped SVD++): each user's prior mean adds a vector per movie it rated, "
         "over the root of their number; each movie's, one per user who rated it; false: without"
+    )
+    genres: bool = Field(
+        description="each movie's prior mean adds a vector per genre it has, as Rendle's Bayesian FM takes side "
+        "information; a movie's attributes (its genres, its release_year_span group) weigh one over the root of "
+        "their number each; false: without"
+    )
+    release_year_span: int = Field(
+        ge=0,
+        le=100,
+        description="years per release-year group: each movie's prior mean adds a vector for the movies released in "
+        "its span of years (from 1 January of a multiple of the span; the year its title ends with), as it does per "
+        "genre; 0: none",
     )
     chains: int = Field(
         ge=1,
@@ -113,7 +126,9 @@ class BayesMF(SampledMF):
     (its bag, `Bags`), and a movie's adds (C Z)_m over the users who rated it. Y's and Z's rows have priors
     of their own, as every row; each sweep draws Y after the users' rows, Z after the movies'
     (`draw_bag_vectors`). The ratings' likelihood is unchanged: the rows' posterior means are still all that
-    predicts.
+    predicts. With `genres` and `release_year_span`, a movie's bag holds its attributes too, its genres and its
+    release years' group, so its prior mean adds a vector for each: a movie's few ratings are read against what
+    movies of its genres and its years are like.
 
     The model predicts with the average of the parameters over the sweeps after `burn_in`, each user's
     (movie's) conditional mean rather than its draw (the posterior mean of each parameter); what that
@@ -135,14 +150,16 @@ class BayesMF(SampledMF):
         # Each side's bags and the eigenbasis of their Gram matrix: made by the first Gibbs sweep, on the
         # model's device, from the ratings grouped by owner.
         self.bags: dict[str, Bags] = {}
+        # With `genres` or `release_year_span`, each movie's attributes (`movie_attributes`), set by `remember`.
+        self.movie_attributes: Tensor | None = None
         self.bag_bases: dict[str, Eigenbasis] = {}
         # With sessions, each training rating's session in each side's order of the ratings (`sides`).
         self.sessions_by_side: dict[str, Tensor] = {}
 
     @classmethod
     def checkpoint_settings(cls, saved: dict) -> dict:
-        # A checkpoint from before the bags, the chains or the sessions had one chain and neither.
-        return {"implicit": False, "chains": 1, "session_minutes": []} | saved
+        # A checkpoint from before the bags, the movies' attributes, the chains or the sessions had one chain and none.
+        return {"implicit": False, "genres": False, "release_year_span": 0, "chains": 1, "session_minutes": []} | saved
 
     @classmethod
     def planned_sweeps(cls, settings: BayesMFSettings) -> int:
@@ -160,6 +177,20 @@ class BayesMF(SampledMF):
         per_scale = 3 * 8 + 2 * 8 + 2 * 4 + 8 * (1 + settings.chains)
         sessions = shape.n_train_ratings * (len(settings.session_minutes) * per_scale + 2 * 8)
         return max(averaging, super().working_bytes(shape, settings)) + (sessions if settings.session_minutes else 0)
+
+    def remember(self, data: TrainingData) -> None:
+        attributes = movie_attributes(data, self.settings.genres, self.settings.release_year_span)
+        self.movie_attributes = None if attributes is None else attributes.to(self.device)
+        # The movies' bag vectors were sized for their genres (`sampler_buffers`); the few year groups join here.
+        members = (self.shape.n_users if self.settings.implicit else 0) + (
+            0 if attributes is None else attributes.shape[1]
+        )
+        if members != len(self.movie_bag_vectors):
+            self.movie_bag_vectors = torch.zeros(members, self.movie_bag_vectors.shape[1], device=self.device)
+            self.movie_bag_prior_mean = torch.zeros(
+                self.movie_bag_vectors.shape[1] if members else 0, device=self.device
+            )
+        super().remember(data)
 
     def remember_sessions(self, data: TrainingData) -> None:
         super().remember_sessions(data)
@@ -193,7 +224,7 @@ class BayesMF(SampledMF):
             rows = torch.cat([mine.bias.unsqueeze(1), mine.factors], 1)
             # With bags, each row's prior is centred on the side's mean plus its bag's sum: the hyper-prior sees
             # the rows' deviations from their bags.
-            offsets = bag_sums(self.side_bags(side), mine.bag_vectors) if self.settings.implicit else None
+            offsets = bag_sums(self.side_bags(side), mine.bag_vectors) if len(mine.bag_vectors) else None
             beyond_bags = rows if offsets is None else rows - offsets
             prior_mean, prior_precision = normal_gamma_prior(mine.prior_mean, beyond_bags)
             targets = ratings - sample.global_bias - theirs.bias[others]
@@ -274,11 +305,17 @@ class BayesMF(SampledMF):
         global_bias.copy_(mean + torch.randn((), device=mean.device) / precision.sqrt())
 
     def side_bags(self, side: str) -> Bags:
-        """A side's bags (users': the movies each rated), made the first time they are asked for."""
+        """A side's bags (users': the movies each rated; movies': the users who rated each, then its attributes), made
+        the first time they are asked for."""
         if side not in self.bags:
             by_user, by_movie = (self.user_starts, self.user_others), (self.movie_starts, self.movie_others)
             owners, members = (by_user, by_movie) if side == "user" else (by_movie, by_user)
-            self.bags[side] = make_bags(*owners, *members, self.sample.side(side).bag_vectors.dtype)
+            dtype = self.sample.side(side).bag_vectors.dtype
+            bags = make_bags(*owners, *members, dtype) if self.settings.implicit else None
+            if side == "movie" and self.movie_attributes is not None:
+                first_attribute = self.shape.n_users if self.settings.implicit else 0
+                bags = with_attributes(bags, self.movie_attributes.to(dtype), first_attribute)
+            self.bags[side] = bags
         return self.bags[side]
 
     def draw_bag_vectors(self, side: str, deviations: Tensor, row_precision: Tensor) -> None:
@@ -295,3 +332,14 @@ class BayesMF(SampledMF):
         if side not in self.bag_bases:  # once per fit: the bags do not change
             self.bag_bases[side] = bag_eigenbasis(bags, vectors.dtype)
         vectors.copy_(bag_vectors_conditional(self.bag_bases[side], bags, *conditional))
+
+
+def movie_attributes(data: TrainingData, genres: bool, year_span: int) -> Tensor | None:
+    """Each movie's attributes, multi-hot (movies x attributes): its genres (with `genres`), then its release-year
+    group (movies released within the same `year_span` years, the groups that have a movie); None without either."""
+    columns = [data.movie_genres] if genres else []
+    if year_span and data.movie_years is not None:
+        known = data.movie_years > 0
+        groups = torch.where(known, data.movie_years // year_span, -1)
+        columns.append((groups.unsqueeze(1) == torch.unique(groups[known])).to(data.movie_genres.dtype))
+    return torch.cat(columns, 1) if columns else None

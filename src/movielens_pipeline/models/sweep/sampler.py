@@ -30,8 +30,8 @@ class SideSample(NamedTuple):
     bias: Tensor  # per row (user or movie)
     factors: Tensor
     prior_mean: Tensor  # the rows' prior mean per coordinate: the bias, then each factor dimension
-    bag_vectors: Tensor  # with `implicit`, one per member of the side's bags (the other side's rows); else empty
-    bag_prior_mean: Tensor  # their prior mean per coordinate; empty without `implicit`
+    bag_vectors: Tensor  # one per member of the side's bags (the other side's rows, a movie's attributes); or empty
+    bag_prior_mean: Tensor  # their prior mean per coordinate; empty without bags
 
 
 class Sample(NamedTuple):
@@ -191,10 +191,10 @@ class SampledMF(SweptMF):
             side.prior_mean.zero_()
 
     def start_bags(self) -> None:
-        """With `implicit`, each side's bag vectors at their random start, and their prior mean at 0."""
-        if not self.settings.implicit:
-            return
+        """Each side's bag vectors at their random start, and their prior mean at 0 (a side without bags has none)."""
         for side in (self.sample.user, self.sample.movie):
+            if not len(side.bag_vectors):
+                continue
             side.bag_vectors.copy_(torch.randn(side.bag_vectors.shape, device=self.device) * BAG_INIT_STD)
             side.bag_prior_mean.zero_()
 
@@ -242,6 +242,10 @@ def sampler_buffers(shape: DataShape, settings: ModelSettings) -> dict[str, Tens
         settings.session_minutes,
     )
     n_users, n_movies, float64 = shape.n_users, shape.n_movies, torch.float64
+    # The members of each side's bags: the users' hold movies; the movies', users, then genres (and the few
+    # release-year groups, which `BayesMF.remember` adds once it has seen the movies).
+    user_members = n_movies if implicit else 0
+    movie_members = (n_users if implicit else 0) + (shape.n_genres if settings.genres else 0)
     return {
         # The running chain's current sample, and each side's prior mean per coordinate.
         "current_global_bias": torch.tensor(shape.train_mean),
@@ -251,13 +255,13 @@ def sampler_buffers(shape: DataShape, settings: ModelSettings) -> dict[str, Tens
         "current_movie_factors": torch.zeros(n_movies, dim),
         "user_prior_mean": torch.zeros(1 + dim),
         "movie_prior_mean": torch.zeros(1 + dim),
-        # With `implicit`, each side's bag vectors (one per member: the other side's users or movies) and their
-        # prior mean, sized here so that the memory estimate counts them; empty without, so that the model is then
-        # the one before bags, byte for byte.
-        "user_bag_vectors": torch.zeros(n_movies if implicit else 0, 1 + dim),
-        "movie_bag_vectors": torch.zeros(n_users if implicit else 0, 1 + dim),
-        "user_bag_prior_mean": torch.zeros(1 + dim if implicit else 0),
-        "movie_bag_prior_mean": torch.zeros(1 + dim if implicit else 0),
+        # With `implicit` or `genres`, each side's bag vectors (one per member) and their prior mean, sized here so
+        # that the memory estimate counts them; empty without, so that the model is then the one before bags, byte
+        # for byte.
+        "user_bag_vectors": torch.zeros(user_members, 1 + dim),
+        "movie_bag_vectors": torch.zeros(movie_members, 1 + dim),
+        "user_bag_prior_mean": torch.zeros(1 + dim if user_members else 0),
+        "movie_bag_prior_mean": torch.zeros(1 + dim if movie_members else 0),
         # With `session_minutes`, each session's bias, each scale's prior mean and block of sessions, and each
         # training rating's session at each scale: sized by the training ratings' sessions (`remember_sessions`).
         "current_session_bias": torch.zeros(0),
