@@ -3,6 +3,7 @@
     dvc exp run --queue -S profile=ml-25m-twin -S 'train.bayes_mf.embedding_dim=8,12' -S 'train.bayes_mf.sweeps=14,24'
     dvc queue start -j 1                 # then, once `dvc queue status` shows them done:
     dvc exp show --json | .venv/bin/python bench/profile_sweep.py ml-25m-twin --record
+    dvc exp show --json | .venv/bin/python bench/profile_sweep.py ml-25m-twin --record --add  # a further step
     .venv/bin/python bench/profile_sweep.py ml-25m-twin --update   # the docs from the kept runs
 
 A run counts when its params hold the profile's data set (what the profile sets under `data`) and it trained the
@@ -79,16 +80,20 @@ def chosen(recorded: list[dict], model: str | None = None) -> dict:
     return REGISTRY[model].checkpoint_settings(settings) if model else settings
 
 
-def table(recorded: list[dict]) -> str:
-    """Markdown: a row per run, the settings that vary, best val RMSE first, the choice in bold."""
-    varying = [key for key in recorded[0]["settings"] if len({str(run["settings"][key]) for run in recorded}) > 1]
+def table(recorded: list[dict], model: str | None = None) -> str:
+    """Markdown: a row per run, the settings that vary, best val RMSE first, the choice in bold; given the `model`,
+    a setting added since a run reads as what it meant then."""
+    if model:
+        recorded = [run | {"settings": REGISTRY[model].checkpoint_settings(run["settings"])} for run in recorded]
+    keys = list(dict.fromkeys(key for run in recorded for key in run["settings"]))
+    varying = [key for key in keys if len({str(run["settings"].get(key)) for run in recorded}) > 1]
     lines = [
         "| " + " | ".join(f"`{key}`" for key in varying) + " | best val RMSE | test RMSE | x noise floor |",
         "|" + "---|" * (len(varying) + 3),
     ]
     best = min(run["val_rmse"] for run in recorded)
     for run in sorted(recorded, key=lambda run: run["val_rmse"]):
-        cells = [str(run["settings"][key]) for key in varying]
+        cells = [str(run["settings"].get(key)) for key in varying]
         cells += [f"{run['val_rmse']:.4f}", f"{run['test_rmse']:.4f}", f"{run['test_rmse'] / run['noise_floor']:.3f}x"]
         if run["val_rmse"] == best:
             cells = [f"**{cell}**" for cell in cells]
@@ -97,7 +102,8 @@ def table(recorded: list[dict]) -> str:
 
 
 def page(profile: str, recorded: list[dict]) -> str:
-    return with_tables(RESULTS_PAGE.read_text(encoding="utf-8"), table(recorded), *markers(profile))
+    model = profile_params(profile)["train"]["model"]
+    return with_tables(RESULTS_PAGE.read_text(encoding="utf-8"), table(recorded, model), *markers(profile))
 
 
 def read_runs(profile: str) -> list[dict]:
@@ -108,8 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("profile", help="a profile of conf/profile/, e.g. ml-25m-twin")
     add_record_options(parser, runs_file("<profile>").name)
+    parser.add_argument("--add", action="store_true", help="with --record: keep the kept runs, add stdin's to them")
     args = parser.parse_args()
     recorded = read_runs(args.profile) if args.update else sweep_runs(json.load(sys.stdin), args.profile)
+    if args.record and args.add:
+        added = {run["name"] for run in recorded}
+        recorded = [run for run in read_runs(args.profile) if run["name"] not in added] + recorded
     if args.record:
         write_json(runs_file(args.profile), recorded)
     if args.record or args.update:
